@@ -35,6 +35,7 @@ class Generator(nn.Module):
     resolution: int
     num_ws: int
     w_dim: int
+    z_dim: int | None  # None when the mapping network was not loaded
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,39 @@
+"""Device choice, in one place: 'auto' prefers CUDA, then Apple's MPS, then the CPU."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn a user's device string into an available torch.device; ValueError with a one-line reason."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if match := re.fullmatch(r"cuda(?::(\d+))?", spec):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
+        index = int(match.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+        return torch.device("cuda", index)
+    if spec == "mps":
+        if not _mps_available():
+            raise ValueError("device 'mps' requested but Apple's MPS backend is not available")
+        return torch.device("mps")
+    raise ValueError(f"unknown device {spec!r}; use one of: {DEVICE_CHOICES}")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())

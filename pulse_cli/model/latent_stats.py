@@ -1,0 +1,69 @@
+"""Latent statistics: PULSE's `gaussian_fit.pt`, read or computed from the mapping network."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .generator import LatentStats
+from .io import CheckpointError, load_tensor_file
+
+PULSE_SAMPLES = 1_000_000
+PULSE_SEED = 0
+# Rows of z per chunk: a multiple of 16 so chunked draws equal one big draw from the same generator.
+CHUNK_ROWS = 50_000
+
+
+def read_gaussian_fit(path: Path) -> LatentStats:
+    """Read a `{"mean": [w_dim], "std": [w_dim]}` file (legacy or zip format, any device tag)."""
+    data = load_tensor_file(path)
+    if not isinstance(data, dict) or not {"mean", "std"} <= set(data):
+        raise CheckpointError(f"{path}: not a gaussian fit (expected a dict with 'mean' and 'std')")
+    mean, std = data["mean"], data["std"]
+    if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)) or mean.ndim != 1 \
+            or mean.shape != std.shape:
+        raise CheckpointError(f"{path}: gaussian fit 'mean' and 'std' must be two vectors of one size")
+    return LatentStats(mean.float(), std.float())
+
+
+@torch.no_grad()
+def compute_latent_stats(mapping: Callable[[torch.Tensor], torch.Tensor], z_dim: int, *,
+                         samples: int = PULSE_SAMPLES, seed: int = PULSE_SEED,
+                         chunk_rows: int = CHUNK_ROWS, device: torch.device | str = "cpu") -> LatentStats:
+    """Mean and unbiased std of LeakyReLU(5)(mapping(z)) over `samples` seeded normal z, as PULSE.
+
+    Drawn in chunks so that 1e6 samples fit in memory; sums are kept in float64.
+    """
+    if samples < 2:
+        raise ValueError("need at least 2 samples for a standard deviation")
+    rng = torch.Generator().manual_seed(seed)
+    total = total_sq = None
+    done = 0
+    while done < samples:
+        rows = min(chunk_rows, samples - done)
+        z = torch.randn((rows, z_dim), generator=rng).to(device)
+        w = F.leaky_relu(mapping(z), 5.0).double()
+        total = w.sum(0) if total is None else total + w.sum(0)
+        total_sq = w.pow(2).sum(0) if total_sq is None else total_sq + w.pow(2).sum(0)
+        done += rows
+    mean = total / samples
+    var = (total_sq - samples * mean.pow(2)) / (samples - 1)
+    return LatentStats(mean.float().cpu(), var.clamp(min=0).sqrt().float().cpu())
+
+
+def save_latent_stats(stats: LatentStats, path: Path) -> None:
+    """Write in PULSE's format, atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"mean": stats.mean, "std": stats.std}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
