@@ -1,0 +1,75 @@
+"""Optimisers on spheres and PULSE's learning-rate schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+    "sgdm": partial(torch.optim.SGD, momentum=0.9),
+    "adamax": torch.optim.Adamax,
+}
+
+
+def _radius(param: torch.Tensor) -> torch.Tensor:
+    """Norm over every dim from 2 on: one radius per [b, i] vector (per noise map for noise)."""
+    return (param.pow(2).sum(tuple(range(2, param.ndim)), keepdim=True) + 1e-9).sqrt()
+
+
+class SphericalOptimizer:
+    """Wraps an optimiser and projects each parameter back onto its initial sphere after every step.
+
+    PULSE searches on the sphere where a Gaussian's samples concentrate, so latents stay realistic.
+    """
+
+    def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float):
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+        self.params = list(params)
+        self.opt = OPTIMIZERS[name](self.params, lr=lr)
+        with torch.no_grad():
+            self.radii = [_radius(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.opt.step()
+        for param, radius in zip(self.params, self.radii):
+            param.div_(_radius(param))
+            param.mul_(radius)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+
+def _fixed(step: int, steps: int) -> float:
+    return 1.0
+
+
+def _linear1cycle(step: int, steps: int) -> float:
+    # Up from 0.1 to 1 at mid-run, back down to 0.1 at the end.
+    return (9 * (1 - abs(step / steps - 1 / 2) * 2) + 1) / 10
+
+
+def _linear1cycledrop(step: int, steps: int) -> float:
+    # One cycle over the first 90% of steps, then a linear drop from 0.1 towards 0.001.
+    if step < 0.9 * steps:
+        return (9 * (1 - abs(step / (0.9 * steps) - 1 / 2) * 2) + 1) / 10
+    return 1 / 10 + (step - 0.9 * steps) / (0.1 * steps) * (1 / 1000 - 1 / 10)
+
+
+LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "fixed": _fixed,
+    "linear1cycle": _linear1cycle,
+    "linear1cycledrop": _linear1cycledrop,
+}
+
+
+def lr_multiplier(schedule: str, step: int, steps: int) -> float:
+    """Multiplier of the base learning rate for optimiser step `step` (0-based) of `steps`."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; known: {', '.join(LR_SCHEDULES)}")
+    return LR_SCHEDULES[schedule](step, steps)

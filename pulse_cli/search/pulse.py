@@ -1,0 +1,214 @@
+"""The PULSE latent search, importable without the CLI.
+
+`pulse_search(G, targets, seeds=..., ...)` optimises each target's own W+ latents and noise on their
+spheres so that the generated image, bicubic-downscaled, matches the target. Images in one batch share
+the generator's forward and backward passes only: each keeps its own parameters, optimiser state,
+schedule and best iterate, so its result does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..model.generator import Generator, LatentStats
+from .downsample import BicubicDownsample
+from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
+from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
+
+NOISE_TYPES = ("trainable", "fixed", "zero")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """PULSE's hyper-parameters; the defaults are the paper's."""
+
+    loss: str = "100*L2+0.05*GEOCROSS"
+    eps: float = 2e-3
+    steps: int = 100
+    lr: float = 0.4
+    lr_schedule: str = "linear1cycledrop"
+    optimizer: str = "adam"
+    noise_type: str = "trainable"
+    trainable_noise_layers: int = 5
+    bad_noise_layers: tuple[int, ...] = (-1,)  # negative counts from the last layer
+    tile_latent: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line reason for any value the search cannot use."""
+        parse_loss(self.loss)
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"unknown noise type {self.noise_type!r}; known: {', '.join(NOISE_TYPES)}")
+        if self.trainable_noise_layers < 0:
+            raise ValueError("trainable noise layers must be >= 0")
+
+    def zeroed_noise_layers(self, num_layers: int) -> set[int]:
+        """Indices of noise layers set to zero, checked against the generator's layer count."""
+        zeroed = set()
+        for index in self.bad_noise_layers:
+            if not -num_layers <= index < num_layers:
+                raise ValueError(f"bad noise layer {index} is out of range: this generator has "
+                                 f"{num_layers} noise layers (0..{num_layers - 1})")
+            zeroed.add(index % num_layers)
+        return zeroed
+
+
+@dataclass
+class StepRecord:
+    """One optimisation step of one image, as written to its log."""
+
+    step: int
+    lr: float
+    losses: dict[str, float]
+    l2: float
+    total: float
+
+
+@dataclass
+class SearchResult:
+    image: torch.Tensor  # [3, R, R] in [0, 1], the best iterate
+    converged: bool
+    best_step: int
+    best_l2: float
+    best_total: float
+    steps_run: int
+    history: list[StepRecord] = field(default_factory=list)
+
+
+def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int) -> torch.Tensor:
+    """PULSE's learned-Gaussian mapping from search space to W+: LeakyReLU(0.2)(x * std + mean)."""
+    latent = latent.expand(-1, num_ws, -1)
+    return F.leaky_relu(latent * stats.std + stats.mean, 0.2)
+
+
+class ImageSearch:
+    """One image's search state: latents, noise, optimiser, learning-rate schedule and best iterates."""
+
+    def __init__(self, G: Generator, target: torch.Tensor, seed: int, config: SearchConfig,
+                 device: torch.device):
+        assert target.ndim == 3 and target.shape[0] == 3, target.shape
+        self.config = config
+        self.target = target.to(device)
+        # Start drawn on the CPU from the image's own seed, so it is the same on every device.
+        rng = torch.Generator().manual_seed(seed)
+        latent_rows = 1 if config.tile_latent else G.num_ws
+        self.latent = torch.randn((1, latent_rows, G.w_dim), generator=rng).to(device).requires_grad_(True)
+        shapes = G.noise_shapes(1)
+        zeroed = config.zeroed_noise_layers(len(shapes))
+        self.noise: list[torch.Tensor] = []
+        trainable: list[torch.Tensor] = []
+        for i, shape in enumerate(shapes):
+            if config.noise_type == "zero" or i in zeroed:
+                tensor = torch.zeros(shape, device=device)
+            else:
+                tensor = torch.randn(shape, generator=rng).to(device)
+                if config.noise_type == "trainable" and i < config.trainable_noise_layers:
+                    tensor.requires_grad_(True)
+                    trainable.append(tensor)
+            self.noise.append(tensor)
+        self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
+        self.step = 0
+        self.history: list[StepRecord] = []
+        self._best_converged: tuple[float, int, float, torch.Tensor] | None = None  # total, step, l2, image
+        self._best_l2: tuple[float, int, float, torch.Tensor] | None = None  # l2, step, total, image
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.config.steps
+
+    def current_lr(self) -> float:
+        return self.config.lr * lr_multiplier(self.config.lr_schedule, self.step, self.config.steps)
+
+    def record(self, image: torch.Tensor, l2: float, total: float, losses: dict[str, float]) -> None:
+        """Keep the best iterate: among those meeting eps the lowest total loss, else the lowest L2."""
+        self.history.append(StepRecord(self.step, self.current_lr(), losses, l2, total))
+        if l2 <= self.config.eps and (self._best_converged is None or total < self._best_converged[0]):
+            self._best_converged = (total, self.step, l2, image.detach().clone())
+        if self._best_l2 is None or l2 < self._best_l2[0]:
+            self._best_l2 = (l2, self.step, total, image.detach().clone())
+
+    def advance(self) -> None:
+        for group in self.optimizer.opt.param_groups:
+            group["lr"] = self.current_lr()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+
+    def result(self) -> SearchResult:
+        assert self._best_l2 is not None, "no step was run"
+        if self._best_converged is not None:
+            total, step, l2, image = self._best_converged
+            converged = True
+        else:
+            l2, step, total, image = self._best_l2
+            converged = False
+        return SearchResult(image=image.clamp(0, 1).cpu(), converged=converged, best_step=step,
+                            best_l2=l2, best_total=total, steps_run=self.step, history=self.history)
+
+
+StepCallback = Callable[[int, Sequence[ImageSearch]], None]
+
+
+def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStats,
+             downsample: BicubicDownsample, terms: tuple[LossTerm, ...]) -> None:
+    """One forward/backward/optimiser step for every search in the batch."""
+    latent = torch.cat([s.latent for s in searches])
+    ws = map_latents(latent, stats, G.num_ws)
+    noise = [torch.cat([s.noise[i] for s in searches]) for i in range(len(searches[0].noise))]
+    image = (G.synthesize(ws, noise) + 1) / 2
+    generated_lr = downsample(image)
+    target = torch.stack([s.target for s in searches])
+    eps = searches[0].config.eps
+    total, values = loss_terms(terms, ws=ws, generated_lr=generated_lr, target=target, eps=eps)
+    with torch.no_grad():
+        l2 = mean_squared_error(generated_lr, target).tolist()
+        totals = total.tolist()
+        named = {name: value.tolist() for name, value in values.items()}
+    for b, search in enumerate(searches):
+        search.record(image[b], l2[b], totals[b], {name: v[b] for name, v in named.items()})
+    # Sum over the batch: each image's gradient is the one it would get alone.
+    total.sum().backward()
+    for search in searches:
+        search.advance()
+
+
+def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
+                 config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
+                 on_step: StepCallback | None = None) -> list[SearchResult]:
+    """Run PULSE on a batch of targets [B, 3, h, w] in [0, 1]; one result per target.
+
+    `seeds[b]` fixes target b's random start. The generator's resolution must be a multiple of the
+    targets' size.
+    """
+    config.validate()
+    assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
+    assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
+    size = targets.shape[-1]
+    if targets.shape[-2] != size or G.resolution % size:
+        raise ValueError(f"targets must be square with a size dividing {G.resolution}, got "
+                         f"{tuple(targets.shape[-2:])}")
+    if G.latent_stats is None:
+        raise ValueError("the generator has no latent statistics (gaussian fit)")
+    device = torch.device(device)
+    stats = G.latent_stats.to(device)
+    downsample = BicubicDownsample(G.resolution // size).to(device)
+    terms = parse_loss(config.loss)
+    searches = [ImageSearch(G, t, seed, config, device) for t, seed in zip(targets, seeds)]
+    for step in range(config.steps):
+        run_step(G, searches, stats=stats, downsample=downsample, terms=terms)
+        if on_step is not None:
+            on_step(step, searches)
+    return [s.result() for s in searches]
