@@ -1,0 +1,71 @@
+"""Which files in the input folder are images, and where each one's outputs go."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+
+# Extensions we treat as images without looking inside; anything else is sniffed by Pillow.
+IMAGE_SUFFIXES = frozenset({
+    ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
+})
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    rel: PurePosixPath  # relative to the input folder, '/'-separated on every OS
+
+    def __str__(self) -> str:
+        return self.rel.as_posix()
+
+
+def _looks_like_image(path: Path) -> bool:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def discover_inputs(root: Path, *, recursive: bool, exclude: Path | None = None) -> list[InputFile]:
+    """Image files under `root`, sorted by relative path; hidden entries and `exclude` are skipped.
+
+    A file with an image extension is listed even if it turns out to be corrupt, so that it gets a
+    per-file error instead of silently vanishing; other files are listed only if Pillow knows them.
+    """
+    root = Path(root)
+    excluded = exclude.resolve() if exclude is not None else None
+    found: list[InputFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (excluded is None or (here / d).resolve() != excluded))
+        if not recursive:
+            dirnames.clear()
+        for name in filenames:
+            path = here / name
+            if name.startswith(".") or not path.is_file():
+                continue
+            if _looks_like_image(path):
+                found.append(InputFile(path, PurePosixPath(path.relative_to(root).as_posix())))
+    return sorted(found, key=lambda f: f.rel.as_posix())
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    image: Path
+    log: Path
+
+
+def output_paths(out_dir: Path, rel: PurePosixPath, *, sample: int, samples: int) -> OutputPaths:
+    """`OUT/<rel>.png` and `OUT/logs/<rel>.jsonl`; the input's own extension stays in the name so
+    that `a.jpg` and `a.png` never map to one output. With several samples: `<rel>.sample<k>.png`."""
+    stem = rel.as_posix() if samples == 1 else f"{rel.as_posix()}.sample{sample}"
+    return OutputPaths(image=Path(out_dir) / f"{stem}.png", log=Path(out_dir) / "logs" / f"{stem}.jsonl")

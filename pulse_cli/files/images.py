@@ -1,0 +1,114 @@
+"""Reading input images into RGB tensors and writing results as PNG."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .atomic import atomic_write_bytes
+
+
+class ImageError(ValueError):
+    """An input cannot be used; the message is one line, fit for a per-file error."""
+
+
+def check_size(width: int, height: int, resolution: int) -> None:
+    """Inputs must be square with a size that divides the generator's resolution."""
+    if width != height:
+        raise ImageError(f"image is {width}x{height}; inputs must be square")
+    if width > resolution:
+        raise ImageError(f"image is {width}x{height}, larger than the generator's {resolution}x{resolution}")
+    if resolution % width:
+        sizes = ", ".join(str(resolution >> k) for k in range(7, 1, -1) if resolution >> k >= 4)
+        raise ImageError(f"image is {width}x{height}; its size must divide the generator's resolution "
+                         f"{resolution} (e.g. {sizes})")
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """HxWx3 float32 in [0, 1] from any Pillow mode; alpha is composited over white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float64)
+        grey = grey / 65535.0 if grey.max(initial=0) > 255 or image.mode.startswith("I;16") else grey / 255.0
+        return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open lazily (header only) with one-line errors; the caller checks the size before decoding."""
+    try:
+        if Path(path).stat().st_size == 0:
+            raise ImageError("file is empty (0 bytes)")
+        return Image.open(path)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read (corrupt or unknown format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError("image has too many pixels to open safely") from None
+    except OSError as exc:
+        raise ImageError(f"cannot open: {exc.strerror or exc}") from None
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height after the EXIF orientation is applied."""
+    orientation = image.getexif().get(0x0112, 1)
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def load_rgb(path: Path, resolution: int | None = None) -> torch.Tensor:
+    """Read an image as [3, H, W] float32 in [0, 1]: first frame, EXIF orientation applied.
+
+    With `resolution`, the size is checked before the pixels are decoded.
+    """
+    image = open_image(path)
+    with image:
+        if resolution is not None:
+            check_size(*oriented_size(image), resolution)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.seek(0)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                array = _to_rgb_array(image)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"image too large to decode safely ({exc})") from None
+        except Image.DecompressionBombWarning:
+            raise ImageError("image too large to decode safely") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"corrupt or truncated image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """[3, H, W] in [0, 1] -> 8-bit RGB, rounding to nearest."""
+    assert image.ndim == 3 and image.shape[0] == 3, image.shape
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, mode="RGB")
+
+
+def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None) -> None:
+    """Write a PNG atomically, with optional text chunks."""
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG", pnginfo=info)
+    atomic_write_bytes(Path(path), buffer.getvalue())
