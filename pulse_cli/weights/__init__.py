@@ -1,0 +1,1 @@
+"""Known checkpoints, where to look for them, and a resumable, checksummed downloader."""

@@ -1,0 +1,379 @@
+"""The downloader against a local HTTP server (127.0.0.1 only) that can cut, fail and ignore ranges."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pulse_cli.weights.download import (
+    DownloadError,
+    download,
+    read_record,
+    record_path,
+    sha256_file,
+    verify_file,
+    write_record,
+)
+
+DATA = random.Random(20200615).randbytes(300_000)
+DATA_SHA = hashlib.sha256(DATA).hexdigest()
+CHUNK = 16 * 1024  # small chunks so every transfer takes several reads
+FAST = dict(progress=False, backoff=0.0, chunk_size=CHUNK, timeout=5.0)
+
+
+@dataclass
+class Served:
+    """What the test server saw and what it serves; one per test."""
+
+    body: bytes = DATA
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    hits: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ranges(self, path: str) -> list[str | None]:
+        return [r for p, r in self.requests if p == path]
+
+
+def _make_handler(served: Served) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # one request per connection: closing = end of transfer
+
+        def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            try:
+                self._route()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on us (timeout test): expected
+
+        def _route(self) -> None:
+            path = self.path.split("?")[0]
+            with served.lock:
+                served.requests.append((path, self.headers.get("Range")))
+                n = served.hits[path] = served.hits.get(path, 0) + 1
+            body = served.body
+            if path == "/file.bin":
+                self._send_ranged(body)
+            elif path == "/missing.bin":
+                self._send_plain(404, b"not here")
+            elif path == "/cut.bin":
+                if n == 1:  # full Content-Length, half the body, then hang up
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                else:
+                    self._send_ranged(body)
+            elif path == "/norange.bin":
+                self._send_plain(200, body)
+            elif path == "/flaky.bin":
+                if n == 1:
+                    self._send_plain(500, b"oops")
+                else:
+                    self._send_ranged(body)
+            elif path == "/broken.bin":
+                self._send_plain(503, b"down")
+            elif path == "/slow.bin":
+                if n == 1:
+                    time.sleep(2.0)  # far longer than the client's timeout
+                self._send_ranged(body)
+            elif path == "/page.html":
+                self._send_plain(200, b"<html>quota exceeded</html>", "text/html; charset=utf-8")
+            else:
+                self._send_plain(404, b"no route")
+
+        def _send_plain(self, code: int, body: bytes, ctype: str = "application/octet-stream") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _send_ranged(self, body: bytes) -> None:
+            header = self.headers.get("Range")
+            match = re.fullmatch(r"bytes=(\d+)-", header or "")
+            if not match:
+                self._send_plain(200, body)
+                return
+            start = int(match.group(1))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(body[start:])
+
+    return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Served]]:
+    served = Served()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(served))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_success_writes_file_and_record(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "sub" / "w.pkl"  # missing parent folders are created
+    result = download(f"{base}/file.bin", dest, **FAST)
+    assert dest.read_bytes() == DATA
+    assert result.path == dest and result.sha256 == DATA_SHA and result.size == len(DATA)
+    assert result.resumed is False
+    assert record_path(dest).read_text() == f"{DATA_SHA}  w.pkl\n"
+    assert _leftovers(dest.parent) == ["w.pkl", "w.pkl.sha256"]
+    assert served.ranges("/file.bin") == [None]
+
+
+def test_matching_pin_succeeds(server, tmp_path):
+    base, _ = server
+    result = download(f"{base}/file.bin", tmp_path / "w.pkl", sha256=DATA_SHA.upper(), **FAST)
+    assert result.sha256 == DATA_SHA
+
+
+def test_progress_bar_goes_to_stderr(server, tmp_path, capsys):
+    base, _ = server
+    download(f"{base}/file.bin", tmp_path / "w.pkl", **{**FAST, "progress": True})
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "w.pkl" in err
+
+
+def test_404_fails_at_once_and_leaves_nothing(server, tmp_path):
+    base, served = server
+    url = f"{base}/missing.bin"
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path / "w.pkl", retries=3, **{k: v for k, v in FAST.items()})
+    message = str(info.value)
+    assert url in message and "404" in message and "\n" not in message
+    assert info.value.status == 404
+    assert served.hits["/missing.bin"] == 1  # no retries on a 4xx
+    assert _leftovers(tmp_path) == []
+
+
+def test_checksum_mismatch_leaves_nothing(server, tmp_path):
+    base, _ = server
+    url = f"{base}/file.bin"
+    wrong = "0" * 64
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path / "w.pkl", sha256=wrong, **FAST)
+    assert str(info.value) == f"checksum mismatch for {url}: expected {wrong}, got {DATA_SHA}"
+    assert _leftovers(tmp_path) == []
+
+
+def test_cut_transfer_is_resumed_with_range(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "w.pkl"
+    result = download(f"{base}/cut.bin", dest, sha256=DATA_SHA, **FAST)
+    assert served.ranges("/cut.bin") == [None, f"bytes={len(DATA) // 2}-"]
+    assert result.resumed is True
+    assert dest.read_bytes() == DATA
+    assert _leftovers(tmp_path) == ["w.pkl", "w.pkl.sha256"]
+
+
+def test_cut_transfer_without_retries_keeps_part_for_later(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "w.pkl"
+    with pytest.raises(DownloadError, match="cut short"):
+        download(f"{base}/cut.bin", dest, retries=0, **FAST)
+    part = tmp_path / "w.pkl.part"
+    assert part.read_bytes() == DATA[: len(DATA) // 2]
+    result = download(f"{base}/cut.bin", dest, retries=0, **FAST)
+    assert result.resumed is True and dest.read_bytes() == DATA
+    assert not part.exists()
+
+
+def test_existing_part_is_resumed(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "w.pkl"
+    (tmp_path / "w.pkl.part").write_bytes(DATA[:100_000])
+    result = download(f"{base}/file.bin", dest, **FAST)
+    assert served.ranges("/file.bin") == ["bytes=100000-"]
+    assert result.resumed is True
+    assert dest.read_bytes() == DATA
+    assert read_record(dest) == DATA_SHA
+
+
+def test_complete_part_gets_416_and_is_finished(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "w.pkl"
+    (tmp_path / "w.pkl.part").write_bytes(DATA)
+    result = download(f"{base}/file.bin", dest, **FAST)
+    assert served.ranges("/file.bin") == [f"bytes={len(DATA)}-"]
+    assert result.resumed is True and dest.read_bytes() == DATA
+
+
+def test_part_longer_than_remote_restarts(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "w.pkl"
+    (tmp_path / "w.pkl.part").write_bytes(DATA + b"junk")
+    result = download(f"{base}/file.bin", dest, **FAST)
+    assert served.ranges("/file.bin") == [f"bytes={len(DATA) + 4}-", None]
+    assert result.resumed is False and dest.read_bytes() == DATA
+
+
+def test_corrupt_part_with_pin_leaves_nothing(server, tmp_path):
+    base, _ = server
+    (tmp_path / "w.pkl.part").write_bytes(b"\0" * 1000)  # wrong prefix: resume gives wrong bytes
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download(f"{base}/file.bin", tmp_path / "w.pkl", sha256=DATA_SHA, **FAST)
+    assert _leftovers(tmp_path) == []
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    base, served = server
+    dest = tmp_path / "w.pkl"
+    (tmp_path / "w.pkl.part").write_bytes(b"\xff" * 50_000)  # even a wrong prefix is discarded
+    result = download(f"{base}/norange.bin", dest, sha256=DATA_SHA, **FAST)
+    assert served.ranges("/norange.bin") == ["bytes=50000-"]
+    assert result.resumed is False
+    assert dest.read_bytes() == DATA
+
+
+def test_5xx_then_ok_is_retried(server, tmp_path):
+    base, served = server
+    result = download(f"{base}/flaky.bin", tmp_path / "w.pkl", **FAST)
+    assert served.hits["/flaky.bin"] == 2
+    assert result.sha256 == DATA_SHA
+
+
+def test_persistent_5xx_gives_up_after_retries(server, tmp_path):
+    base, served = server
+    url = f"{base}/broken.bin"
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path / "w.pkl", **{**FAST, "retries": 2})
+    assert served.hits["/broken.bin"] == 3
+    assert url in str(info.value) and "503" in str(info.value) and "3 attempts" in str(info.value)
+    assert _leftovers(tmp_path) == []
+
+
+def test_timeout_is_retried(server, tmp_path):
+    base, served = server
+    result = download(f"{base}/slow.bin", tmp_path / "w.pkl", **{**FAST, "timeout": 0.5})
+    assert served.hits["/slow.bin"] == 2
+    assert result.sha256 == DATA_SHA
+
+
+def test_connection_refused_is_an_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/x.bin"
+    with pytest.raises(DownloadError, match="2 attempts") as info:
+        download(url, tmp_path / "w.pkl", **{**FAST, "retries": 1})
+    assert url in str(info.value)
+    assert _leftovers(tmp_path) == []
+
+
+def test_html_page_is_rejected(server, tmp_path):
+    base, served = server
+    with pytest.raises(DownloadError, match="HTML"):
+        download(f"{base}/page.html", tmp_path / "w.pkl", **FAST)
+    assert served.hits["/page.html"] == 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_recorded_sha256_is_used_as_pin(server, tmp_path):
+    base, served = server
+    url = f"{base}/file.bin"
+    dest = tmp_path / "w.pkl"
+    download(url, dest, **FAST)
+
+    # Already there and matching the record: nothing is fetched.
+    again = download(url, dest, **FAST)
+    assert again.sha256 == DATA_SHA and served.hits["/file.bin"] == 1
+
+    # File gone, record kept, server now serves something else: the record catches it.
+    dest.unlink()
+    served.body = DATA[::-1]
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download(url, dest, **FAST)
+    assert _leftovers(tmp_path) == ["w.pkl.sha256"]
+    assert read_record(dest) == DATA_SHA
+
+    # An explicit pin overrides the record (and replaces it).
+    new_sha = hashlib.sha256(DATA[::-1]).hexdigest()
+    result = download(url, dest, sha256=new_sha, **FAST)
+    assert result.sha256 == new_sha and read_record(dest) == new_sha
+
+
+def test_garbled_record_is_an_error(server, tmp_path):
+    base, _ = server
+    dest = tmp_path / "w.pkl"
+    record_path(dest).write_text("not a digest\n")
+    with pytest.raises(DownloadError, match="garbled checksum record"):
+        download(f"{base}/file.bin", dest, **FAST)
+
+
+def test_verify_file_ok_and_tampered(server, tmp_path):
+    base, _ = server
+    dest = tmp_path / "w.pkl"
+    download(f"{base}/file.bin", dest, **FAST)
+
+    good = verify_file(dest)
+    assert (good.ok, good.status, good.expected, good.actual) == (True, "ok", DATA_SHA, DATA_SHA)
+
+    with open(dest, "r+b") as f:  # flip one byte
+        f.seek(1234)
+        byte = f.read(1)
+        f.seek(1234)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    bad = verify_file(dest)
+    assert bad.ok is False and bad.status == "mismatch"
+    assert bad.expected == DATA_SHA and bad.actual == sha256_file(dest) != DATA_SHA
+
+
+def test_verify_file_without_record_or_file(tmp_path):
+    path = tmp_path / "w.pkl"
+    missing = verify_file(path)
+    assert missing.ok is False and missing.status == "missing" and missing.actual is None
+
+    path.write_bytes(b"abc")
+    unrecorded = verify_file(path)
+    assert unrecorded.ok is None and unrecorded.status == "unrecorded"
+    assert unrecorded.actual == hashlib.sha256(b"abc").hexdigest()
+
+    record_path(path).write_text("zzz\n")
+    assert verify_file(path).status == "bad-record"
+
+
+def test_write_record_is_sha256sum_format(tmp_path):
+    path = tmp_path / "w.pkl"
+    write_record(path, DATA_SHA.upper())
+    assert record_path(path).read_text() == f"{DATA_SHA}  w.pkl\n"
+    assert _leftovers(tmp_path) == ["w.pkl.sha256"]  # no temp file left
+    with pytest.raises(ValueError):
+        write_record(path, "abc")
