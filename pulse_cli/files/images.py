@@ -60,7 +60,9 @@ def open_image(path: Path) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageError("image has too many pixels to open safely") from None
     except OSError as exc:
-        raise ImageError(f"cannot open: {exc.strerror or exc}") from None
+        if exc.errno is not None:  # the file system's complaint, e.g. permission denied
+            raise ImageError(f"cannot open: {exc.strerror or exc}") from None
+        raise ImageError(f"corrupt or truncated image ({exc})") from None
 
 
 def oriented_size(image: Image.Image) -> tuple[int, int]:
@@ -77,21 +79,22 @@ def load_rgb(path: Path, resolution: int | None = None) -> torch.Tensor:
     """
     image = open_image(path)
     with image:
-        if resolution is not None:
-            check_size(*oriented_size(image), resolution)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
+                if resolution is not None:
+                    check_size(*oriented_size(image), resolution)
                 image.seek(0)
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 array = _to_rgb_array(image)
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"image too large to decode safely ({exc})") from None
-        except Image.DecompressionBombWarning:
-            raise ImageError("image too large to decode safely") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"corrupt or truncated image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError("image has too many pixels to decode safely") from None
+        except Exception as exc:  # decoders raise many types on bad data (OSError, struct.error, ...)
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ImageError(f"corrupt or truncated image ({detail})") from None
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
 
 
