@@ -48,6 +48,7 @@ class Job:
     input: InputFile
     outputs: list[OutputPaths]
     done: bool  # every output exists from an earlier run
+    failed: bool = False
     finished: dict[int, tuple[_Search, SearchResult, float]] = field(default_factory=dict)  # by sample
 
 
@@ -173,14 +174,27 @@ class Runner:
 
         started = time.monotonic()
         targets = torch.stack([s.target for s in batch])
-        results = pulse_search(self.generator, targets, seeds=[s.seed for s in batch], config=self.config,
-                               device=self.device, on_step=on_step)
+        try:
+            results = pulse_search(self.generator, targets, seeds=[s.seed for s in batch], config=self.config,
+                                   device=self.device, on_step=on_step)
+        except torch.OutOfMemoryError:
+            self._fail_batch(batch, f"out of memory on {self.device} with a batch of {len(batch)}; "
+                                    "try a smaller --batch-size or --device cpu")
+            return
         seconds_each = (time.monotonic() - started) / len(batch)
-        for search, result in zip(batch, results):
+        for search, result in zip(batch, results, strict=True):
             self._write_sample(search, result)
             search.job.finished[search.sample] = (search, result, seconds_each)
-            if len(search.job.finished) == self.options.samples:
+            if len(search.job.finished) == self.options.samples and not search.job.failed:
                 self._emit(self._job_record(search.job))
+
+    def _fail_batch(self, batch: list[_Search], reason: str) -> None:
+        for job in _unique_jobs(batch):
+            if job.failed:
+                continue
+            job.failed = True
+            self._emit({**self._base_record(job), "status": "failed", "best_l2": None, "best_step": None,
+                        "steps_run": 0, "seconds": 0.0, "samples": [], "error": reason})
 
     def _write_sample(self, search: _Search, result: SearchResult) -> None:
         paths = search.job.outputs[search.sample]
@@ -209,6 +223,14 @@ def _step_record(record) -> dict[str, Any]:
     # "loss" holds each term as the loss string names it (L2 clamped at eps, as optimised);
     # "l2" is the unclamped mean squared error at input resolution, the value compared with eps.
     return {"step": record.step, "lr": record.lr, "loss": record.losses, "l2": record.l2, "total": record.total}
+
+
+def _unique_jobs(batch: list[_Search]) -> list[Job]:
+    jobs: list[Job] = []
+    for search in batch:
+        if all(search.job is not job for job in jobs):
+            jobs.append(search.job)
+    return jobs
 
 
 def _batches(searches: list[_Search], batch_size: int) -> list[list[_Search]]:
