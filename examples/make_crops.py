@@ -20,7 +20,8 @@ def main() -> None:
     face = photo.crop(FACE_BOX)
     face.resize((16, 16), Image.BICUBIC).save(OUT / "astronaut.png")
     face.resize((16, 16), Image.BICUBIC).convert("L").save(OUT / "astronaut_grey.png")
-    face.transpose(Image.FLIP_LEFT_RIGHT).resize((16, 16), Image.BICUBIC).save(OUT / "astronaut_mirrored.jpg", quality=95)
+    mirrored = face.transpose(Image.FLIP_LEFT_RIGHT).resize((16, 16), Image.BICUBIC)
+    mirrored.save(OUT / "astronaut_mirrored.jpg", quality=95)
     wider = photo.crop((110, 0, 370, 260))
     wider.resize((32, 32), Image.BICUBIC).save(OUT / "astronaut_32.png")
 

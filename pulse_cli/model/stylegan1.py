@@ -172,7 +172,7 @@ class Mapping(nn.Module):
 
     def __init__(self, dims: list[int]):
         super().__init__()
-        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             self.add_module(f"dense{i}", ScaledLinear(fan_in, fan_out, gain=SQRT2,
                                                       lr_multiplier=MAPPING_LR_MULTIPLIER))
 

@@ -37,7 +37,7 @@ class SphericalOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         self.opt.step()
-        for param, radius in zip(self.params, self.radii):
+        for param, radius in zip(self.params, self.radii, strict=True):
             param.div_(_radius(param))
             param.mul_(radius)
 

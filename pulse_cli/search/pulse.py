@@ -206,7 +206,7 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
     stats = G.latent_stats.to(device)
     downsample = BicubicDownsample(G.resolution // size).to(device)
     terms = parse_loss(config.loss)
-    searches = [ImageSearch(G, t, seed, config, device) for t, seed in zip(targets, seeds)]
+    searches = [ImageSearch(G, t, seed, config, device) for t, seed in zip(targets, seeds, strict=True)]
     for step in range(config.steps):
         run_step(G, searches, stats=stats, downsample=downsample, terms=terms)
         if on_step is not None:
