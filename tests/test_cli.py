@@ -1,0 +1,387 @@
+"""`pulse upsample` end to end through Typer's CliRunner: exit codes, stdout vs stderr, files written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pulse_cli.cli import app
+from pulse_cli.model.demo import make_demo_generator, write_demo_checkpoint
+from pulse_cli.model.latent_stats import compute_latent_stats, save_latent_stats
+
+FAST = ["--steps", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """The 128x128 demo generator, with a gaussian fit beside it (few samples, to keep tests fast)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    path = write_demo_checkpoint(folder)
+    generator = make_demo_generator()
+    save_latent_stats(compute_latent_stats(generator.map, generator.z_dim, samples=4096), folder / "gaussian_fit.pt")
+    return path
+
+
+@pytest.fixture
+def runner(monkeypatch, tmp_path) -> CliRunner:
+    monkeypatch.setenv("PULSE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def face(size: int = 16, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def upsample(runner: CliRunner, *args) -> object:
+    return runner.invoke(app, ["upsample", *map(str, args)])
+
+
+def read_results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_help_lists_every_option_with_defaults_and_examples(runner):
+    result = runner.invoke(app, ["upsample", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--checkpoint", "--device", "--batch-size", "--seed", "--steps", "--eps", "--loss", "--lr",
+                   "--lr-schedule", "--optimizer", "--noise-type", "--trainable-noise-layers",
+                   "--bad-noise-layers", "--tile-latent", "--samples", "--recursive", "--overwrite", "--strict",
+                   "--quiet", "--json"):
+        assert option in result.stdout, option
+    assert "100*L2+0.05*GEOCROSS" in result.stdout
+    assert "linear1cycledrop" in result.stdout
+    assert "Examples" in result.stdout and "pulse upsample crops/ out/" in result.stdout
+
+
+def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    face(seed=1).save(src / "a.png")
+    face(seed=2).save(src / "a.jpg", quality=95)
+    face(seed=3).save(src / "sub" / "b.webp")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+
+    result = upsample(runner, src, out, "--checkpoint", checkpoint, "-r", "--batch-size", "2", *FAST)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # stdout stays clean for pipelines
+    for rel in ("a.png", "a.jpg", "sub/b.webp"):
+        image = Image.open(out / f"{rel}.png")
+        assert image.size == (128, 128) and image.mode == "RGB"
+        log = [json.loads(line) for line in (out / "logs" / f"{rel}.jsonl").read_text().splitlines()]
+        assert [entry["step"] for entry in log] == [0, 1, 2, 3]
+        assert set(log[0]) == {"step", "lr", "loss", "l2", "total"}
+        assert set(log[0]["loss"]) == {"L2", "GEOCROSS"}
+        assert log[0]["total"] == pytest.approx(100 * log[0]["loss"]["L2"] + 0.05 * log[0]["loss"]["GEOCROSS"],
+                                                rel=1e-5)
+    records = read_results(out)
+    assert [r["input"] for r in records] == ["a.jpg", "a.png", "sub/b.webp"]
+    for record in records:
+        assert record["status"] in ("ok", "not_converged")
+        assert record["outputs"] == [record["input"] + ".png"]
+        assert record["steps_run"] == 4 and 0 <= record["best_step"] < 4
+        assert record["checkpoint"] == str(checkpoint)
+        assert len(record["checkpoint_sha256"]) == 64
+        assert record["error"] is None and record["seed"] == 0
+        log = [json.loads(line) for line in (out / record["logs"][0]).read_text().splitlines()]
+        assert record["best_l2"] == pytest.approx(log[record["best_step"]]["l2"])
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_json_summary_on_stdout(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "x.png")
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--json", "--quiet", *FAST)
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert summary["total"] == 1 and summary["ok"] + summary["not_converged"] == 1
+    assert summary["failed"] == 0 and summary["skipped"] == 0
+    assert result.stderr == ""  # --quiet: nothing but errors
+
+
+def make_bad_inputs(src: Path) -> dict[str, str]:
+    """Bad files and what their one-line error must mention."""
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (src / "empty.jpg").write_bytes(b"")
+    face(16).resize((16, 12)).save(src / "wide.png")
+    face(17).save(src / "odd17.png")
+    Image.new("RGB", (2048, 2048)).save(src / "huge.png")
+    return {"corrupt.png": "corrupt", "empty.jpg": "empty", "wide.png": "square", "odd17.png": "divide",
+            "huge.png": "larger"}
+
+
+def test_each_bad_input_is_a_one_line_error_and_the_run_goes_on(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    expected = make_bad_inputs(src)
+    face().save(src / "good.png")
+    Image.fromarray(np.full((16, 16, 4), 200, np.uint8), "RGBA").save(src / "rgba.png")
+    face().convert("L").save(src / "grey.png")
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 250).save(src / "deep16.png")
+    (src / "folder.png").mkdir()
+    good = (tmp_path / "good.png")
+    face().save(good)
+    (src / "truncated.png").write_bytes(good.read_bytes()[:200])
+    expected["truncated.png"] = "truncated"
+    out = tmp_path / "out"
+
+    result = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == len(expected)
+    for name, word in expected.items():
+        line = next(line for line in error_lines if f" {name}: " in line)
+        reason = line.split(f" {name}: ", 1)[1]
+        assert word in reason.lower(), line
+    records = {r["input"]: r for r in read_results(out)}
+    assert set(records) == set(expected) | {"good.png", "rgba.png", "grey.png", "deep16.png"}
+    for name in expected:
+        assert records[name]["status"] == "failed" and records[name]["error"]
+        assert not (out / f"{name}.png").exists()
+    for name in ("good.png", "rgba.png", "grey.png", "deep16.png"):
+        assert records[name]["status"] in ("ok", "not_converged")
+        assert (out / f"{name}.png").is_file()
+
+
+@pytest.mark.parametrize("case", ["missing_in", "out_is_file", "out_under_file", "missing_checkpoint",
+                                  "truncated_checkpoint", "bad_loss", "bad_device", "bad_schedule",
+                                  "bad_noise_layers", "bad_batch_size", "noise_layer_out_of_range"])
+def test_usage_errors_exit_2_with_one_line(runner, tmp_path, checkpoint, case):
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+    out = tmp_path / "out"
+    args = [src, out, "--checkpoint", checkpoint, *FAST]
+    if case == "missing_in":
+        args[0] = tmp_path / "nope"
+    elif case == "out_is_file":
+        out.write_text("x")
+    elif case == "out_under_file":
+        (tmp_path / "file").write_text("x")
+        args[1] = tmp_path / "file" / "out"
+    elif case == "missing_checkpoint":
+        args[3] = tmp_path / "missing.pt"
+    elif case == "truncated_checkpoint":
+        cut = tmp_path / "cut" / "synthesis.pt"
+        cut.parent.mkdir()
+        data = checkpoint.read_bytes()
+        cut.write_bytes(data[: len(data) // 2])
+        args[3] = cut
+    elif case == "bad_loss":
+        args += ["--loss", "100*L3"]
+    elif case == "bad_device":
+        args += ["--device", "tpu"]
+    elif case == "bad_schedule":
+        args += ["--lr-schedule", "cosine"]
+    elif case == "bad_noise_layers":
+        args += ["--bad-noise-layers", "x.y"]
+    elif case == "bad_batch_size":
+        args += ["--batch-size", "0"]
+    elif case == "noise_layer_out_of_range":
+        args += ["--bad-noise-layers", "17"]  # the demo generator has 12 noise layers
+
+    result = upsample(runner, *args)
+
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (out / "results.jsonl").exists()
+
+
+def test_usage_errors_are_found_before_the_model_loads(runner, tmp_path, checkpoint, monkeypatch):
+    import pulse_cli.model.checkpoint as checkpoint_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("model loaded before the arguments were checked")
+
+    monkeypatch.setattr(checkpoint_module, "load_generator", no_loading)
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--loss", "L2", *FAST)
+    assert result.exit_code == 2
+    assert "WEIGHT*NAME" in result.stderr
+
+
+def test_no_checkpoint_anywhere_is_a_usage_error(runner, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+    result = upsample(runner, src, tmp_path / "out", *FAST)
+    assert result.exit_code == 2
+    assert "no checkpoint found" in result.stderr and "--checkpoint" in result.stderr
+
+
+def test_checkpoint_from_env_and_from_weights_folder(runner, tmp_path, checkpoint, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+    monkeypatch.setenv("PULSE_CHECKPOINT", str(checkpoint))
+    result = upsample(runner, src, tmp_path / "out1", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert read_results(tmp_path / "out1")[0]["checkpoint"] == str(checkpoint)
+
+    monkeypatch.delenv("PULSE_CHECKPOINT")
+    local = tmp_path / "weights" / "demo"  # runner fixture chdir'ed to tmp_path
+    write_demo_checkpoint(local)
+    (local / "gaussian_fit.pt").write_bytes((checkpoint.parent / "gaussian_fit.pt").read_bytes())
+    result = upsample(runner, src, tmp_path / "out2", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "using checkpoint" in result.stderr and "weights" in result.stderr
+    assert Path(read_results(tmp_path / "out2")[0]["checkpoint"]).resolve() == (local / "synthesis.pt").resolve()
+
+
+def test_rerun_skips_done_inputs_and_overwrite_redoes_them(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    face(seed=1).save(src / "a.png")
+    face(seed=2).save(src / "b.png")
+    out = tmp_path / "out"
+    assert upsample(runner, src, out, "--checkpoint", checkpoint, *FAST).exit_code == 0
+    stamp = (out / "a.png.png").stat().st_mtime_ns
+
+    again = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
+    assert again.exit_code == 0
+    assert [r["status"] for r in read_results(out)[2:]] == ["skipped", "skipped"]
+    assert (out / "a.png.png").stat().st_mtime_ns == stamp
+
+    redo = upsample(runner, src, out, "--checkpoint", checkpoint, "--overwrite", *FAST)
+    assert redo.exit_code == 0
+    assert [r["status"] for r in read_results(out)[4:]] != ["skipped", "skipped"]
+    assert (out / "a.png.png").stat().st_mtime_ns != stamp
+
+
+def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, checkpoint, monkeypatch):
+    import pulse_cli.runner as runner_module
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        face(seed=k).save(src / f"{k}.png")
+    out = tmp_path / "out"
+    real_search = runner_module.pulse_search
+    calls = []
+
+    def interrupted_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "pulse_search", interrupted_second_batch)
+    result = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
+    assert result.exit_code == 130
+    assert "rerun" in result.stderr
+    assert (out / "0.png.png").is_file() and not (out / "1.png.png").exists()
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
+
+    monkeypatch.setattr(runner_module, "pulse_search", real_search)
+    resumed = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
+    assert resumed.exit_code == 0
+    statuses = {r["input"]: r["status"] for r in read_results(out)[1:]}
+    assert statuses["0.png"] == "skipped"
+    assert statuses["1.png"] != "skipped" and statuses["2.png"] != "skipped"
+
+
+def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+    lenient = upsample(runner, src, tmp_path / "out1", "--checkpoint", checkpoint, "--eps", "0", *FAST)
+    assert lenient.exit_code == 0
+    record = read_results(tmp_path / "out1")[0]
+    assert record["status"] == "not_converged"
+    assert (tmp_path / "out1" / "a.png.png").is_file()
+    log = [json.loads(line) for line in (tmp_path / "out1" / "logs" / "a.png.jsonl").read_text().splitlines()]
+    assert record["best_l2"] == min(entry["l2"] for entry in log)
+
+    strict = upsample(runner, src, tmp_path / "out2", "--checkpoint", checkpoint, "--eps", "0", "--strict", *FAST)
+    assert strict.exit_code == 1
+
+
+def test_samples_give_distinct_results_and_seeded_runs_repeat(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+    for out in ("out1", "out2"):
+        result = upsample(runner, src, tmp_path / out, "--checkpoint", checkpoint, "--samples", "2",
+                          "--seed", "0", *FAST)
+        assert result.exit_code == 0, result.stderr
+    first = [np.asarray(Image.open(tmp_path / "out1" / f"a.png.sample{k}.png")) for k in range(2)]
+    second = [np.asarray(Image.open(tmp_path / "out2" / f"a.png.sample{k}.png")) for k in range(2)]
+    assert not np.array_equal(first[0], first[1])  # two different invented faces
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    record = read_results(tmp_path / "out1")[0]
+    assert len(record["samples"]) == 2 and record["samples"][0]["image_seed"] != record["samples"][1]["image_seed"]
+
+    other = upsample(runner, src, tmp_path / "out3", "--checkpoint", checkpoint, "--seed", "1", *FAST)
+    assert other.exit_code == 0
+    zero = upsample(runner, src, tmp_path / "out4", "--checkpoint", checkpoint, "--seed", "0", *FAST)
+    assert zero.exit_code == 0
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "out3" / "a.png.png")),
+                              np.asarray(Image.open(tmp_path / "out4" / "a.png.png")))
+
+
+def test_empty_input_folder_is_not_an_error(runner, tmp_path, checkpoint):
+    (tmp_path / "in").mkdir()
+    result = upsample(runner, tmp_path / "in", tmp_path / "out", "--checkpoint", checkpoint, *FAST)
+    assert result.exit_code == 0
+    assert "no images found" in result.stderr
+
+
+def test_demo_generator_command_is_deterministic(runner, tmp_path):
+    for name in ("a", "b"):
+        assert runner.invoke(app, ["demo-generator", str(tmp_path / name)]).exit_code == 0
+    for file in ("synthesis.pt", "mapping.pt"):
+        left = torch.load(tmp_path / "a" / file, weights_only=True)
+        right = torch.load(tmp_path / "b" / file, weights_only=True)
+        assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_module_entry_point_and_help_do_not_import_torch():
+    code = ("import sys; from pulse_cli.cli import app; "
+            "assert 'torch' not in sys.modules, 'torch imported at CLI import'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    result = subprocess.run([sys.executable, "-m", "pulse_cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "upsample" in result.stdout
+
+
+def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, tmp_path, checkpoint, monkeypatch):
+    import pulse_cli.runner as runner_module
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        face(seed=k).save(src / f"{k}.png")
+    real_search = runner_module.pulse_search
+    calls = []
+
+    def oom_on_first_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "pulse_search", oom_on_first_batch)
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--batch-size", "2", *FAST)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert sum("--batch-size" in line for line in result.stderr.splitlines() if line.startswith("error:")) == 2
+    statuses = {r["input"]: r["status"] for r in read_results(tmp_path / "out")}
+    assert statuses == {"0.png": "failed", "1.png": "failed", "2.png": statuses["2.png"]}
+    assert statuses["2.png"] in ("ok", "not_converged")
