@@ -1,0 +1,38 @@
+# Everything runs in a local virtual environment (.venv), created on first use.
+# TORCH_SPEC pins the torch build installed before the package; the default is the CPU build this
+# project's CI uses. On a GPU machine: make install TORCH_SPEC=torch (or your CUDA wheel).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-out
+
+.PHONY: install test demo lint bench bench-quick clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check pulse_cli tests bench examples
+
+demo: install
+	$(BIN)/pulse demo-generator weights/demo
+	$(BIN)/pulse upsample examples/crops $(DEMO_OUT) --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2
+	@echo "results in $(DEMO_OUT)/ (images, logs/, results.jsonl)"
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+bench-quick: install
+	$(BIN)/python bench/bench.py --quick
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache *.egg-info
