@@ -129,7 +129,7 @@ def _check_out_dir(path: Path) -> None:
 
 def _find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint to use and how it was chosen."""
-    from .model.checkpoint import PULSE_SYNTHESIS
+    from .model.checkpoint import find_default_checkpoint
     from .weights.locations import weights_search_dirs
 
     if explicit is not None:
@@ -139,14 +139,12 @@ def _find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
             raise UsageError(f"checkpoint {explicit} is not readable")
         return explicit, "given"
     searched = weights_search_dirs()
-    for folder in searched:
-        candidates = [folder / PULSE_SYNTHESIS, *sorted(folder.glob(f"*/{PULSE_SYNTHESIS}"))]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate, f"found in {folder}"
-    where = ", ".join(str(p) for p in searched)
-    raise UsageError(f"no checkpoint found (looked in {where}); pass --checkpoint PATH or set "
-                     f"PULSE_CHECKPOINT (see the README's 'Weights' section)")
+    found = find_default_checkpoint(searched)
+    if found is None:
+        where = ", ".join(str(p) for p in searched)
+        raise UsageError(f"no checkpoint found (looked in {where}); pass --checkpoint PATH or set "
+                         f"PULSE_CHECKPOINT (see the README's 'Weights' section)")
+    return found, f"found in {found.parent}"
 
 
 @app.command(help=UPSAMPLE_HELP, no_args_is_help=True)

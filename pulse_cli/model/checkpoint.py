@@ -32,6 +32,15 @@ class LoadedNetworks:
     mapping_path: Path | None
 
 
+def find_default_checkpoint(folders: list[Path]) -> Path | None:
+    """The first checkpoint in the given folders (each searched at top level, then one level down)."""
+    for folder in folders:
+        for candidate in [folder / PULSE_SYNTHESIS, *sorted(folder.glob(f"*/{PULSE_SYNTHESIS}"))]:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 def _is_pulse_synthesis(data: object) -> bool:
     return isinstance(data, dict) and "blocks.4x4.const" in data
 
