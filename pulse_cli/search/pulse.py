@@ -79,13 +79,27 @@ class StepRecord:
 
 @dataclass
 class SearchResult:
-    image: torch.Tensor  # [3, R, R] in [0, 1], the best iterate
+    image: torch.Tensor  # [3, R, R] in [0, 1]: the best iterate, rendered alone (see `render`)
+    ws: torch.Tensor  # [num_ws, w_dim]: the best iterate's W+ latents
+    noise: list[torch.Tensor]  # the best iterate's noise, one [1, r, r] per layer
     converged: bool
     best_step: int
     best_l2: float
     best_total: float
     steps_run: int
     history: list[StepRecord] = field(default_factory=list)
+    frames: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (step, [3, R, R]) with save_every
+
+
+@dataclass
+class _Iterate:
+    """What is kept of a candidate best iterate: its parameters, not its image."""
+
+    step: int
+    l2: float
+    total: float
+    latent: torch.Tensor
+    noise: list[torch.Tensor]
 
 
 def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int) -> torch.Tensor:
@@ -94,11 +108,21 @@ def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int) -> torch.
     return F.leaky_relu(latent * stats.std + stats.mean, 0.2)
 
 
+@torch.no_grad()
+def render(G: Generator, ws: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Image in [0, 1] for W+ latents [B, num_ws, w_dim] and noise, as the search sees it.
+
+    Results are rendered one at a time through this function, so `pulse render` on saved latents
+    reproduces a result bit for bit on the same device, whatever batch it was found in.
+    """
+    return ((G.synthesize(ws, list(noise)) + 1) / 2).clamp(0, 1)
+
+
 class ImageSearch:
     """One image's search state: latents, noise, optimiser, learning-rate schedule and best iterates."""
 
     def __init__(self, G: Generator, target: torch.Tensor, seed: int, config: SearchConfig,
-                 device: torch.device):
+                 device: torch.device, save_every: int | None = None):
         assert target.ndim == 3 and target.shape[0] == 3, target.shape
         self.config = config
         self.target = target.to(device)
@@ -121,9 +145,11 @@ class ImageSearch:
             self.noise.append(tensor)
         self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
         self.step = 0
+        self.save_every = save_every
         self.history: list[StepRecord] = []
-        self._best_converged: tuple[float, int, float, torch.Tensor] | None = None  # total, step, l2, image
-        self._best_l2: tuple[float, int, float, torch.Tensor] | None = None  # l2, step, total, image
+        self.frames: list[tuple[int, torch.Tensor]] = []
+        self._best_converged: _Iterate | None = None  # lowest total among iterates meeting eps
+        self._best_l2: _Iterate | None = None  # lowest L2 overall
 
     @property
     def done(self) -> bool:
@@ -132,13 +158,19 @@ class ImageSearch:
     def current_lr(self) -> float:
         return self.config.lr * lr_multiplier(self.config.lr_schedule, self.step, self.config.steps)
 
+    def _snapshot(self, l2: float, total: float) -> _Iterate:
+        return _Iterate(self.step, l2, total, self.latent.detach().clone(),
+                        [n.detach().clone() if n.requires_grad else n for n in self.noise])
+
     def record(self, image: torch.Tensor, l2: float, total: float, losses: dict[str, float]) -> None:
         """Keep the best iterate: among those meeting eps the lowest total loss, else the lowest L2."""
         self.history.append(StepRecord(self.step, self.current_lr(), losses, l2, total))
-        if l2 <= self.config.eps and (self._best_converged is None or total < self._best_converged[0]):
-            self._best_converged = (total, self.step, l2, image.detach().clone())
-        if self._best_l2 is None or l2 < self._best_l2[0]:
-            self._best_l2 = (l2, self.step, total, image.detach().clone())
+        if l2 <= self.config.eps and (self._best_converged is None or total < self._best_converged.total):
+            self._best_converged = self._snapshot(l2, total)
+        if self._best_l2 is None or l2 < self._best_l2.l2:
+            self._best_l2 = self._snapshot(l2, total)
+        if self.save_every and self.step % self.save_every == 0:
+            self.frames.append((self.step, image.detach().clamp(0, 1).cpu()))
 
     def advance(self) -> None:
         for group in self.optimizer.opt.param_groups:
@@ -147,16 +179,15 @@ class ImageSearch:
         self.optimizer.zero_grad()
         self.step += 1
 
-    def result(self) -> SearchResult:
+    def result(self, G: Generator, stats: LatentStats) -> SearchResult:
         assert self._best_l2 is not None, "no step was run"
-        if self._best_converged is not None:
-            total, step, l2, image = self._best_converged
-            converged = True
-        else:
-            l2, step, total, image = self._best_l2
-            converged = False
-        return SearchResult(image=image.clamp(0, 1).cpu(), converged=converged, best_step=step,
-                            best_l2=l2, best_total=total, steps_run=self.step, history=self.history)
+        best = self._best_converged or self._best_l2
+        ws = map_latents(best.latent, stats, G.num_ws)
+        image = render(G, ws, best.noise)
+        return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
+                            converged=self._best_converged is not None, best_step=best.step, best_l2=best.l2,
+                            best_total=best.total, steps_run=self.step, history=self.history,
+                            frames=self.frames)
 
 
 StepCallback = Callable[[int, Sequence[ImageSearch]], None]
@@ -187,11 +218,11 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
 
 def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
                  config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
-                 on_step: StepCallback | None = None) -> list[SearchResult]:
+                 on_step: StepCallback | None = None, save_every: int | None = None) -> list[SearchResult]:
     """Run PULSE on a batch of targets [B, 3, h, w] in [0, 1]; one result per target.
 
     `seeds[b]` fixes target b's random start. The generator's resolution must be a multiple of the
-    targets' size.
+    targets' size. With `save_every=K` each result carries the current iterate's image every K steps.
     """
     config.validate()
     assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
@@ -206,9 +237,10 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
     stats = G.latent_stats.to(device)
     downsample = BicubicDownsample(G.resolution // size).to(device)
     terms = parse_loss(config.loss)
-    searches = [ImageSearch(G, t, seed, config, device) for t, seed in zip(targets, seeds, strict=True)]
+    searches = [ImageSearch(G, t, seed, config, device, save_every)
+                for t, seed in zip(targets, seeds, strict=True)]
     for step in range(config.steps):
         run_step(G, searches, stats=stats, downsample=downsample, terms=terms)
         if on_step is not None:
             on_step(step, searches)
-    return [s.result() for s in searches]
+    return [s.result(G, stats) for s in searches]
