@@ -60,12 +60,23 @@ def discover_inputs(root: Path, *, recursive: bool, exclude: Path | None = None)
 
 @dataclass(frozen=True)
 class OutputPaths:
-    image: Path
-    log: Path
+    image: Path  # OUT/<stem>.png
+    log: Path  # OUT/logs/<stem>.jsonl
+    latents: Path  # OUT/<stem>.latents.safetensors (with --save-latents)
+    frames: Path  # OUT/frames/<stem>/ (with --save-every)
+    animation: Path  # OUT/<stem>.search.gif (with --animate)
 
 
 def output_paths(out_dir: Path, rel: PurePosixPath, *, sample: int, samples: int) -> OutputPaths:
     """`OUT/<rel>.png` and `OUT/logs/<rel>.jsonl`; the input's own extension stays in the name so
     that `a.jpg` and `a.png` never map to one output. With several samples: `<rel>.sample<k>.png`."""
     stem = rel.as_posix() if samples == 1 else f"{rel.as_posix()}.sample{sample}"
-    return OutputPaths(image=Path(out_dir) / f"{stem}.png", log=Path(out_dir) / "logs" / f"{stem}.jsonl")
+    out_dir = Path(out_dir)
+    return OutputPaths(image=out_dir / f"{stem}.png", log=out_dir / "logs" / f"{stem}.jsonl",
+                       latents=out_dir / f"{stem}.latents.safetensors", frames=out_dir / "frames" / stem,
+                       animation=out_dir / f"{stem}.search.gif")
+
+
+def sheet_path(out_dir: Path, rel: PurePosixPath) -> Path:
+    """Per-input contact sheet: OUT/sheets/<rel>.png."""
+    return Path(out_dir) / "sheets" / f"{rel.as_posix()}.png"

@@ -1,0 +1,70 @@
+"""Contact sheets and search animations: pictures that show a result is one invented face among many."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .atomic import atomic_write_bytes
+
+CAPTION_HEIGHT = 16
+PADDING = 4
+BACKGROUND = (24, 24, 24)
+TEXT = (235, 235, 235)
+SHEET_NOTICE = "Synthetic faces invented by PULSE: each fits the input, none is the real person."
+
+
+@dataclass(frozen=True)
+class Tile:
+    image: Image.Image
+    caption: str
+
+
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """Shorten `text` until it fits `width` pixels, so captions never spill into the next tile."""
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-3] + ".." if len(text) > 3 else ""
+    return text
+
+
+def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str = SHEET_NOTICE) -> Image.Image:
+    """Tiles resized to `tile_size` (nearest, so small inputs show their pixels), captions below."""
+    columns = max((len(row) for row in grid), default=1)
+    cell_w, cell_h = tile_size + PADDING, tile_size + CAPTION_HEIGHT + PADDING
+    header = CAPTION_HEIGHT + PADDING
+    sheet = Image.new("RGB", (PADDING + columns * cell_w, header + PADDING + len(grid) * cell_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    draw.text((PADDING, PADDING), _fit(draw, title, font, sheet.width - 2 * PADDING), fill=TEXT, font=font)
+    for r, row in enumerate(grid):
+        for c, tile in enumerate(row):
+            if tile is None:
+                continue
+            x, y = PADDING + c * cell_w, header + PADDING + r * cell_h
+            sheet.paste(tile.image.convert("RGB").resize((tile_size, tile_size), Image.NEAREST), (x, y))
+            draw.text((x, y + tile_size + 2), _fit(draw, tile.caption, font, tile_size), fill=TEXT, font=font)
+    return sheet
+
+
+def save_image_atomic(image: Image.Image, path: Path, **save_options) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **save_options)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def save_animation(frames: list[Image.Image], path: Path, *, frame_ms: int = 120, max_size: int = 256) -> None:
+    """Animated GIF (or WebP, by suffix) of the search converging; frames are shrunk to `max_size`."""
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    size = min(max_size, frames[0].width)
+    small = [f.convert("RGB").resize((size, size), Image.BICUBIC) for f in frames]
+    # The last frame (the chosen result) is held longer so the eye lands on it.
+    durations = [frame_ms] * (len(small) - 1) + [frame_ms * 8]
+    save_image_atomic(small[0], path, save_all=True, append_images=small[1:], duration=durations, loop=0)
