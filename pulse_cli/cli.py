@@ -93,6 +93,8 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
   pulse upsample crops/ out/ --recursive --batch-size 4 --samples 3 --seed 7
 
   pulse upsample crops/ out/ --json --quiet | jq .failed
+
+  pulse upsample crops/ out/ --samples 6 --sheet     # see how many faces fit one crop
 """
 
 
@@ -184,6 +186,19 @@ def upsample(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any result did not reach eps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    sheet: Annotated[bool, typer.Option("--sheet", help="Contact sheets: OUT/sheets/<rel>.png per input (input, "
+                                                       "bicubic, every result and its downscale) and OUT/sheet.png "
+                                                       "for the run.")] = False,
+    save_latents: Annotated[bool, typer.Option("--save-latents", help="Save each result's latents and noise as "
+                                                                     "OUT/<rel>.latents.safetensors (see "
+                                                                     "'pulse render').")] = False,
+    save_every: Annotated[int | None, typer.Option(min=1, help="Write the current image every K steps to "
+                                                               "OUT/frames/<rel>/.", show_default=False)] = None,
+    animate: Annotated[bool, typer.Option("--animate", help="Write OUT/<rel>.search.gif of the search "
+                                                           "converging.")] = False,
+    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Label every PNG as synthetic "
+                                                                            "(XMP digital source type + text "
+                                                                            "chunks with provenance).")] = True,
 ) -> None:
     try:
         _check_in_dir(in_dir)
@@ -205,7 +220,8 @@ def upsample(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         options = RunOptions(batch_size=batch_size, samples=samples, seed=seed, overwrite=overwrite,
-                             recursive=recursive)
+                             recursive=recursive, metadata=metadata, save_latents=save_latents,
+                             save_every=save_every, animate=animate, sheet=sheet)
         jobs = plan_jobs(in_dir, out_dir, options)
     except UsageError as exc:
         raise fail(str(exc)) from None
@@ -276,6 +292,57 @@ def _print_summary_table(summary) -> None:
     table.add_row(str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]),
                   str(summary.total), f"{summary.seconds:.1f}")
     err_console.print(table)
+
+
+@app.command("render", no_args_is_help=True)
+def render_command(
+    latents: Annotated[Path, typer.Argument(help="A .latents.safetensors file from --save-latents.")],
+    out: Annotated[Path, typer.Argument(help="PNG to write.")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        envvar="PULSE_CHECKPOINT", show_envvar=True,
+        help="Generator checkpoint. Default: the one recorded in the latents file.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps. Bit-for-bit on the device the "
+                                             "result was made on.")] = "cpu",
+    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Label the PNG as synthetic.")] = True,
+) -> None:
+    """Re-render a saved result from its latents and noise (same device: bit for bit)."""
+    from .device import resolve_device
+    from .files.images import save_png
+    from .files.latents import LatentsError, load_latents
+    from .files.metadata import result_metadata
+    from .model.checkpoint import load_networks
+    from .model.io import CheckpointError, sha256_file
+    from .search.pulse import render
+
+    try:
+        ws, noise, info = load_latents(latents)
+        torch_device = resolve_device(device)
+        path = checkpoint if checkpoint is not None else Path(info.get("checkpoint", ""))
+        if not str(path) or not path.exists():
+            raise UsageError(f"checkpoint {path} recorded in {latents} not found; pass --checkpoint")
+        loaded = load_networks(path)
+        digest = sha256_file(loaded.path)
+        if info.get("checkpoint_sha256") and info["checkpoint_sha256"] != digest:
+            raise UsageError(f"{latents} was made with a checkpoint of sha256 {info['checkpoint_sha256'][:12]}…, "
+                             f"but {loaded.path} has {digest[:12]}…")
+        G = loaded.generator.to(torch_device)
+        if tuple(ws.shape) != (G.num_ws, G.w_dim) or len(noise) != len(G.noise_shapes(1)):
+            raise UsageError(f"{latents} does not fit this generator ({G.num_ws}x{G.w_dim} latents, "
+                             f"{len(G.noise_shapes(1))} noise layers)")
+    except (UsageError, LatentsError, CheckpointError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    image = render(G, ws[None].to(torch_device), [n[None].to(torch_device) for n in noise])[0]
+    text = None
+    if metadata:
+        text = result_metadata(checkpoint=loaded.path.name, checkpoint_sha256=digest,
+                               seed=int(info.get("seed", -1)), image_seed=int(info.get("image_seed", -1)),
+                               steps=int(info.get("steps", -1)), l2=float(info.get("l2", "nan")),
+                               status=info.get("status", "unknown"), input_sha256=info.get("input_sha256", ""))
+    try:
+        save_png(image, out, text=text)
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    err_console.print(f"wrote {out}")
 
 
 @app.command("demo-generator")

@@ -51,6 +51,13 @@ def read_results(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+def read_log(path: Path) -> tuple[dict, list[dict]]:
+    """(run header, step lines) of a per-image log."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["type"] == "run" and all(line["type"] == "step" for line in lines[1:])
+    return lines[0], lines[1:]
+
+
 def test_help_lists_every_option_with_defaults_and_examples(runner):
     result = runner.invoke(app, ["upsample", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
@@ -80,9 +87,11 @@ def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
     for rel in ("a.png", "a.jpg", "sub/b.webp"):
         image = Image.open(out / f"{rel}.png")
         assert image.size == (128, 128) and image.mode == "RGB"
-        log = [json.loads(line) for line in (out / "logs" / f"{rel}.jsonl").read_text().splitlines()]
+        header, log = read_log(out / "logs" / f"{rel}.jsonl")
         assert [entry["step"] for entry in log] == [0, 1, 2, 3]
-        assert set(log[0]) == {"step", "lr", "loss", "l2", "total"}
+        assert set(log[0]) == {"type", "step", "lr", "loss", "l2", "total"}
+        assert header["input"] == rel and header["search"]["steps"] == 4 and header["search"]["lr"] == 0.4
+        assert header["checkpoint"] == str(checkpoint) and len(header["input_sha256"]) == 64
         assert set(log[0]["loss"]) == {"L2", "GEOCROSS"}
         assert log[0]["total"] == pytest.approx(100 * log[0]["loss"]["L2"] + 0.05 * log[0]["loss"]["GEOCROSS"],
                                                 rel=1e-5)
@@ -95,8 +104,9 @@ def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
         assert record["checkpoint"] == str(checkpoint)
         assert len(record["checkpoint_sha256"]) == 64
         assert record["error"] is None and record["seed"] == 0
-        log = [json.loads(line) for line in (out / record["logs"][0]).read_text().splitlines()]
+        header, log = read_log(out / record["logs"][0])
         assert record["best_l2"] == pytest.approx(log[record["best_step"]]["l2"])
+        assert header["image_seed"] == record["samples"][0]["image_seed"]
     assert not list(out.rglob("*.tmp"))
 
 
@@ -307,7 +317,7 @@ def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_
     record = read_results(tmp_path / "out1")[0]
     assert record["status"] == "not_converged"
     assert (tmp_path / "out1" / "a.png.png").is_file()
-    log = [json.loads(line) for line in (tmp_path / "out1" / "logs" / "a.png.jsonl").read_text().splitlines()]
+    _, log = read_log(tmp_path / "out1" / "logs" / "a.png.jsonl")
     assert record["best_l2"] == min(entry["l2"] for entry in log)
 
     strict = upsample(runner, src, tmp_path / "out2", "--checkpoint", checkpoint, "--eps", "0", "--strict", *FAST)
