@@ -210,6 +210,10 @@ class Runner:
             self._fail_batch(batch, f"out of memory on {self.device} with a batch of {len(batch)}; "
                                     "try a smaller --batch-size or --device cpu")
             return
+        except RuntimeError as exc:  # e.g. a device error: those inputs fail, the run goes on
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self._fail_batch(batch, f"search failed on {self.device}: {first}")
+            return
         seconds_each = (time.monotonic() - started) / len(batch)
         for search, result in zip(batch, results, strict=True):
             self._write_sample(search, result)

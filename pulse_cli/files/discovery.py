@@ -30,6 +30,8 @@ def _looks_like_image(path: Path) -> bool:
     try:
         with Image.open(path):
             return True
+    except Image.DecompressionBombError:
+        return True  # Pillow knows the format; the per-file check will refuse it with a reason
     except (UnidentifiedImageError, OSError, ValueError):
         return False
 

@@ -17,10 +17,15 @@ class ImageError(ValueError):
     """An input cannot be used; the message is one line, fit for a per-file error."""
 
 
+MIN_SIZE = 4  # below this the downsampler's padding exceeds the generated image, and nothing is left to fit
+
+
 def check_size(width: int, height: int, resolution: int) -> None:
     """Inputs must be square with a size that divides the generator's resolution."""
     if width != height:
         raise ImageError(f"image is {width}x{height}; inputs must be square")
+    if width < MIN_SIZE:
+        raise ImageError(f"image is {width}x{height}; inputs must be at least {MIN_SIZE}x{MIN_SIZE}")
     if width > resolution:
         raise ImageError(f"image is {width}x{height}, larger than the generator's {resolution}x{resolution}")
     if resolution % width:
@@ -32,8 +37,8 @@ def check_size(width: int, height: int, resolution: int) -> None:
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
     """HxWx3 float32 in [0, 1] from any Pillow mode; alpha is composited over white."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        grey = np.asarray(image, dtype=np.float64)
-        grey = grey / 65535.0 if grey.max(initial=0) > 255 or image.mode.startswith("I;16") else grey / 255.0
+        # Pillow reads 16-bit grey (PNG, TIFF, PGM) into these integer modes: full scale is 65535.
+        grey = np.asarray(image, dtype=np.float64) / 65535.0
         return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2).astype(np.float32)
     if image.mode == "F":
         grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
@@ -65,13 +70,6 @@ def open_image(path: Path) -> Image.Image:
         raise ImageError(f"corrupt or truncated image ({exc})") from None
 
 
-def oriented_size(image: Image.Image) -> tuple[int, int]:
-    """Width and height after the EXIF orientation is applied."""
-    orientation = image.getexif().get(0x0112, 1)
-    width, height = image.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
 def load_rgb(path: Path, resolution: int | None = None) -> torch.Tensor:
     """Read an image as [3, H, W] float32 in [0, 1]: first frame, EXIF orientation applied.
 
@@ -83,7 +81,9 @@ def load_rgb(path: Path, resolution: int | None = None) -> torch.Tensor:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 if resolution is not None:
-                    check_size(*oriented_size(image), resolution)
+                    # From the header, before decoding. EXIF orientation only swaps width and height,
+                    # which changes neither squareness nor divisibility.
+                    check_size(*image.size, resolution)
                 image.seek(0)
                 image.load()
                 image = ImageOps.exif_transpose(image)

@@ -20,6 +20,8 @@ from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
 
 NOISE_TYPES = ("trainable", "fixed", "zero")
+# Smaller targets make the downsampler's reflect padding larger than the generated image.
+MIN_TARGET_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
     assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
     assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
     size = targets.shape[-1]
+    if size < MIN_TARGET_SIZE:
+        raise ValueError(f"targets must be at least {MIN_TARGET_SIZE}x{MIN_TARGET_SIZE}, got {size}x{size}")
     if targets.shape[-2] != size or G.resolution % size:
         raise ValueError(f"targets must be square with a size dividing {G.resolution}, got "
                          f"{tuple(targets.shape[-2:])}")

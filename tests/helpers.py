@@ -1,0 +1,128 @@
+"""Shared test utilities: tiny StyleGAN v1 networks in PULSE's on-disk layout, device-tagged tensor files.
+
+The state-dict layout here is written out by hand from PULSE's key names (and checked against the real
+FFHQ 1024 manifest in test_stylegan1.py), so it does not come from the code under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+TINY_CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8}  # resolution 32 -> num_ws 8
+TINY_W_DIM = 32
+TINY_MAPPING_LAYERS = 2
+
+
+def ffhq_channels(resolution: int = 1024, fmap_base: int = 8192, fmap_max: int = 512) -> dict[int, int]:
+    """Channels per block as StyleGAN v1 sets them: min(fmap_base / 2**stage, fmap_max), stage = log2(res)-1."""
+    return {2**k: min(int(fmap_base / 2 ** (k - 1)), fmap_max) for k in range(2, int(math.log2(resolution)) + 1)}
+
+
+def synthesis_shapes(channels: dict[int, int], w_dim: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of PULSE's synthesis.pt for a network with these channels."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for res in sorted(channels):
+        c = channels[res]
+        p = f"blocks.{res}x{res}."
+        if res == 4:
+            shapes[p + "const"] = (1, c, 4, 4)
+            shapes[p + "bias"] = (c,)
+            shapes[p + "conv.weight"] = (c, c, 3, 3)
+            shapes[p + "conv.bias"] = (c,)
+        else:
+            shapes[p + "conv0_up.weight"] = (c, channels[res // 2], 3, 3)
+            shapes[p + "conv0_up.bias"] = (c,)
+            shapes[p + "conv0_up.intermediate.kernel"] = (1, 1, 3, 3)
+            shapes[p + "conv1.weight"] = (c, c, 3, 3)
+            shapes[p + "conv1.bias"] = (c,)
+        for epi in ("epi1", "epi2"):
+            shapes[p + f"{epi}.noise.weight"] = (c,)
+            shapes[p + f"{epi}.style_mod.lin.weight"] = (2 * c, w_dim)
+            shapes[p + f"{epi}.style_mod.lin.bias"] = (2 * c,)
+    last = channels[max(channels)]
+    shapes["torgb.weight"] = (3, last, 1, 1)
+    shapes["torgb.bias"] = (3,)
+    return shapes
+
+
+def mapping_shapes(dims: list[int]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        shapes[f"dense{i}.weight"] = (fan_out, fan_in)
+        shapes[f"dense{i}.bias"] = (fan_out,)
+    return shapes
+
+
+def blur_kernel() -> torch.Tensor:
+    k = torch.tensor([1.0, 2.0, 1.0])
+    return (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3)
+
+
+def random_state_dicts(channels: dict[int, int] | None = None, w_dim: int = TINY_W_DIM,
+                       mapping_layers: int = TINY_MAPPING_LAYERS, z_dim: int | None = None,
+                       seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Random (StyleGAN-initialised) synthesis and mapping state dicts in PULSE's layout."""
+    channels = channels or TINY_CHANNELS
+    z_dim = z_dim or w_dim
+    rng = torch.Generator().manual_seed(seed)
+    synthesis: dict[str, torch.Tensor] = {}
+    for key, shape in synthesis_shapes(channels, w_dim).items():
+        if key.endswith("intermediate.kernel"):
+            synthesis[key] = blur_kernel()
+        elif key.endswith("bias") or key.endswith("noise.weight"):
+            synthesis[key] = 0.1 * torch.randn(shape, generator=rng)
+        else:  # raw weights: unit normal, the equalised learning rate scales them at run time
+            synthesis[key] = torch.randn(shape, generator=rng)
+    mapping: dict[str, torch.Tensor] = {}
+    for key, shape in mapping_shapes([z_dim] + [w_dim] * mapping_layers).items():
+        if key.endswith("bias"):
+            mapping[key] = 0.1 * torch.randn(shape, generator=rng)
+        else:  # StyleGAN's init for lr multiplier 0.01: std 1/0.01
+            mapping[key] = torch.randn(shape, generator=rng) / 0.01
+    return synthesis, mapping
+
+
+@contextlib.contextmanager
+def storages_tagged(tag: str) -> Iterator[None]:
+    """While active, torch.save records every storage as living on `tag` (e.g. 'cuda:0')."""
+    original = torch.serialization.location_tag
+    torch.serialization.location_tag = lambda storage: tag
+    try:
+        yield
+    finally:
+        torch.serialization.location_tag = original
+
+
+def save_tensor_file(obj: Any, path: Path, *, legacy: bool = False, device_tag: str | None = None) -> Path:
+    """torch.save in zip (default) or legacy format, optionally with storages tagged `device_tag`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with storages_tagged(device_tag) if device_tag else contextlib.nullcontext():
+        torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def write_pulse_checkpoint(folder: Path, synthesis: dict[str, torch.Tensor],
+                           mapping: dict[str, torch.Tensor] | None, *, legacy: bool = False,
+                           device_tag: str | None = None) -> Path:
+    """synthesis.pt (+ mapping.pt) in `folder` as PULSE distributes them; returns the synthesis path."""
+    folder = Path(folder)
+    if mapping is not None:
+        save_tensor_file(mapping, folder / "mapping.pt", legacy=legacy, device_tag=device_tag)
+    return save_tensor_file(synthesis, folder / "synthesis.pt", legacy=legacy, device_tag=device_tag)
+
+
+def face_target(size: int, *, crop: tuple[int, int, int, int] = (160, 20, 320, 180)) -> torch.Tensor:
+    """A real face (skimage astronaut), cropped and box-resized to size x size, [3, size, size] in [0, 1]."""
+    from PIL import Image
+    from skimage import data
+
+    image = Image.fromarray(data.astronaut()).crop(crop).resize((size, size), Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
