@@ -71,8 +71,9 @@ class ScaledConv(nn.Module):
         if not self.upscale:
             return F.conv2d(x, weight, self.bias, padding=self.weight.shape[-1] // 2)
         if x.shape[-1] * 2 >= FUSED_UPSCALE_MIN_RES:
-            # Fused form: a stride-2 transposed conv whose 4x4 kernel is the 3x3 kernel summed over
-            # its four 1-pixel shifts (equivalent to nearest upscale + conv, up to borders).
+            # StyleGAN's fused form: a stride-2 transposed conv whose 4x4 kernel is the 3x3 kernel summed
+            # over its four 1-pixel shifts. It equals nearest upscale + conv with the kernel flipped, not
+            # the unfused path; trained weights expect exactly this, so it is kept as the original has it.
             w = F.pad(weight.transpose(0, 1), (1, 1, 1, 1))
             w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
             x = F.conv_transpose2d(x, w, stride=2, padding=(w.shape[-1] - 1) // 2)
