@@ -1,112 +1,144 @@
 """Finding and loading generator checkpoints, with their latent statistics.
 
-Formats are recognised by content, never by file name. Loading never executes code from a file.
+Formats are recognised by content, never by file name (see `formats`). Loading never executes code from a
+file.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..files.atomic import sha256_file
+from . import formats_safetensors
+from .formats import (
+    FORMAT_PULSE,
+    FORMAT_SAFETENSORS,
+    PULSE_GAUSSIAN_FIT,
+    PULSE_MAPPING,
+    PULSE_SYNTHESIS,
+    LoadedNetworks,
+    choose_in_folder,
+    read_networks,
+)
 from .generator import Generator, LatentStats
-from .io import CheckpointError, load_tensor_file, sha256_file
-from .latent_stats import PULSE_SAMPLES, compute_latent_stats, read_gaussian_fit, save_latent_stats
-from .stylegan1 import StyleGAN1Generator
+from .io import CheckpointError
+from .latent_stats import PULSE_SAMPLES, PULSE_SEED, compute_latent_stats, read_gaussian_fit, save_latent_stats
 
-PULSE_SYNTHESIS = "synthesis.pt"
-PULSE_MAPPING = "mapping.pt"
-PULSE_GAUSSIAN_FIT = "gaussian_fit.pt"
+__all__ = [
+    "PULSE_GAUSSIAN_FIT",
+    "PULSE_MAPPING",
+    "PULSE_SYNTHESIS",
+    "CheckpointError",
+    "LoadedNetworks",
+    "convert_checkpoint",
+    "find_default_checkpoint",
+    "latent_stats_for",
+    "latent_stats_origin",
+    "load_generator",
+    "load_networks",
+    "resolve_checkpoint_path",
+]
 
 Notify = Callable[[str], None]
 
 
-@dataclass
-class LoadedNetworks:
-    """What a checkpoint file gave: the generator (no statistics yet) and where its mapping came from."""
+def _family_from_name(path: Path) -> str | None:
+    """A family for files the content sniff cannot place, from the known models' file names."""
+    from ..weights.registry import KNOWN_MODELS
 
-    generator: Generator
-    path: Path
-    mapping_path: Path | None
-
-
-def find_default_checkpoint(folders: list[Path]) -> Path | None:
-    """The first checkpoint in the given folders (each searched at top level, then one level down)."""
-    for folder in folders:
-        for candidate in [folder / PULSE_SYNTHESIS, *sorted(folder.glob(f"*/{PULSE_SYNTHESIS}"))]:
-            if candidate.is_file():
-                return candidate
+    for model in KNOWN_MODELS:
+        if model.kind == "generator" and model.filename == path.name:
+            return model.family
     return None
 
 
-def _is_pulse_synthesis(data: object) -> bool:
-    return isinstance(data, dict) and "blocks.4x4.const" in data
-
-
-def _is_pulse_mapping(data: object) -> bool:
-    return isinstance(data, dict) and "dense0.weight" in data and "blocks.4x4.const" not in data
+def find_default_checkpoint(folders: list[Path]) -> Path | None:
+    """The checkpoint to use from the first folder holding one (each searched at top level, then one level
+    down). Within a folder StyleGAN v1 comes first (as in the PULSE paper), then StyleGAN2; files are
+    recognised by name, extension and a light look at their first bytes, never hashed or fully loaded."""
+    for folder in folders:
+        found = choose_in_folder(Path(folder), _family_from_name)
+        if found is not None:
+            return found
+    return None
 
 
 def resolve_checkpoint_path(path: Path) -> Path:
-    """A folder stands for the checkpoint inside it (PULSE's synthesis.pt)."""
+    """A folder stands for the checkpoint `pulse` would pick inside it (PULSE's synthesis.pt, ...)."""
     path = Path(path)
     if path.is_dir():
         candidate = path / PULSE_SYNTHESIS
         if candidate.is_file():
             return candidate
-        raise CheckpointError(f"{path}: folder holds no {PULSE_SYNTHESIS}")
+        found = choose_in_folder(path, _family_from_name)
+        if found is not None:
+            return found
+        raise CheckpointError(f"{path}: folder holds no generator checkpoint ({PULSE_SYNTHESIS}, *.safetensors, "
+                              f"*.pkl, *.pt)")
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
     return path
 
 
-def _load_pulse(path: Path, synthesis: dict) -> LoadedNetworks:
-    mapping_path = path.with_name(PULSE_MAPPING)
-    mapping = None
-    if mapping_path.is_file():
-        mapping = load_tensor_file(mapping_path)
-        if not _is_pulse_mapping(mapping):
-            raise CheckpointError(f"{mapping_path}: not a StyleGAN v1 mapping network (no dense0.weight)")
-    try:
-        generator = StyleGAN1Generator.from_state_dicts(synthesis, mapping)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    return LoadedNetworks(generator, path, mapping_path if mapping is not None else None)
-
-
 def load_networks(path: Path) -> LoadedNetworks:
     """Load the generator networks from a checkpoint path, recognising the format by content."""
-    path = resolve_checkpoint_path(path)
-    data = load_tensor_file(path)
-    if _is_pulse_synthesis(data):
-        return _load_pulse(path, data)
-    if _is_pulse_mapping(data):
-        raise CheckpointError(f"{path}: this is a mapping network; pass the synthesis network "
-                              f"({PULSE_SYNTHESIS}) with {PULSE_MAPPING} beside it")
-    raise CheckpointError(f"{path}: not a recognised generator checkpoint (expected PULSE's "
-                          f"{PULSE_SYNTHESIS}: a state dict with blocks.4x4.const ...)")
+    return read_networks(resolve_checkpoint_path(Path(path)))
+
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so one load never hashes a file twice."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = sha256_file(Path(path))
+    return _SHA_MEMO[key]
+
+
+def _fit_beside(loaded: LoadedNetworks) -> Path | None:
+    if not loaded.use_fit_beside:
+        return None
+    beside = loaded.path.with_name(PULSE_GAUSSIAN_FIT)
+    return beside if beside.is_file() else None
+
+
+def _cache_entry(loaded: LoadedNetworks, cache_dir: Path, samples: int) -> Path:
+    assert loaded.mapping_path is not None
+    suffix = "" if samples == PULSE_SAMPLES else f"-{samples}"
+    return Path(cache_dir) / "latent-stats" / f"{file_sha256(loaded.mapping_path)}{suffix}.pt"
+
+
+def _no_stats_message(loaded: LoadedNetworks) -> str:
+    if loaded.format == FORMAT_PULSE:
+        return (f"{loaded.path}: no latent statistics: put PULSE's {PULSE_GAUSSIAN_FIT} or the generator's "
+                f"{PULSE_MAPPING} beside it, or pass --gaussian-fit PATH")
+    return (f"{loaded.path}: no latent statistics and no mapping network to compute them from; "
+            f"pass --gaussian-fit PATH")
 
 
 def latent_stats_for(loaded: LoadedNetworks, *, gaussian_fit: Path | None, cache_dir: Path | None,
                      samples: int = PULSE_SAMPLES, notify: Notify | None = None) -> LatentStats:
-    """Statistics from, in order: an explicit file, gaussian_fit.pt beside the checkpoint, the cache,
-    or computed from the mapping network (then cached)."""
+    """Statistics from, in order: an explicit file, the checkpoint itself (pulse's safetensors),
+    gaussian_fit.pt beside the checkpoint (StyleGAN v1 only), the cache, or computed from the mapping
+    network (then cached, keyed by the sha256 of the file holding the mapping)."""
     if gaussian_fit is not None:
         return _checked(read_gaussian_fit(gaussian_fit), loaded.generator, gaussian_fit)
-    beside = loaded.path.with_name(PULSE_GAUSSIAN_FIT)
-    if beside.is_file():
+    if loaded.latent_stats is not None:
+        return _checked(loaded.latent_stats, loaded.generator, loaded.path)
+    beside = _fit_beside(loaded)
+    if beside is not None:
         return _checked(read_gaussian_fit(beside), loaded.generator, beside)
-    if loaded.mapping_path is None:
-        raise CheckpointError(
-            f"{loaded.path}: no latent statistics: put PULSE's {PULSE_GAUSSIAN_FIT} or the generator's "
-            f"{PULSE_MAPPING} beside it, or pass --gaussian-fit PATH")
+    if loaded.mapping_path is None or loaded.generator.z_dim is None:
+        raise CheckpointError(_no_stats_message(loaded))
     cached = None
     if cache_dir is not None:
-        key = sha256_file(loaded.mapping_path)
-        suffix = "" if samples == PULSE_SAMPLES else f"-{samples}"
-        cached = Path(cache_dir) / "latent-stats" / f"{key}{suffix}.pt"
+        cached = _cache_entry(loaded, Path(cache_dir), samples)
         if cached.is_file():
             try:
                 return _checked(read_gaussian_fit(cached), loaded.generator, cached)
@@ -122,11 +154,32 @@ def latent_stats_for(loaded: LoadedNetworks, *, gaussian_fit: Path | None, cache
     return stats
 
 
+def latent_stats_origin(loaded: LoadedNetworks, *, cache_dir: Path | None,
+                        samples: int = PULSE_SAMPLES) -> str:
+    """Where `latent_stats_for` would take the statistics from (without computing anything)."""
+    if loaded.latent_stats is not None:
+        return "in the file"
+    beside = _fit_beside(loaded)
+    if beside is not None:
+        return f"{beside.name} beside the file"
+    if loaded.mapping_path is None or loaded.generator.z_dim is None:
+        return "none (pass --gaussian-fit PATH)"
+    if cache_dir is not None and _cache_entry(loaded, Path(cache_dir), samples).is_file():
+        return "cached"
+    return "computed on first use (then cached)"
+
+
 def _checked(stats: LatentStats, generator: Generator, path: Path) -> LatentStats:
     if stats.mean.shape[0] != generator.w_dim:
         raise CheckpointError(f"{path}: latent statistics have {stats.mean.shape[0]} dims, "
                               f"the generator's w has {generator.w_dim}")
     return stats
+
+
+def _default_cache_dir() -> Path:
+    from ..weights.locations import cache_dir
+
+    return cache_dir()
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
@@ -138,14 +191,95 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
     network are stored there so they are computed once per checkpoint.
     """
     if cache_dir is None:
-        from ..weights.locations import cache_dir as default_cache_dir
-
-        cache_dir = default_cache_dir()
+        cache_dir = _default_cache_dir()
     loaded = load_networks(Path(path))
     generator = loaded.generator.to(device)
     stats = latent_stats_for(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
                              cache_dir=Path(cache_dir), notify=notify)
     generator.latent_stats = stats.to(device)
     generator.source = str(loaded.path)
-    generator.source_sha256 = sha256_file(loaded.path)
+    generator.source_sha256 = file_sha256(loaded.path)
     return generator
+
+
+def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gaussian_fit: str | Path | None = None,
+                       cache_dir: str | Path | None = None, samples: int = PULSE_SAMPLES,
+                       metadata: dict[str, str] | None = None, notify: Notify | None = None) -> Path:
+    """Write any supported checkpoint as pulse's single safetensors file, latent statistics included.
+
+    `metadata` adds or overrides fields (source, licence, training_data, ...). Metadata already in a pulse
+    safetensors source is kept. `src` may be networks already loaded with `load_networks`. Returns the
+    written path.
+    """
+    if cache_dir is None:
+        cache_dir = _default_cache_dir()
+    loaded = src if isinstance(src, LoadedNetworks) else load_networks(Path(src))
+    stats = latent_stats_for(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
+                             cache_dir=Path(cache_dir), samples=samples, notify=notify)
+    if gaussian_fit is not None:
+        stats_note = f"from {Path(gaussian_fit).name}"
+    elif loaded.latent_stats is not None:
+        stats_note = loaded.metadata.get("latent_stats", "carried over")
+    elif _fit_beside(loaded) is not None:
+        stats_note = f"from {PULSE_GAUSSIAN_FIT}"
+    else:
+        stats_note = f"computed by pulse: {samples} samples, seed {PULSE_SEED}"
+    generator = loaded.generator
+    from .. import __version__
+
+    keep = dict(loaded.metadata) if loaded.format == FORMAT_SAFETENSORS else {}
+    keep.pop("format", None)
+    keep.pop("format_version", None)
+    meta = {
+        "source": loaded.path.name,
+        "source_format": loaded.format,
+        "source_sha256": file_sha256(loaded.path),
+        **keep,
+        "family": generator.family,
+        "resolution": str(generator.resolution),
+        "num_ws": str(generator.num_ws),
+        "w_dim": str(generator.w_dim),
+        "z_dim": str(generator.z_dim) if generator.z_dim is not None else "none",
+        "latent_stats": stats_note,
+        "created_by": f"pulse-cli {__version__}",
+        **(metadata or {}),
+    }
+    dst = Path(dst)
+    if dst.exists() and dst.resolve() == loaded.path.resolve():
+        raise CheckpointError(f"{dst}: refusing to overwrite the source checkpoint")
+    try:
+        formats_safetensors.write_file(dst, generator.to("cpu"), stats, meta)
+    except OSError as exc:
+        raise CheckpointError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+    return dst
+
+
+def count_parameters(generator: Generator) -> int:
+    return sum(p.numel() for p in generator.parameters())
+
+
+def describe(path: str | Path, *, cache_dir: str | Path | None = None) -> dict[str, object]:
+    """Facts about a checkpoint for `pulse weights info` (loads the networks, computes nothing)."""
+    from .formats import FORMAT_DESCRIPTIONS
+
+    if cache_dir is None:
+        cache_dir = _default_cache_dir()
+    loaded = load_networks(Path(path))
+    g = loaded.generator
+    return {
+        "path": str(loaded.path),
+        "format": loaded.format,
+        "format_description": FORMAT_DESCRIPTIONS.get(loaded.format, loaded.format),
+        "family": g.family,
+        "resolution": g.resolution,
+        "num_ws": g.num_ws,
+        "w_dim": g.w_dim,
+        "z_dim": g.z_dim,
+        "noise_layers": len(g.noise_shapes(1)),
+        "parameters": count_parameters(g),
+        "size_bytes": os.path.getsize(loaded.path),
+        "sha256": file_sha256(loaded.path),
+        "mapping": str(loaded.mapping_path) if loaded.mapping_path is not None else None,
+        "latent_stats": latent_stats_origin(loaded, cache_dir=Path(cache_dir)),
+        "metadata": dict(loaded.metadata),
+    }
