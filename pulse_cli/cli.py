@@ -13,15 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from . import __version__
-
-USAGE_ERROR = 2
-FAILED = 1
-INTERRUPTED = 130
-
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from .cli_weights import weights_app
+from .console import FAILED, INTERRUPTED, err_console, fail
 
 app = typer.Typer(
     name="pulse",
@@ -37,11 +32,6 @@ app = typer.Typer(
 
 class UsageError(Exception):
     """A bad argument or environment found before any work: one line, exit code 2."""
-
-
-def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
-    return typer.Exit(code)
 
 
 def _version(value: bool) -> None:
@@ -157,8 +147,9 @@ def upsample(
                                             show_default=False)],
     checkpoint: Annotated[Path | None, typer.Option(
         envvar="PULSE_CHECKPOINT", show_envvar=True,
-        help="Generator checkpoint: PULSE's synthesis.pt (mapping.pt / gaussian_fit.pt beside it) or a "
-             "folder holding it. Default: the first found in ./weights/ or the user cache.")] = None,
+        help="Generator checkpoint, any supported format (PULSE's synthesis.pt with mapping.pt / gaussian_fit.pt "
+             "beside it, NVIDIA's StyleGAN v1/v2 pickles, rosinality .pt, our .safetensors; see 'pulse weights') "
+             "or a folder holding one. Default: the installed FFHQ model in ./weights/ or the user cache.")] = None,
     gaussian_fit: Annotated[Path | None, typer.Option(
         help="PULSE's gaussian_fit.pt. Default: beside the checkpoint, else computed once and cached.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -307,11 +298,12 @@ def render_command(
 ) -> None:
     """Re-render a saved result from its latents and noise (same device: bit for bit)."""
     from .device import resolve_device
+    from .files.atomic import sha256_file
     from .files.images import save_png
     from .files.latents import LatentsError, load_latents
     from .files.metadata import result_metadata
     from .model.checkpoint import load_networks
-    from .model.io import CheckpointError, sha256_file
+    from .model.io import CheckpointError
     from .search.pulse import render
 
     try:
@@ -358,6 +350,9 @@ def demo_generator(
     except OSError as exc:
         raise fail(f"cannot write {folder}: {exc.strerror or exc}") from None
     err_console.print(f"wrote {path} (untrained demo generator)")
+
+
+app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:
