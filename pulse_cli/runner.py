@@ -18,14 +18,13 @@ from typing import Any
 import torch
 
 from . import __version__
-from .files.atomic import append_jsonl, write_jsonl
+from .files.atomic import append_jsonl, sha256_file, write_jsonl
 from .files.discovery import InputFile, OutputPaths, discover_inputs, output_paths, sheet_path
 from .files.images import ImageError, load_rgb, save_png, to_pil
 from .files.latents import save_latents
 from .files.metadata import result_metadata
 from .files.sheets import Tile, grid_sheet, save_animation, save_image_atomic
 from .model.generator import Generator
-from .model.io import sha256_file
 from .search.downsample import BicubicDownsample
 from .search.pulse import SearchConfig, SearchResult, pulse_search
 

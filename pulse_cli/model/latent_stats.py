@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..files.atomic import atomic_write_bytes
 from .generator import LatentStats
 from .io import CheckpointError, load_tensor_file
 
@@ -58,12 +58,6 @@ def compute_latent_stats(mapping: Callable[[torch.Tensor], torch.Tensor], z_dim:
 
 def save_latent_stats(stats: LatentStats, path: Path) -> None:
     """Write in PULSE's format, atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"mean": stats.mean, "std": stats.std}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"mean": stats.mean, "std": stats.std}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())

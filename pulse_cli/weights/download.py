@@ -8,12 +8,10 @@ Layout beside `dest`:
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from pulse_cli import __version__
+from pulse_cli.files.atomic import atomic_write_bytes, sha256_file
 
 USER_AGENT = f"pulse-cli/{__version__} (+urllib)"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -66,15 +65,6 @@ class VerifyResult:
 # --------------------------------------------------------------------------- checksums and records
 
 
-def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, streamed (checkpoints are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def record_path(path: Path | str) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".sha256")
@@ -108,16 +98,7 @@ def write_record(path: Path | str, hexdigest: str) -> Path:
     path = Path(path)
     record = record_path(path)
     line = f"{normalize_sha256(hexdigest)}  {path.name}\n"
-    fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=record.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, record)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(record, line.encode("utf-8"))
     return record
 
 
