@@ -713,3 +713,12 @@ def test_runner_several_samples(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -
     a, b = load_rgb(out / "face.png.sample0.png"), load_rgb(out / "face.png.sample1.png")
     assert (a - b).abs().max() > 0.05  # different seeds, different faces
     assert all((out / "logs" / f"face.png.sample{k}.jsonl").is_file() for k in range(2))
+
+
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "x.bin", b"data")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
