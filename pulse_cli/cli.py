@@ -175,6 +175,9 @@ def upsample(
     = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any result did not reach eps.")] = False,
+    stop_at_eps: Annotated[bool, typer.Option("--stop-at-eps", help="Stop an image at its first iterate that "
+                                                                   "meets eps; the next input takes its place "
+                                                                   "in the batch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
     sheet: Annotated[bool, typer.Option("--sheet", help="Contact sheets: OUT/sheets/<rel>.png per input (input, "
@@ -212,7 +215,7 @@ def upsample(
             raise UsageError(str(exc)) from None
         options = RunOptions(batch_size=batch_size, samples=samples, seed=seed, overwrite=overwrite,
                              recursive=recursive, metadata=metadata, save_latents=save_latents,
-                             save_every=save_every, animate=animate, sheet=sheet)
+                             save_every=save_every, animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
         jobs = plan_jobs(in_dir, out_dir, options)
     except UsageError as exc:
         raise fail(str(exc)) from None

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import platform
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .files.metadata import result_metadata
 from .files.sheets import Tile, grid_sheet, save_animation, save_image_atomic
 from .model.generator import Generator
 from .search.downsample import BicubicDownsample
-from .search.pulse import SearchConfig, SearchResult, pulse_search
+from .search.pulse import SearchConfig, SearchPool, SearchResult
 
 RESULTS_FILE = "results.jsonl"
 STATUSES = ("ok", "not_converged", "failed", "skipped")
@@ -53,6 +54,7 @@ class RunOptions:
     save_every: int | None = None  # intermediate images every K steps
     animate: bool = False
     sheet: bool = False
+    stop_at_eps: bool = False  # an image leaves the batch at its first iterate meeting eps
 
 
 @dataclass
@@ -105,12 +107,13 @@ def plan_jobs(in_dir: Path, out_dir: Path, options: RunOptions) -> list[Job]:
     return jobs
 
 
-@dataclass
+@dataclass(eq=False)
 class _Search:
     job: Job
     sample: int
     seed: int
     target: torch.Tensor
+    seconds: float = 0.0  # this search's share of the pool's step times
 
 
 class Runner:
@@ -184,8 +187,8 @@ class Runner:
                             for k in range(self.options.samples))
         self.reporter.start(len(searches), self.config.steps)
         try:
-            for batch in _batches(searches, self.options.batch_size):
-                self._run_batch(batch)
+            if searches:
+                self._search_all(searches)
         finally:
             self.reporter.close()
         if self.options.sheet:
@@ -193,32 +196,40 @@ class Runner:
         self.summary.seconds = time.monotonic() - started
         return self.summary
 
-    def _run_batch(self, batch: list[_Search]) -> None:
+    def _search_all(self, searches: list[_Search]) -> None:
+        """Keep up to `batch_size` searches in one pool; as one finishes, the next input takes its place."""
         steps = self.config.steps
-
-        def on_step(step: int, states: Sequence) -> None:
-            l2 = min(s.history[-1].l2 for s in states)
-            self.reporter.step(len(states) / steps, l2, step + 1, steps)
-
-        started = time.monotonic()
-        targets = torch.stack([s.target for s in batch])
-        try:
-            results = pulse_search(self.generator, targets, seeds=[s.seed for s in batch], config=self.config,
-                                   device=self.device, on_step=on_step, save_every=self._frame_interval())
-        except torch.OutOfMemoryError:
-            self._fail_batch(batch, f"out of memory on {self.device} with a batch of {len(batch)}; "
-                                    "try a smaller --batch-size or --device cpu")
-            return
-        except RuntimeError as exc:  # e.g. a device error: those inputs fail, the run goes on
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._fail_batch(batch, f"search failed on {self.device}: {first}")
-            return
-        seconds_each = (time.monotonic() - started) / len(batch)
-        for search, result in zip(batch, results, strict=True):
-            self._write_sample(search, result)
-            search.job.finished[search.sample] = (search, result, seconds_each)
-            if len(search.job.finished) == self.options.samples and not search.job.failed:
-                self._finish_job(search.job)
+        pool = SearchPool(self.generator, config=self.config, device=self.device,
+                          stop_at_eps=self.options.stop_at_eps, save_every=self._frame_interval())
+        pending = deque(searches)
+        while pending or len(pool):
+            while len(pool) < self.options.batch_size and pending:
+                search = pending.popleft()
+                pool.add(search, search.target, search.seed)
+            started = time.monotonic()
+            try:
+                pool.step()
+            except torch.OutOfMemoryError:
+                self._fail_searches(pool.clear(), f"out of memory on {self.device} with a batch of "
+                                                  f"{self.options.batch_size}; try a smaller --batch-size "
+                                                  "or --device cpu")
+                continue
+            except RuntimeError as exc:  # e.g. a device error: those inputs fail, the run goes on
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self._fail_searches(pool.clear(), f"search failed on {self.device}: {first}")
+                continue
+            share = (time.monotonic() - started) / len(pool)
+            for search, _ in pool.active:
+                search.seconds += share
+            self.reporter.step(len(pool) / steps, min(state.history[-1].l2 for _, state in pool.active),
+                               max(state.step for _, state in pool.active), steps)
+            for search, result in pool.pop_finished():
+                if result.steps_run < steps:  # stopped at eps: the bar owes it the steps it skipped
+                    self.reporter.step((steps - result.steps_run) / steps, result.best_l2, steps, steps)
+                self._write_sample(search, result)
+                search.job.finished[search.sample] = (search, result, search.seconds)
+                if len(search.job.finished) == self.options.samples and not search.job.failed:
+                    self._finish_job(search.job)
 
     def _frame_interval(self) -> int | None:
         if self.options.save_every:
@@ -226,8 +237,8 @@ class Runner:
         # An animation without --save-every: about 25 frames over the search.
         return max(1, self.config.steps // 25) if self.options.animate else None
 
-    def _fail_batch(self, batch: list[_Search], reason: str) -> None:
-        for job in _unique_jobs(batch):
+    def _fail_searches(self, searches: list[_Search], reason: str) -> None:
+        for job in _unique_jobs(searches):
             if not job.failed:
                 job.failed = True
                 self._emit_without_search(job, "failed", reason)
@@ -363,17 +374,9 @@ def _step_record(record) -> dict[str, Any]:
             "total": record.total}
 
 
-def _unique_jobs(batch: list[_Search]) -> list[Job]:
+def _unique_jobs(searches: list[_Search]) -> list[Job]:
     jobs: list[Job] = []
-    for search in batch:
+    for search in searches:
         if all(search.job is not job for job in jobs):
             jobs.append(search.job)
     return jobs
-
-
-def _batches(searches: list[_Search], batch_size: int) -> list[list[_Search]]:
-    """Consecutive batches of searches whose targets have one size (one downsampling factor)."""
-    by_size: dict[int, list[_Search]] = {}
-    for search in searches:
-        by_size.setdefault(search.target.shape[-1], []).append(search)
-    return [group[i:i + batch_size] for group in by_size.values() for i in range(0, len(group), batch_size)]

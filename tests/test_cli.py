@@ -284,23 +284,23 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, c
     for k in range(3):
         face(seed=k).save(src / f"{k}.png")
     out = tmp_path / "out"
-    real_search = runner_module.pulse_search
+    real_step = runner_module.SearchPool.step
     calls = []
 
-    def interrupted_second_batch(*args, **kwargs):
+    def interrupted_in_second_image(self):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 6:  # 4 steps per image, batch of 1: the second image's second step
             raise KeyboardInterrupt
-        return real_search(*args, **kwargs)
+        return real_step(self)
 
-    monkeypatch.setattr(runner_module, "pulse_search", interrupted_second_batch)
+    monkeypatch.setattr(runner_module.SearchPool, "step", interrupted_in_second_image)
     result = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert result.exit_code == 130
     assert "rerun" in result.stderr
     assert (out / "0.png.png").is_file() and not (out / "1.png.png").exists()
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
 
-    monkeypatch.setattr(runner_module, "pulse_search", real_search)
+    monkeypatch.setattr(runner_module.SearchPool, "step", real_step)
     resumed = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert resumed.exit_code == 0
     statuses = {r["input"]: r["status"] for r in read_results(out)[1:]}
@@ -378,16 +378,16 @@ def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, t
     src.mkdir()
     for k in range(3):
         face(seed=k).save(src / f"{k}.png")
-    real_search = runner_module.pulse_search
+    real_step = runner_module.SearchPool.step
     calls = []
 
-    def oom_on_first_batch(*args, **kwargs):
+    def oom_on_first_step(self):
         calls.append(1)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real_search(*args, **kwargs)
+        return real_step(self)
 
-    monkeypatch.setattr(runner_module, "pulse_search", oom_on_first_batch)
+    monkeypatch.setattr(runner_module.SearchPool, "step", oom_on_first_step)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--batch-size", "2", *FAST)
     assert result.exit_code == 1
     assert "Traceback" not in result.stderr
@@ -395,3 +395,19 @@ def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, t
     statuses = {r["input"]: r["status"] for r in read_results(tmp_path / "out")}
     assert statuses == {"0.png": "failed", "1.png": "failed", "2.png": statuses["2.png"]}
     assert statuses["2.png"] in ("ok", "not_converged")
+
+
+def test_stop_at_eps_finishes_images_early_and_refills_the_batch(runner, tmp_path, checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        face(seed=k).save(src / f"{k}.png")
+    out = tmp_path / "out"
+    result = upsample(runner, src, out, "--checkpoint", checkpoint, "--eps", "1", "--stop-at-eps",
+                      "--batch-size", "2", *FAST)
+    assert result.exit_code == 0, result.stderr
+    for record in read_results(out):
+        # every iterate meets eps=1 (pixels are in [0, 1]), so each image stops after its first step
+        assert record["status"] == "ok" and record["steps_run"] == 1 and record["best_step"] == 0
+        _, log = read_log(out / record["logs"][0])
+        assert len(log) == 1

@@ -320,7 +320,7 @@ def test_noise_fixed(G: StyleGAN1Generator, targets: torch.Tensor) -> None:
     before = [n.clone() for n in s.noise]
     stats, down, terms = G.latent_stats, BicubicDownsample(4), parse_loss(config.loss)
     for _ in range(2):
-        run_step(G, [s], stats=stats, downsample=down, terms=terms)
+        run_step(G, [s], stats=stats, downsamplers={targets.shape[-1]: down}, terms=terms)
     assert all(torch.equal(a, b) for a, b in zip(before, s.noise, strict=True))
 
 
@@ -350,7 +350,7 @@ def test_trainable_noise_moves_on_its_sphere(G: StyleGAN1Generator, targets: tor
     latent_before = s.latent.detach().clone()
     stats, down, terms = G.latent_stats, BicubicDownsample(4), parse_loss(config.loss)
     for _ in range(2):
-        run_step(G, [s], stats=stats, downsample=down, terms=terms)
+        run_step(G, [s], stats=stats, downsamplers={targets.shape[-1]: down}, terms=terms)
     for i, (a, b) in enumerate(zip(before, s.noise, strict=True)):
         if i < 3:
             assert not torch.equal(a, b.detach())

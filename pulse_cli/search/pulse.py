@@ -157,6 +157,11 @@ class ImageSearch:
     def done(self) -> bool:
         return self.step >= self.config.steps
 
+    @property
+    def converged(self) -> bool:
+        """Some iterate so far met eps."""
+        return self._best_converged is not None
+
     def current_lr(self) -> float:
         return self.config.lr * lr_multiplier(self.config.lr_schedule, self.step, self.config.steps)
 
@@ -195,56 +200,129 @@ class ImageSearch:
 StepCallback = Callable[[int, Sequence[ImageSearch]], None]
 
 
+def check_target_size(size: tuple[int, int], resolution: int) -> None:
+    height, width = size
+    if width < MIN_TARGET_SIZE:
+        raise ValueError(f"targets must be at least {MIN_TARGET_SIZE}x{MIN_TARGET_SIZE}, got {width}x{height}")
+    if height != width or resolution % width:
+        raise ValueError(f"targets must be square with a size dividing {resolution}, got {(height, width)}")
+
+
 def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStats,
-             downsample: BicubicDownsample, terms: tuple[LossTerm, ...]) -> None:
-    """One forward/backward/optimiser step for every search in the batch."""
-    latent = torch.cat([s.latent for s in searches])
+             downsamplers: dict[int, BicubicDownsample], terms: tuple[LossTerm, ...]) -> None:
+    """One forward/backward/optimiser step for every search in the batch.
+
+    Searches may be at different steps of their own schedules, and their targets may differ in size
+    (each size gets its own downsampler); they share only the generator's forward and backward pass.
+    """
+    latent = torch.cat([s.latent for s in searches])  # one config per pool: tiled or not for all
     ws = map_latents(latent, stats, G.num_ws)
     noise = [torch.cat([s.noise[i] for s in searches]) for i in range(len(searches[0].noise))]
     image = (G.synthesize(ws, noise) + 1) / 2
-    generated_lr = downsample(image)
-    target = torch.stack([s.target for s in searches])
-    eps = searches[0].config.eps
-    total, values = loss_terms(terms, ws=ws, generated_lr=generated_lr, target=target, eps=eps)
-    with torch.no_grad():
-        l2 = mean_squared_error(generated_lr, target).tolist()
-        totals = total.tolist()
-        named = {name: value.tolist() for name, value in values.items()}
-    for b, search in enumerate(searches):
-        search.record(image[b], l2[b], totals[b], {name: v[b] for name, v in named.items()})
+    totals: list[torch.Tensor] = []
+    for size, members in _by_target_size(searches).items():
+        index = torch.tensor(members, device=image.device)
+        generated_lr = downsamplers[size](image.index_select(0, index))
+        target = torch.stack([searches[i].target for i in members])
+        eps = searches[members[0]].config.eps
+        total, values = loss_terms(terms, ws=ws.index_select(0, index), generated_lr=generated_lr,
+                                   target=target, eps=eps)
+        totals.append(total)
+        with torch.no_grad():
+            l2 = mean_squared_error(generated_lr, target).tolist()
+            total_values = total.tolist()
+            named = {name: value.tolist() for name, value in values.items()}
+        for j, i in enumerate(members):
+            searches[i].record(image[i], l2[j], total_values[j], {name: v[j] for name, v in named.items()})
     # Sum over the batch: each image's gradient is the one it would get alone.
-    total.sum().backward()
+    torch.stack([t.sum() for t in totals]).sum().backward()
     for search in searches:
         search.advance()
 
 
+def _by_target_size(searches: Sequence[ImageSearch]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for i, search in enumerate(searches):
+        groups.setdefault(search.target.shape[-1], []).append(i)
+    return groups
+
+
+class SearchPool:
+    """Searches sharing the generator's passes; a finished one leaves and a new one can take its place.
+
+    Each search keeps its own step count, schedule and best iterate, so what it produces does not
+    depend on when it joined or on who else is in the pool. With `stop_at_eps`, a search finishes at
+    its first iterate that meets eps instead of running all its steps.
+    """
+
+    def __init__(self, G: Generator, *, config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
+                 stop_at_eps: bool = False, save_every: int | None = None):
+        config.validate()
+        if G.latent_stats is None:
+            raise ValueError("the generator has no latent statistics (gaussian fit)")
+        self.G = G
+        self.config = config
+        self.device = torch.device(device)
+        self.stop_at_eps = stop_at_eps
+        self.save_every = save_every
+        self.stats = G.latent_stats.to(self.device)
+        self.terms = parse_loss(config.loss)
+        self.downsamplers: dict[int, BicubicDownsample] = {}
+        self.active: list[tuple[object, ImageSearch]] = []
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def add(self, key: object, target: torch.Tensor, seed: int) -> None:
+        """Start a search for `target` [3, h, w] in [0, 1]; `key` comes back with its result."""
+        assert target.ndim == 3 and target.shape[0] == 3, target.shape
+        check_target_size(tuple(target.shape[-2:]), self.G.resolution)
+        size = target.shape[-1]
+        if size not in self.downsamplers:
+            self.downsamplers[size] = BicubicDownsample(self.G.resolution // size).to(self.device)
+        search = ImageSearch(self.G, target, seed, self.config, self.device, self.save_every)
+        self.active.append((key, search))
+
+    def step(self) -> None:
+        run_step(self.G, [s for _, s in self.active], stats=self.stats, downsamplers=self.downsamplers,
+                 terms=self.terms)
+
+    def _finished(self, search: ImageSearch) -> bool:
+        return search.done or (self.stop_at_eps and search.converged)
+
+    def pop_finished(self) -> list[tuple[object, SearchResult]]:
+        finished = [(key, s) for key, s in self.active if self._finished(s)]
+        self.active = [(key, s) for key, s in self.active if not self._finished(s)]
+        return [(key, s.result(self.G, self.stats)) for key, s in finished]
+
+    def clear(self) -> list[object]:
+        """Drop every active search (e.g. after a device error); returns their keys."""
+        keys = [key for key, _ in self.active]
+        self.active = []
+        return keys
+
+
 def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
                  config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
-                 on_step: StepCallback | None = None, save_every: int | None = None) -> list[SearchResult]:
-    """Run PULSE on a batch of targets [B, 3, h, w] in [0, 1]; one result per target.
+                 on_step: StepCallback | None = None, save_every: int | None = None,
+                 stop_at_eps: bool = False) -> list[SearchResult]:
+    """Run PULSE on a batch of targets [B, 3, h, w] in [0, 1]; one result per target, in order.
 
     `seeds[b]` fixes target b's random start. The generator's resolution must be a multiple of the
-    targets' size. With `save_every=K` each result carries the current iterate's image every K steps.
+    targets' size. With `save_every=K` each result carries the current iterate's image every K steps;
+    with `stop_at_eps` a target stops at its first iterate that meets eps.
     """
-    config.validate()
     assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
     assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
-    size = targets.shape[-1]
-    if size < MIN_TARGET_SIZE:
-        raise ValueError(f"targets must be at least {MIN_TARGET_SIZE}x{MIN_TARGET_SIZE}, got {size}x{size}")
-    if targets.shape[-2] != size or G.resolution % size:
-        raise ValueError(f"targets must be square with a size dividing {G.resolution}, got "
-                         f"{tuple(targets.shape[-2:])}")
-    if G.latent_stats is None:
-        raise ValueError("the generator has no latent statistics (gaussian fit)")
-    device = torch.device(device)
-    stats = G.latent_stats.to(device)
-    downsample = BicubicDownsample(G.resolution // size).to(device)
-    terms = parse_loss(config.loss)
-    searches = [ImageSearch(G, t, seed, config, device, save_every)
-                for t, seed in zip(targets, seeds, strict=True)]
-    for step in range(config.steps):
-        run_step(G, searches, stats=stats, downsample=downsample, terms=terms)
+    pool = SearchPool(G, config=config, device=device, stop_at_eps=stop_at_eps, save_every=save_every)
+    for b, (target, seed) in enumerate(zip(targets, seeds, strict=True)):
+        pool.add(b, target, seed)
+    results: dict[object, SearchResult] = {}
+    step = 0
+    while len(pool):
+        pool.step()
         if on_step is not None:
-            on_step(step, searches)
-    return [s.result(G, stats) for s in searches]
+            on_step(step, [s for _, s in pool.active])
+        results.update(pool.pop_finished())
+        step += 1
+    return [results[b] for b in range(len(seeds))]
