@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import face_target, random_state_dicts
 
 from pulse_cli.model.generator import LatentStats
 from pulse_cli.model.latent_stats import compute_latent_stats
 from pulse_cli.model.stylegan1 import StyleGAN1Generator
 from pulse_cli.search.pulse import SearchConfig, SearchPool, pulse_search
-from helpers import face_target, random_state_dicts
 
 CONFIG = SearchConfig(steps=8)
 
