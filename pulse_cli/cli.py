@@ -175,6 +175,10 @@ def upsample(
     = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any result did not reach eps.")] = False,
+    reference: Annotated[bool, typer.Option("--reference", help="Evaluate the generator with the original's "
+                                                               "op sequence instead of the equivalent fast "
+                                                               "path (~3.5x faster on CPU, same numbers to "
+                                                               "~1e-4).")] = False,
     stop_at_eps: Annotated[bool, typer.Option("--stop-at-eps", help="Stop an image at its first iterate that "
                                                                    "meets eps; the next input takes its place "
                                                                    "in the batch.")] = False,
@@ -230,7 +234,8 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] no images found in {in_dir}"
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
 
-    summary = _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, torch_device, quiet)
+    summary = _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, torch_device, quiet,
+                   fast=False if reference else None)
     if not quiet:
         _print_summary_table(summary)
     if json_summary:
@@ -239,7 +244,8 @@ def upsample(
     raise typer.Exit(FAILED if failed else 0)
 
 
-def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, device, quiet):
+def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, device, quiet, fast):
+    from .device import configure_cpu_allocator
     from .model.checkpoint import load_generator
     from .model.io import CheckpointError
     from .progress import TerminalReporter
@@ -249,9 +255,11 @@ def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, 
     try:
         generator = None
         if any(not j.done for j in jobs):
+            if device.type == "cpu":
+                configure_cpu_allocator()
             try:
                 generator = load_generator(checkpoint_path, device, gaussian_fit=gaussian_fit,
-                                           notify=None if quiet else reporter.note)
+                                           notify=None if quiet else reporter.note, fast=fast)
             except CheckpointError as exc:
                 raise fail(str(exc)) from None
             try:
@@ -320,7 +328,7 @@ def render_command(
         if info.get("checkpoint_sha256") and info["checkpoint_sha256"] != digest:
             raise UsageError(f"{latents} was made with a checkpoint of sha256 {info['checkpoint_sha256'][:12]}…, "
                              f"but {loaded.path} has {digest[:12]}…")
-        G = loaded.generator.to(torch_device)
+        G = loaded.generator.to(torch_device).use_fast_path(info.get("synthesis_path", "reference") == "fast")
         if tuple(ws.shape) != (G.num_ws, G.w_dim) or len(noise) != len(G.noise_shapes(1)):
             raise UsageError(f"{latents} does not fit this generator ({G.num_ws}x{G.w_dim} latents, "
                              f"{len(G.noise_shapes(1))} noise layers)")

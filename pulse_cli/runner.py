@@ -254,7 +254,8 @@ class Runner:
             "input": search.job.input.rel.as_posix(), "input_sha256": search.job.input_sha256,
             "seed": self.options.seed, "sample": search.sample, "image_seed": search.seed,
             "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
-            "generator": {"family": G.family, "resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim},
+            "generator": {"family": G.family, "resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
+                          "synthesis_path": G.synthesis_path},
             "search": {**dataclasses.asdict(self.config), "bad_noise_layers": list(self.config.bad_noise_layers)},
             "batch_size": self.options.batch_size, "samples": self.options.samples,
         }
@@ -270,6 +271,7 @@ class Runner:
                 "input": header["input"], "input_sha256": search.job.input_sha256, "seed": self.options.seed,
                 "image_seed": search.seed, "best_step": result.best_step, "steps": result.steps_run,
                 "l2": result.best_l2, "status": status, "device": str(self.device),
+                "synthesis_path": self.generator.synthesis_path,
             })
         if result.frames:
             self._write_frames(paths, result)

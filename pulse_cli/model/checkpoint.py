@@ -184,11 +184,12 @@ def _default_cache_dir() -> Path:
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
                    gaussian_fit: str | Path | None = None, cache_dir: str | Path | None = None,
-                   notify: Notify | None = None) -> Generator:
+                   notify: Notify | None = None, fast: bool | None = None) -> Generator:
     """Load a generator ready for the latent search: weights frozen, latent statistics attached.
 
     `cache_dir` defaults to the user cache (or `PULSE_HOME`); statistics computed from the mapping
-    network are stored there so they are computed once per checkpoint.
+    network are stored there so they are computed once per checkpoint. `fast` chooses the generator's
+    fast evaluation where it has one (None: where it has been verified, i.e. CPU and CUDA).
     """
     if cache_dir is None:
         cache_dir = _default_cache_dir()
@@ -199,7 +200,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
     generator.latent_stats = stats.to(device)
     generator.source = str(loaded.path)
     generator.source_sha256 = file_sha256(loaded.path)
-    return generator
+    if fast is None:
+        fast = torch.device(device).type in ("cpu", "cuda")
+    return generator.use_fast_path(fast)
 
 
 def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gaussian_fit: str | Path | None = None,

@@ -51,6 +51,15 @@ class Generator(nn.Module):
         """`ws` [B, num_ws, w_dim] and noise (as `noise_shapes(B)`) -> raw image [B, 3, R, R]."""
         raise NotImplementedError
 
+    def use_fast_path(self, enabled: bool = True) -> Generator:
+        """Families with a faster evaluation of `synthesize` switch to it here; the default has none."""
+        return self
+
+    @property
+    def synthesis_path(self) -> str:
+        """"fast" or "reference": which evaluation `synthesize` uses (recorded so renders match)."""
+        return "reference"
+
     def map(self, z: torch.Tensor) -> torch.Tensor:
         """Mapping network: z [B, z_dim] -> w [B, w_dim]."""
         raise NotImplementedError

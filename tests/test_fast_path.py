@@ -1,0 +1,103 @@
+"""The fast StyleGAN v1 evaluation computes the reference function: values and gradients."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pulse_cli.device import configure_cpu_allocator
+from pulse_cli.model.fast_stylegan1 import FusedEpilogue, channel_stats
+from pulse_cli.model.stylegan1 import StyleGAN1Generator
+
+
+@pytest.fixture(scope="module")
+def reference(fixtures_dir):
+    return torch.load(fixtures_dir / "pulse_reference_fixture.pt", map_location="cpu", weights_only=True)
+
+
+def generator(reference, fast: bool) -> StyleGAN1Generator:
+    G = StyleGAN1Generator.from_state_dicts(reference["synthesis_state_dict"], reference["mapping_state_dict"])
+    return G.use_fast_path(fast)
+
+
+def test_fast_path_matches_the_original_implementation(reference):
+    G = generator(reference, fast=True)
+    assert G.synthesis_path == "fast"
+    with torch.no_grad():
+        image = G.synthesize(reference["synthesis_dlatents"], reference["synthesis_noise"])
+    # Values computed by the original PULSE code (fixtures README); the fixture's 256x256 output spans [-6, 6].
+    assert (image - reference["synthesis_image"]).abs().max() < 1e-4
+
+
+def _gradients(G, reference, dtype):
+    ws = reference["synthesis_dlatents"].to(dtype).clone().requires_grad_(True)
+    noise = [n.to(dtype).clone().requires_grad_(i < 5) for i, n in enumerate(reference["synthesis_noise"])]
+    image = G.synthesize(ws, noise)
+    (image * torch.linspace(-1, 1, image.numel(), dtype=dtype).view_as(image)).sum().backward()
+    return [ws.grad.double()] + [n.grad.double() for n in noise[:5]]
+
+
+def test_fast_path_gradients_are_as_accurate_as_the_reference_path(reference):
+    """Against a float64 run of the reference: the fast path's float32 gradients must be no less accurate
+    than the reference path's own float32 gradients (this network amplifies rounding, so both differ
+    from float64 by ~1e-3 relative)."""
+    exact = _gradients(generator(reference, fast=False).double(), reference, torch.float64)
+    plain = _gradients(generator(reference, fast=False), reference, torch.float32)
+    fast = _gradients(generator(reference, fast=True), reference, torch.float32)
+    for e, p, f in zip(exact, plain, fast, strict=True):
+        reference_error = ((p - e).norm() / e.norm()).item()
+        fast_error = ((f - e).norm() / e.norm()).item()
+        assert fast_error <= 3 * reference_error + 1e-5, (fast_error, reference_error)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_epilogue_forward_and_backward_equal_the_plain_ops(channels_last):
+    rng = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 8, 32, 32, generator=rng) * 3 + 5)  # a large mean: the variance must not cancel
+    noise = torch.randn(2, 1, 32, 32, generator=rng)
+    noise_weight = torch.randn(8, generator=rng)
+    scale, shift = torch.randn(2, 8, generator=rng) + 1, torch.randn(2, 8, generator=rng)
+    upstream = torch.randn(2, 8, 32, 32, generator=rng)
+
+    def run(fused: bool):
+        xs = x.clone().contiguous(memory_format=torch.channels_last if fused and channels_last
+                                  else torch.contiguous_format).requires_grad_(True)
+        ns, sc, sh = noise.clone().requires_grad_(True), scale.clone().requires_grad_(True), \
+            shift.clone().requires_grad_(True)
+        if fused:
+            out = FusedEpilogue.apply(xs, noise_weight, ns, sc, sh)
+        else:  # the original op sequence, on NCHW tensors
+            y = F.leaky_relu(xs + noise_weight.view(1, -1, 1, 1) * ns, 0.2)
+            out = F.instance_norm(y, eps=1e-5) * sc[:, :, None, None] + sh[:, :, None, None]
+        (out * upstream).sum().backward()
+        return out.detach(), xs.grad, ns.grad, sc.grad, sh.grad
+
+    for ref, fused in zip(run(False), run(True), strict=True):
+        assert (fused - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def test_channel_stats_are_exact_for_offset_data():
+    rng = torch.Generator().manual_seed(1)
+    y = torch.randn(1, 4, 64, 64, generator=rng) * 0.01 + 100.0  # E[y^2] - E[y]^2 would lose everything
+    mean, var = channel_stats(y)
+    expected_var, expected_mean = torch.var_mean(y.double(), dim=(2, 3), keepdim=True, correction=0)
+    assert torch.allclose(mean.double(), expected_mean, rtol=0, atol=1e-5)
+    assert torch.allclose(var.double(), expected_var, rtol=1e-3, atol=0)
+
+
+def test_the_fast_path_follows_the_generator_to_another_dtype_or_device(reference):
+    G = generator(reference, fast=True)
+    ws, noise = reference["synthesis_dlatents"], reference["synthesis_noise"]
+    with torch.no_grad():
+        first = G.synthesize(ws, noise)
+        G.use_fast_path(False)
+        assert G.synthesis_path == "reference"
+        assert (G.synthesize(ws, noise) - first).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_cpu_allocator_setting_is_accepted_by_glibc():
+    assert configure_cpu_allocator() is True
