@@ -5,6 +5,7 @@ torch and the model code are imported inside the commands so that `--help` answe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -100,6 +101,19 @@ def _parse_noise_layers(spec: str) -> tuple[int, ...]:
         raise UsageError(f"--bad-noise-layers {spec!r}: use 'last', 'none' or indices like 17 or 16.17") from None
 
 
+def _parse_batch_size(text: str) -> int:
+    """A positive count, or 0 for 'auto' (decided once the model is loaded)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--batch-size {text!r}: use a whole number of at least 1, or 'auto'")
+    return value
+
+
 def _check_in_dir(path: Path) -> None:
     if not path.exists():
         raise UsageError(f"input {path} does not exist")
@@ -153,7 +167,9 @@ def upsample(
     gaussian_fit: Annotated[Path | None, typer.Option(
         help="PULSE's gaussian_fit.pt. Default: beside the checkpoint, else computed once and cached.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images optimised together in one batch.")] = 1,
+    batch_size: Annotated[str, typer.Option(help="Images optimised together: a number, or 'auto' (1 on a CPU, "
+                                                 "where batching buys nothing per image; on a GPU as many "
+                                                 "as fit in free memory).")] = "auto",
     seed: Annotated[int, typer.Option(help="Base seed; each image's start derives from it and its path.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = 100,
     eps: Annotated[float, typer.Option(min=0.0, help="Target L2 at input resolution: below it a result counts "
@@ -217,7 +233,7 @@ def upsample(
             torch_device = resolve_device(device)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        options = RunOptions(batch_size=batch_size, samples=samples, seed=seed, overwrite=overwrite,
+        options = RunOptions(batch_size=_parse_batch_size(batch_size), samples=samples, seed=seed, overwrite=overwrite,
                              recursive=recursive, metadata=metadata, save_latents=save_latents,
                              save_every=save_every, animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
         jobs = plan_jobs(in_dir, out_dir, options)
@@ -245,7 +261,7 @@ def upsample(
 
 
 def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, device, quiet, fast):
-    from .device import configure_cpu_allocator
+    from .device import auto_batch_size, configure_cpu_allocator
     from .model.checkpoint import load_generator
     from .model.io import CheckpointError
     from .progress import TerminalReporter
@@ -266,6 +282,11 @@ def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, 
                 config.zeroed_noise_layers(len(generator.noise_shapes(1)))
             except ValueError as exc:
                 raise fail(str(exc)) from None
+            if options.batch_size == 0:
+                options = dataclasses.replace(options, batch_size=auto_batch_size(
+                    device, family=generator.family, resolution=generator.resolution))
+                if not quiet:
+                    reporter.note(f"batch size {options.batch_size} (auto)")
         return Runner(generator, out_dir, config=config, options=options, device=device,
                       reporter=reporter, checkpoint=checkpoint_path).run(jobs)
     except KeyboardInterrupt:

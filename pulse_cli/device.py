@@ -59,3 +59,20 @@ def configure_cpu_allocator() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, -1))
+
+
+# Peak memory of one image's optimisation step at 1024x1024, measured on the CPU with bench/bench.py
+# (fast float32 path for StyleGAN v1; the reference path for StyleGAN2), with a margin for the allocator.
+STEP_BYTES_1024 = {"stylegan1": 1.2 * 2**30, "stylegan2": 3.5 * 2**30}
+MAX_AUTO_BATCH = 16
+
+
+def auto_batch_size(device: torch.device, *, family: str, resolution: int, free_bytes: int | None = None) -> int:
+    """Batch size for `--batch-size auto`: 1 on a CPU (batching buys nothing per image there), else as
+    many images as fit in 80% of the device's free memory by the measured per-image footprint."""
+    if device.type != "cuda":
+        return 1
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    per_image = STEP_BYTES_1024.get(family, STEP_BYTES_1024["stylegan2"]) * (resolution / 1024) ** 2
+    return max(1, min(MAX_AUTO_BATCH, int(0.8 * free_bytes // per_image)))
