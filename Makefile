@@ -30,6 +30,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/pool.py
 
 bench-quick: install
 	$(BIN)/python bench/bench.py --quick

@@ -62,6 +62,12 @@ class OptimizerName(str, Enum):
     adamax = "adamax"
 
 
+class SynthesisPath(str, Enum):
+    auto = "auto"
+    fast = "fast"
+    reference = "reference"
+
+
 class NoiseType(str, Enum):
     trainable = "trainable"
     fixed = "fixed"
@@ -191,10 +197,11 @@ def upsample(
     = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any result did not reach eps.")] = False,
-    reference: Annotated[bool, typer.Option("--reference", help="Evaluate the generator with the original's "
-                                                               "op sequence instead of the equivalent fast "
-                                                               "path (~3.5x faster on CPU, same numbers to "
-                                                               "~1e-4).")] = False,
+    synthesis: Annotated[SynthesisPath, typer.Option(help="How the generator is evaluated: 'fast' (same "
+                                                          "function, ~3.5x faster on a CPU, numbers equal to "
+                                                          "~1e-4), 'reference' (the original's op sequence), "
+                                                          "or 'auto' (fast where verified: the CPU).")]
+    = SynthesisPath.auto,
     stop_at_eps: Annotated[bool, typer.Option("--stop-at-eps", help="Stop an image at its first iterate that "
                                                                    "meets eps; the next input takes its place "
                                                                    "in the batch.")] = False,
@@ -251,7 +258,7 @@ def upsample(
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
 
     summary = _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, torch_device, quiet,
-                   fast=False if reference else None)
+                   fast={"auto": None, "fast": True, "reference": False}[synthesis.value])
     if not quiet:
         _print_summary_table(summary)
     if json_summary:

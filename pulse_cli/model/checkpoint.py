@@ -189,7 +189,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
 
     `cache_dir` defaults to the user cache (or `PULSE_HOME`); statistics computed from the mapping
     network are stored there so they are computed once per checkpoint. `fast` chooses the generator's
-    fast evaluation where it has one (None: where it has been verified, i.e. CPU and CUDA).
+    fast evaluation where it has one (None: where it has been verified, i.e. on the CPU; no GPU
+    was available to verify CUDA or MPS).
     """
     if cache_dir is None:
         cache_dir = _default_cache_dir()
@@ -201,7 +202,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
     generator.source = str(loaded.path)
     generator.source_sha256 = file_sha256(loaded.path)
     if fast is None:
-        fast = torch.device(device).type in ("cpu", "cuda")
+        fast = torch.device(device).type == "cpu"
     return generator.use_fast_path(fast)
 
 
