@@ -92,6 +92,7 @@ def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
         assert set(log[0]) == {"type", "step", "lr", "loss", "l2", "total"}
         assert header["input"] == rel and header["search"]["steps"] == 4 and header["search"]["lr"] == 0.4
         assert header["checkpoint"] == str(checkpoint) and len(header["input_sha256"]) == 64
+        assert header["generator"]["synthesis_path"] == "fast"  # --synthesis auto on a CPU
         assert set(log[0]["loss"]) == {"L2", "GEOCROSS"}
         assert log[0]["total"] == pytest.approx(100 * log[0]["loss"]["L2"] + 0.05 * log[0]["loss"]["GEOCROSS"],
                                                 rel=1e-5)

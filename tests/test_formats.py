@@ -379,6 +379,7 @@ def test_safetensors_round_trip(name: str, fixtures_dir: Path, made: dict, tmp_p
     assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert meta["licence"] == "test licence" and "1024 samples" in meta["latent_stats"]
     G = load_generator(dst, cache_dir=tmp_path / "empty-cache")
+    original.use_fast_path(G.synthesis_path == "fast")  # compare like with like: same evaluation path
     assert torch.equal(G.latent_stats.mean, stats.mean) and torch.equal(G.latent_stats.std, stats.std)
     torch.manual_seed(0)
     ws = torch.randn(2, G.num_ws, G.w_dim)
