@@ -14,20 +14,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pulse_cli.cli import app
-from pulse_cli.model.demo import make_demo_generator, write_demo_checkpoint
-from pulse_cli.model.latent_stats import compute_latent_stats, save_latent_stats
+from pulse_cli.model.demo import write_demo_checkpoint
 
 FAST = ["--steps", "4", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """The 128x128 demo generator, with a gaussian fit beside it (few samples, to keep tests fast)."""
-    folder = tmp_path_factory.mktemp("ckpt")
-    path = write_demo_checkpoint(folder)
-    generator = make_demo_generator()
-    save_latent_stats(compute_latent_stats(generator.map, generator.z_dim, samples=4096), folder / "gaussian_fit.pt")
-    return path
+@pytest.fixture
+def checkpoint(demo_checkpoint) -> Path:
+    return demo_checkpoint
 
 
 @pytest.fixture

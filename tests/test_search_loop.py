@@ -144,16 +144,6 @@ def G64(G: StyleGAN1Generator) -> StyleGAN1Generator:
     return gen
 
 
-@pytest.fixture()
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def _check_batch_independence(gen: StyleGAN1Generator, targets: torch.Tensor, config: SearchConfig,
                               tol: float) -> None:
     batch = pulse_search(gen, targets, seeds=[0, 1, 2], config=config)

@@ -28,16 +28,6 @@ def G64() -> StyleGAN1Generator:
     return gen
 
 
-@pytest.fixture()
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def solo(G, target, seed, config=CONFIG):
     (result,) = pulse_search(G, target[None], seeds=[seed], config=config)
     return result

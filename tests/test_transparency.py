@@ -15,20 +15,15 @@ from typer.testing import CliRunner
 
 from pulse_cli.cli import app
 from pulse_cli.files.sheets import BACKGROUND, CAPTION_HEIGHT, PADDING, Tile, grid_sheet
-from pulse_cli.model.demo import make_demo_generator, write_demo_checkpoint
-from pulse_cli.model.latent_stats import compute_latent_stats, save_latent_stats
+from pulse_cli.model.demo import write_demo_checkpoint
 
 FAST = ["--steps", "4", "--device", "cpu"]
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ckpt")
-    path = write_demo_checkpoint(folder)
-    generator = make_demo_generator()
-    save_latent_stats(compute_latent_stats(generator.map, generator.z_dim, samples=4096), folder / "gaussian_fit.pt")
-    return path
+@pytest.fixture
+def checkpoint(demo_checkpoint) -> Path:
+    return demo_checkpoint
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ import torch
 
 from . import formats_safetensors as st
 from .generator import Generator, LatentStats
-from .io import CheckpointError
+from .io import CheckpointError, check_checkpoint_file, first_line
 from .stylegan1 import StyleGAN1Generator
 from .stylegan2 import StyleGAN2Generator, rosinality_to_nvidia
 
@@ -112,11 +112,6 @@ def container_of(path: Path) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_torch_file(path: Path, *, mmap: bool = False) -> Any:
     """torch.load as data only (`weights_only=True`, argparse.Namespace allowed), tensors on the CPU."""
     try:
@@ -124,11 +119,11 @@ def load_torch_file(path: Path, *, mmap: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"it references {found.group(1)}" if found else _first_line(exc)
+        what = f"it references {found.group(1)}" if found else first_line(exc)
         raise CheckpointError(f"{path}: refused as unsafe: {what}, which a checkpoint never needs") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
             IndexError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line(exc)})") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,11 +132,7 @@ def load_torch_file(path: Path, *, mmap: bool = False) -> Any:
 
 def read_networks(path: Path) -> LoadedNetworks:
     """Load the generator networks from one checkpoint file, recognising the format by content."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
+    path = check_checkpoint_file(path)
     try:
         container = container_of(path)
     except OSError as exc:
@@ -166,7 +157,7 @@ def _checked(path: Path, build: Any, *args: Any) -> Any:
     except CheckpointError:
         raise
     except _STRUCTURE_ERRORS as exc:
-        raise CheckpointError(f"{path}: {_first_line(exc)}") from None
+        raise CheckpointError(f"{path}: {first_line(exc)}") from None
 
 
 def classify_torch_data(data: Any) -> str | None:
@@ -297,7 +288,7 @@ def _read_network_pickle(path: Path) -> LoadedNetworks:
     try:
         obj = load_restricted_pickle(path)
     except ValueError as exc:  # UnsafeCheckpointError, CorruptCheckpointError
-        raise CheckpointError(_pickle_message(path, _first_line(exc))) from None
+        raise CheckpointError(_pickle_message(path, first_line(exc))) from None
     try:
         with nvidia._errors_name_file(path.name):
             fmt = nvidia._classify(obj)
@@ -316,9 +307,9 @@ def _read_network_pickle(path: Path) -> LoadedNetworks:
                 generator = StyleGAN2Generator.from_state_dict(nvidia.sg2_tf_to_nvidia(gs_state))
                 return LoadedNetworks(generator, path, path, FORMAT_SG2_TF, use_fit_beside=False)
     except ValueError as exc:
-        raise CheckpointError(_pickle_message(path, _first_line(exc))) from None
+        raise CheckpointError(_pickle_message(path, first_line(exc))) from None
     except (KeyError, IndexError, TypeError, AttributeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: malformed network pickle ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: malformed network pickle ({first_line(exc)})") from None
     raise CheckpointError(f"{path}: not a recognised generator checkpoint (a readable pickle of another kind; "
                           f"{EXPECTED})")
 

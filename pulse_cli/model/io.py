@@ -13,19 +13,30 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or not what was expected; the message is one line."""
 
 
-def load_tensor_file(path: Path) -> Any:
-    """torch.load as data only; tensors land on the CPU whatever device they were saved from."""
+def first_line(exc: BaseException) -> str:
+    """An exception as one line, for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_checkpoint_file(path: Path) -> Path:
+    """The path, if it is a non-empty file; else a one-line CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
+    return path
+
+
+def load_tensor_file(path: Path) -> Any:
+    """torch.load as data only; tensors land on the CPU whatever device they were saved from."""
+    path = check_checkpoint_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a plain tensor checkpoint or refused as unsafe ({first})") from None
+        raise CheckpointError(f"{path}: not a plain tensor checkpoint or refused as unsafe "
+                              f"({first_line(exc)})") from None
     except Exception as exc:  # a damaged file makes torch's reader fail in many ways (EOF, struct, index …)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line(exc)})") from None
 
