@@ -82,6 +82,16 @@ def _manifest(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+# The device every worker computes on (`--device`); the parent only drives the workers.
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so that wall-clock timings cover it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def build_stylegan1(seed: int = 0) -> StyleGAN1Generator:
     """FFHQ 1024 StyleGAN v1 with N(0, 1) raw weights (what the equalised learning rate expects), small
     biases and noise weights, the real [1,2,1] blur kernel and a to-RGB scaled so that the output has
@@ -149,7 +159,7 @@ class OriginalStep:
         self.G, self.config = G, config
         self.targets = targets
         # Same starting point per image as ImageSearch (so L2 after N steps is comparable).
-        starts = [ImageSearch(G, t, s, config, torch.device("cpu")) for t, s in zip(targets, seeds, strict=True)]
+        starts = [ImageSearch(G, t, s, config, DEVICE) for t, s in zip(targets, seeds, strict=True)]
         self.latent = torch.cat([s.latent.detach() for s in starts]).requires_grad_(True)
         self.noise = []
         trainable = []
@@ -196,7 +206,7 @@ class ProjectStep:
 
     def __init__(self, G, targets: torch.Tensor, seeds: list[int], config: SearchConfig):
         self.G = G
-        self.searches = [ImageSearch(G, t, s, config, torch.device("cpu")) for t, s in
+        self.searches = [ImageSearch(G, t, s, config, DEVICE) for t, s in
                          zip(targets, seeds, strict=True)]
         self.stats = G.latent_stats
         self.downsample = BicubicDownsample(G.resolution // targets.shape[-1])
@@ -285,7 +295,15 @@ def _status_kib(field_name: str) -> int:
 
 
 def peak_step_memory_mib(step: Callable[[], None]) -> float | None:
-    """Run one step and return (peak RSS during it) - (RSS before it), MiB; None if not measurable."""
+    """Run one step and return (peak RSS during it) - (RSS before it), MiB; None if not measurable.
+    On CUDA: the step's peak allocated device memory."""
+    if DEVICE.type == "cuda":
+        _sync()
+        before = torch.cuda.memory_allocated(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        step()
+        _sync()
+        return (torch.cuda.max_memory_allocated(DEVICE) - before) / 2**20
     V.malloc_trim()
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -323,7 +341,7 @@ def make_targets(G, batch: int, seed: int = 1000) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for b in range(batch):
-            s = ImageSearch(G, torch.zeros(3, TARGET_SIZE, TARGET_SIZE), seed + b, config, torch.device("cpu"))
+            s = ImageSearch(G, torch.zeros(3, TARGET_SIZE, TARGET_SIZE), seed + b, config, DEVICE)
             ws = map_latents(s.latent, G.latent_stats, G.num_ws)
             out.append(down((G.synthesize(ws, s.noise) + 1) / 2).clamp(0, 1)[0])
     return torch.stack(out)
@@ -349,9 +367,10 @@ def numerics(G, synth: Callable, ref: dict) -> dict:
 
 def reference(G) -> dict:
     config = SearchConfig()
-    s = ImageSearch(G, torch.zeros(3, TARGET_SIZE, TARGET_SIZE), 7, config, torch.device("cpu"))
+    s = ImageSearch(G, torch.zeros(3, TARGET_SIZE, TARGET_SIZE), 7, config, DEVICE)
     latent = s.latent.detach().clone().requires_grad_(True)
-    cotangent = torch.randn((1, 3, G.resolution, G.resolution), generator=torch.Generator().manual_seed(3))
+    cotangent = torch.randn((1, 3, G.resolution, G.resolution),
+                            generator=torch.Generator().manual_seed(3)).to(DEVICE)
     ws = map_latents(latent, G.latent_stats, G.num_ws)
     img = G.synthesize(ws, s.noise)
     (img * cotangent).sum().backward()
@@ -372,10 +391,11 @@ class Worker:
     """In-process side: the runs of one (family, batch, allocator mode)."""
 
     def __init__(self, family: str, batch: int, names: list[str], allocator: str):
-        if allocator == "cached":
+        if allocator == "cached" and DEVICE.type == "cpu":
             V.configure_allocator()
         torch.manual_seed(0)
-        self.G = build_stylegan1() if family == "stylegan1" else build_stylegan2()
+        self.G = (build_stylegan1() if family == "stylegan1" else build_stylegan2()).to(DEVICE)
+        self.G.latent_stats = self.G.latent_stats.to(DEVICE)
         variants = {v.name: v for v in (SG1_VARIANTS if family == "stylegan1" else SG2_VARIANTS)}
         config = SearchConfig()
         targets = make_targets(self.G, batch)
@@ -401,8 +421,10 @@ class Worker:
             return {"error": self.errors[name]}
         try:
             if cmd["cmd"] == "warmup":
+                _sync()
                 t = time.perf_counter()
                 self.steps[name]()
+                _sync()
                 warm = time.perf_counter() - t
                 return {"warmup_s": warm, "memory_mib": peak_step_memory_mib(self.steps[name])}
             if cmd["cmd"] == "rewarm":
@@ -411,8 +433,10 @@ class Worker:
                 self.steps[name]()
                 return {}
             if cmd["cmd"] == "step":
+                _sync()
                 t = time.perf_counter()
                 self.steps[name]()
+                _sync()
                 return {"seconds": time.perf_counter() - t}
             if cmd["cmd"] == "finish":
                 last, best = self.steps[name].l2()
@@ -439,6 +463,8 @@ def worker_main(spec: str, threads: int | None) -> int:
     args = json.loads(spec)
     out = sys.stdout
     sys.stdout = sys.stderr  # anything else printed goes to the log, not the protocol
+    global DEVICE
+    DEVICE = torch.device(args.get("device", "cpu"))
     worker = Worker(args["family"], args["batch"], args["variants"], args["allocator"])
     print(json.dumps({"ready": True}), file=out, flush=True)
     for line in sys.stdin:
@@ -450,8 +476,10 @@ def worker_main(spec: str, threads: int | None) -> int:
 
 
 class WorkerProcess:
-    def __init__(self, family: str, batch: int, names: list[str], allocator: str, threads: int | None):
-        spec = json.dumps({"family": family, "batch": batch, "variants": names, "allocator": allocator})
+    def __init__(self, family: str, batch: int, names: list[str], allocator: str, threads: int | None,
+                 device: str = "cpu"):
+        spec = json.dumps({"family": family, "batch": batch, "variants": names, "allocator": allocator,
+                           "device": device})
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", spec]
         if threads:
             cmd += ["--threads", str(threads)]
@@ -479,12 +507,12 @@ class WorkerProcess:
 
 
 def bench_family(family: str, variants: list[Variant], batches: list[int], steps: dict[int, int],
-                 threads: int | None, log) -> list[dict]:
+                 threads: int | None, log, device: str = "cpu") -> list[dict]:
     results = []
     for batch in batches:
         modes = sorted({v.allocator for v in variants})
-        workers = {m: WorkerProcess(family, batch, [v.name for v in variants if v.allocator == m], m, threads)
-                   for m in modes}
+        workers = {m: WorkerProcess(family, batch, [v.name for v in variants if v.allocator == m], m, threads,
+                                    device) for m in modes}
         try:
             info: dict[str, dict] = {v.name: {"times": []} for v in variants}
             for v in variants:  # warm-up (compilation), an untimed step measuring memory, re-warm
@@ -595,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sg2", action="store_true", help="skip StyleGAN2")
     parser.add_argument("--sg2-batches", default=None, help="default 1 (quick: none); e.g. 1,4")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA: untested, no GPU here)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -631,11 +660,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     torch.manual_seed(0)
     log(f"StyleGAN v1 1024: {len(variants)} variants, batches {batches}, steps {steps}")
-    rows = bench_family("stylegan1", variants, batches, steps, args.threads, log)
+    rows = bench_family("stylegan1", variants, batches, steps, args.threads, log, args.device)
     if sg2_batches:
         log(f"StyleGAN2 config-f 1024: batches {sg2_batches}")
         rows += bench_family("stylegan2", SG2_VARIANTS, sg2_batches, {b: 4 for b in sg2_batches}, args.threads,
-                             log)
+                             log, args.device)
     add_ratios(rows)
 
     env = {
