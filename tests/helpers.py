@@ -20,6 +20,11 @@ TINY_W_DIM = 32
 TINY_MAPPING_LAYERS = 2
 
 
+def load_pt(path: Path) -> Any:
+    """A reference fixture or test file, read as data only, on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def ffhq_channels(resolution: int = 1024, fmap_base: int = 8192, fmap_max: int = 512) -> dict[int, int]:
     """Channels per block as StyleGAN v1 sets them: min(fmap_base / 2**stage, fmap_max), stage = log2(res)-1."""
     return {2**k: min(int(fmap_base / 2 ** (k - 1)), fmap_max) for k in range(2, int(math.log2(resolution)) + 1)}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import load_pt
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -40,27 +41,23 @@ from pulse_cli.model.nvidia import read_sg2ada_pickle
 TOL = 1e-4
 
 
-def _load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _one_line(exc: BaseException) -> bool:
     return "\n" not in str(exc) and str(exc).strip() != ""
 
 
 @pytest.fixture(scope="module")
 def ref(fixtures_dir: Path) -> dict:
-    return _load(fixtures_dir / "pulse_reference_fixture.pt")
+    return load_pt(fixtures_dir / "pulse_reference_fixture.pt")
 
 
 @pytest.fixture(scope="module")
 def sg1_expected(fixtures_dir: Path) -> dict:
-    return _load(fixtures_dir / "sg1tf_expected.pt")
+    return load_pt(fixtures_dir / "sg1tf_expected.pt")
 
 
 @pytest.fixture(scope="module")
 def sg2_expected(fixtures_dir: Path) -> dict:
-    return _load(fixtures_dir / "sg2ada_expected.pt")
+    return load_pt(fixtures_dir / "sg2ada_expected.pt")
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +90,7 @@ def made(tmp_path_factory: pytest.TempPathFactory, ref: dict, fixtures_dir: Path
     torch.save(lern, files["lernapparat"])
 
     # A rosinality *training* checkpoint: g_ema plus an argparse.Namespace (and optimiser-like state).
-    ros = _load(fixtures_dir / "rosinality_g_ema.pt")
+    ros = load_pt(fixtures_dir / "rosinality_g_ema.pt")
     train = {
         "g": ros["g_ema"], "d": {"convs.0.0.weight": torch.zeros(4, 3, 1, 1)}, "g_ema": ros["g_ema"],
         "g_optim": {"state": {}, "param_groups": [{"lr": 0.002, "betas": (0.0, 0.99), "params": [0, 1]}]},
@@ -285,7 +282,7 @@ def test_unrecognised_files(tmp_path: Path) -> None:
 def test_namespace_is_the_only_extra_global_allowed(fixtures_dir: Path, tmp_path: Path) -> None:
     import fractions
 
-    ros = _load(fixtures_dir / "rosinality_g_ema.pt")
+    ros = load_pt(fixtures_dir / "rosinality_g_ema.pt")
     torch.save({**ros, "args": fractions.Fraction(1, 3)}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="unsafe") as info:
         load_networks(tmp_path / "odd.pt")
@@ -347,7 +344,7 @@ def test_gaussian_fit_beside_applies_to_stylegan1_only(fixtures_dir: Path, fit_p
     for name in ("sg1tf_network.pkl", "sg2ada_network.pkl"):
         shutil.copyfile(fixtures_dir / name, tmp_path / name)
     shutil.copyfile(fit_path, tmp_path / "gaussian_fit.pt")
-    fit = _load(fit_path)
+    fit = load_pt(fit_path)
     monkeypatch.setattr(checkpoint_module, "compute_latent_stats", _no_compute)
     stats = latent_stats_for(load_networks(tmp_path / "sg1tf_network.pkl"), gaussian_fit=None, cache_dir=None)
     assert torch.equal(stats.mean, fit["mean"].float())
@@ -444,7 +441,7 @@ def test_converted_pulse_checkpoint_without_mapping_keeps_the_fit(ref: dict, fit
     loaded = load_networks(dst)
     assert loaded.mapping_path is None and loaded.generator.z_dim is None
     G = load_generator(dst, cache_dir=tmp_path / "cache")
-    assert torch.equal(G.latent_stats.mean, _load(fit_path)["mean"].float())
+    assert torch.equal(G.latent_stats.mean, load_pt(fit_path)["mean"].float())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import load_pt
 
 from pulse_cli.model.nvidia import (
     detect_pickle_format,
@@ -23,10 +24,6 @@ from pulse_cli.model.nvidia import (
 )
 
 TOL = 1e-6
-
-
-def _load_pt(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -48,7 +45,7 @@ def sg2ada(fixtures_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def sg2ada_expected(fixtures_dir: Path) -> dict[str, Any]:
-    return _load_pt(fixtures_dir / "sg2ada_expected.pt")
+    return load_pt(fixtures_dir / "sg2ada_expected.pt")
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +158,7 @@ def test_sg2ada_uses_g_ema_not_g(fixtures_dir: Path, sg2ada: dict[str, Any]) -> 
 
 def test_sg2ada_matches_rosinality_copy(fixtures_dir: Path, sg2ada: dict[str, Any]) -> None:
     # Independent cross-check: rosinality's converted checkpoint holds the same raw values.
-    ros = _load_pt(fixtures_dir / "rosinality_g_ema.pt")
+    ros = load_pt(fixtures_dir / "rosinality_g_ema.pt")
     sd, g = sg2ada["state_dict"], ros["g_ema"]
     assert torch.equal(sd["synthesis.b4.const"], g["input.input"][0])
     assert torch.equal(sd["synthesis.b4.conv1.weight"], g["conv1.conv.weight"][0])
@@ -252,8 +249,8 @@ def test_sg2_tf_equals_sg2ada_pickle(sg2_gs: dict[str, Any], sg2ada: dict[str, A
 
 
 def test_sg1_tf_equals_pulse_reference(fixtures_dir: Path, sg1_gs: dict[str, Any]) -> None:
-    ref = _load_pt(fixtures_dir / "pulse_reference_fixture.pt")
-    expected = _load_pt(fixtures_dir / "sg1tf_expected.pt")
+    ref = load_pt(fixtures_dir / "pulse_reference_fixture.pt")
+    expected = load_pt(fixtures_dir / "sg1tf_expected.pt")
     synthesis, mapping, extras = sg1_tf_to_pulse(sg1_gs)
     _assert_same_state(synthesis, ref["synthesis_state_dict"])
     _assert_same_state(mapping, ref["mapping_state_dict"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_pt
 
 from pulse_cli.model.generator import Generator
 from pulse_cli.model.stylegan2 import StyleGAN2Generator, infer_config, rosinality_to_nvidia
@@ -15,18 +16,14 @@ from pulse_cli.model.stylegan2 import StyleGAN2Generator, infer_config, rosinali
 TOL = 1e-4
 
 
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 @pytest.fixture(scope="module")
 def rosinality(fixtures_dir: Path) -> dict:
-    return _load(fixtures_dir / "rosinality_g_ema.pt")
+    return load_pt(fixtures_dir / "rosinality_g_ema.pt")
 
 
 @pytest.fixture(scope="module")
 def expected(fixtures_dir: Path) -> dict:
-    return _load(fixtures_dir / "sg2ada_expected.pt")
+    return load_pt(fixtures_dir / "sg2ada_expected.pt")
 
 
 @pytest.fixture(scope="module")
