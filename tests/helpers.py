@@ -131,3 +131,45 @@ def face_target(size: int, *, crop: tuple[int, int, int, int] = (160, 20, 320, 1
 
     image = Image.fromarray(data.astronaut()).crop(crop).resize((size, size), Image.Resampling.BOX)
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def write_fake_stylegan3_pickle(path: Path, monkeypatch) -> Path:
+    """A stylegan3-repo network pickle in miniature: `synthesis.input` (Fourier features) and L{i}_{size}_{ch}
+    layers, each network pickled as torch_utils.persistence._reconstruct_persistent_obj(meta) like NVIDIA's.
+
+    The persistence function lives in a stand-in module (installed with `monkeypatch`) and is never
+    called: our loader must refuse the file from its content alone."""
+    import pickle
+    import sys
+    import types
+
+    def _reconstruct_persistent_obj(meta: Any) -> Any:  # pragma: no cover - never called by our loader
+        raise AssertionError
+
+    module = types.ModuleType("torch_utils.persistence")
+    _reconstruct_persistent_obj.__module__ = module.__name__
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    module._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    package = types.ModuleType("torch_utils")
+    package.persistence = module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_utils", package)
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
+
+    class Persistent:
+        def __init__(self, class_name: str, params: dict[str, Any], modules: dict[str, Any]) -> None:
+            self.meta = {"type": "class", "version": 6, "module_src": "# omitted", "class_name": class_name,
+                         "state": {"_parameters": params, "_buffers": {}, "_modules": modules}}
+
+        def __reduce__(self) -> Any:
+            return _reconstruct_persistent_obj, (self.meta,)
+
+    fc = Persistent("FullyConnectedLayer", {"weight": torch.zeros(4, 8), "bias": torch.zeros(4)}, {})
+    synthesis = Persistent("SynthesisNetwork", {}, {
+        "input": Persistent("SynthesisInput", {"freqs": torch.zeros(8, 2)}, {"affine": fc}),
+        "L0_36_512": Persistent("SynthesisLayer", {"weight": torch.zeros(4, 4, 3, 3)}, {}),
+    })
+    generator = Persistent("Generator", {}, {"synthesis": synthesis,
+                                             "mapping": Persistent("MappingNetwork", {}, {"fc0": fc})})
+    path.write_bytes(pickle.dumps({"G": generator, "D": None, "G_ema": generator, "augment_pipe": None},
+                                  protocol=4))
+    return path

@@ -12,8 +12,6 @@ import pickle
 import shlex
 import shutil
 import struct
-import sys
-import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import load_pt
+from helpers import load_pt, write_fake_stylegan3_pickle
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -191,44 +189,8 @@ def test_misleading_names_still_load(fixtures_dir: Path, made: dict, tmp_path: P
 # Refused: StyleGAN3, truncated, hostile, unknown
 
 
-def _fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
-    """Objects pickled like NVIDIA's persistent networks, via a stand-in torch_utils.persistence module."""
-
-    def _reconstruct_persistent_obj(meta: Any) -> Any:  # pragma: no cover - never called by our loader
-        raise AssertionError
-
-    mod = types.ModuleType("torch_utils.persistence")
-    _reconstruct_persistent_obj.__module__ = mod.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    mod._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-    pkg = types.ModuleType("torch_utils")
-    pkg.persistence = mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch_utils", pkg)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", mod)
-
-    class Persistent:
-        def __init__(self, class_name: str, params: dict, modules: dict) -> None:
-            self.meta = {"type": "class", "version": 6, "module_src": "# omitted", "class_name": class_name,
-                         "state": {"_parameters": params, "_buffers": {}, "_modules": modules}}
-
-        def __reduce__(self) -> Any:
-            return _reconstruct_persistent_obj, (self.meta,)
-
-    return Persistent
-
-
-def _write_sg3(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    P = _fake_persistent(monkeypatch)
-    fc = P("FullyConnectedLayer", {"weight": torch.zeros(4, 8), "bias": torch.zeros(4)}, {})
-    synthesis = P("SynthesisNetwork", {}, {"input": P("SynthesisInput", {"freqs": torch.zeros(8, 2)}, {"affine": fc}),
-                                           "L0_36_512": P("SynthesisLayer", {"weight": torch.zeros(4, 4, 3, 3)}, {})})
-    g = P("Generator", {}, {"synthesis": synthesis, "mapping": P("MappingNetwork", {}, {"fc0": fc})})
-    path.write_bytes(pickle.dumps({"G": g, "D": None, "G_ema": g, "augment_pipe": None}, protocol=4))
-    return path
-
-
 def test_stylegan3_is_refused_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _write_sg3(tmp_path / "ffhq.pkl", monkeypatch)  # a StyleGAN2 name: content decides
+    path = write_fake_stylegan3_pickle(tmp_path / "ffhq.pkl", monkeypatch)  # a StyleGAN2 name: content decides
     with pytest.raises(CheckpointError, match="StyleGAN3 generators are not supported") as info:
         load_networks(path)
     assert _one_line(info.value) and str(path) in str(info.value)

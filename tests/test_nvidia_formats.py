@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from helpers import load_pt
+from helpers import load_pt, write_fake_stylegan3_pickle
 
 from pulse_cli.model.nvidia import (
     detect_pickle_format,
@@ -171,58 +169,8 @@ def test_sg2ada_matches_rosinality_copy(fixtures_dir: Path, sg2ada: dict[str, An
 # StyleGAN3 (refused)
 
 
-def _fake_persistent_class(monkeypatch: pytest.MonkeyPatch) -> type:
-    """A class pickled like NVIDIA's persistent objects, via a stand-in persistence module."""
-
-    def _reconstruct_persistent_obj(meta: Any) -> Any:  # never called by our loader
-        raise AssertionError
-
-    mod = types.ModuleType("torch_utils.persistence")
-    _reconstruct_persistent_obj.__module__ = mod.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    mod._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-    pkg = types.ModuleType("torch_utils")
-    pkg.persistence = mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch_utils", pkg)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", mod)
-
-    class Persistent:
-        def __init__(self, class_name: str, params: dict[str, Any], modules: dict[str, Any]) -> None:
-            self.meta = {
-                "type": "class",
-                "version": 6,
-                "module_src": "# omitted",
-                "class_name": class_name,
-                "state": {"_parameters": params, "_buffers": {}, "_modules": modules},
-            }
-
-        def __reduce__(self) -> Any:
-            return _reconstruct_persistent_obj, (self.meta,)
-
-    return Persistent
-
-
-def _write_fake_sg3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A stylegan3-style pickle: synthesis.input (Fourier features) and L{i}_{size}_{ch} layers."""
-    Persistent = _fake_persistent_class(monkeypatch)
-    fc = Persistent("FullyConnectedLayer", {"weight": torch.zeros(4, 8), "bias": torch.zeros(4)}, {})
-    synthesis = Persistent(
-        "SynthesisNetwork",
-        {},
-        {
-            "input": Persistent("SynthesisInput", {"freqs": torch.zeros(8, 2)}, {"affine": fc}),
-            "L0_36_512": Persistent("SynthesisLayer", {"weight": torch.zeros(4, 4, 3, 3)}, {}),
-        },
-    )
-    mapping = Persistent("MappingNetwork", {}, {"fc0": fc})
-    g = Persistent("Generator", {}, {"synthesis": synthesis, "mapping": mapping})
-    path = tmp_path / "stylegan3-t-ffhq-1024x1024.pkl"
-    path.write_bytes(pickle.dumps({"G": g, "D": None, "G_ema": g, "augment_pipe": None}, protocol=4))
-    return path
-
-
 def test_stylegan3_is_detected_and_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _write_fake_sg3(tmp_path, monkeypatch)
+    path = write_fake_stylegan3_pickle(tmp_path / "stylegan3-t-ffhq-1024x1024.pkl", monkeypatch)
     assert detect_pickle_format(path) == "sg3"
     with pytest.raises(ValueError, match="StyleGAN3 generators are not supported: they have no noise inputs"):
         read_sg2ada_pickle(path)
