@@ -66,7 +66,8 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         note=(
             "The generator PULSE used (TensorFlow pickle: _G, _D, Gs). NVIDIA's README documents it on "
             "Google Drive (https://drive.google.com/uc?id=1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ, often over "
-            "quota); this URL is NVIDIA's CDN mirror of the same folder, not itself quoted in that README."
+            "quota). This CDN address follows the layout of NVIDIA's StyleGAN2 CDN; it is not quoted by NVIDIA "
+            "and could not be checked (no internet where it was written)."
         ),
     ),
     KnownModel(
@@ -81,7 +82,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         source="https://github.com/NVlabs/stylegan2",
         training_data_note=FFHQ_NOTE,
         kind="generator",
-        note="Original StyleGAN2 TensorFlow pickle (config F); needs the legacy TF-pickle loader.",
+        note="Original StyleGAN2 TensorFlow pickle (config F); pulse reads it without TensorFlow.",
     ),
     KnownModel(
         name="stylegan2-ada-ffhq",
