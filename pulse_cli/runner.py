@@ -307,23 +307,23 @@ class Runner:
                   "best_step": best["best_step"], "steps_run": max(s["steps_run"] for s in samples),
                   "seconds": round(sum(s["seconds"] for s in samples), 3), "samples": samples, "error": None}
         images = torch.stack([job.finished[k][1].image for k in range(self.options.samples)])
+        if len(images) > 1 or self.options.sheet:
+            with torch.no_grad():  # once, for both: the results as PULSE's downsampler sees them
+                downscaled = BicubicDownsample(self.generator.resolution // job.target.shape[-1])(images)
         if len(images) > 1:
-            record["diversity"] = sample_diversity(images, self._downsample(job.target))
+            record["diversity"] = sample_diversity(images, downscaled)
         if self.options.sheet:
-            self._write_input_sheet(job, images, samples)
+            self._write_input_sheet(job, images, downscaled, samples)
         job.finished.clear()  # the images are written; free them
         self._emit(record)
 
-    def _downsample(self, target: torch.Tensor) -> BicubicDownsample:
-        return BicubicDownsample(self.generator.resolution // target.shape[-1])
-
-    def _write_input_sheet(self, job: Job, images: torch.Tensor, samples: list[dict[str, Any]]) -> None:
+    def _write_input_sheet(self, job: Job, images: torch.Tensor, downscaled: torch.Tensor,
+                           samples: list[dict[str, Any]]) -> None:
         """Input (nearest), bicubic upscale, each result; below each result, it downscaled again."""
         target = job.target
         size = self.generator.resolution
         bicubic = torch.nn.functional.interpolate(target[None], size=(size, size), mode="bicubic",
                                                   align_corners=False)[0].clamp(0, 1)
-        downscaled = self._downsample(target)(images)
         top = [Tile(to_pil(target), "input"), Tile(to_pil(bicubic), "bicubic")]
         bottom: list[Tile | None] = [None, None]
         for k, sample in enumerate(samples):
@@ -354,7 +354,7 @@ class Runner:
             save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE), self.out_dir / name)
 
 
-def sample_diversity(images: torch.Tensor, downsample: BicubicDownsample) -> dict[str, float]:
+def sample_diversity(images: torch.Tensor, downscaled: torch.Tensor) -> dict[str, float]:
     """Mean pairwise RMS difference between samples at full and at input resolution (pixels in [0, 1]).
 
     Large at full resolution and small at input resolution: different faces that fit the same input.
@@ -364,9 +364,7 @@ def sample_diversity(images: torch.Tensor, downsample: BicubicDownsample) -> dic
         pairs = [(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))]
         return float(sum((flat[i] - flat[j]).pow(2).mean().sqrt() for i, j in pairs) / len(pairs))
 
-    with torch.no_grad():
-        return {"pairwise_rms_full": mean_pairwise_rms(images),
-                "pairwise_rms_input": mean_pairwise_rms(downsample(images))}
+    return {"pairwise_rms_full": mean_pairwise_rms(images), "pairwise_rms_input": mean_pairwise_rms(downscaled)}
 
 
 def _step_record(record) -> dict[str, Any]:

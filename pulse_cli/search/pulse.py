@@ -192,7 +192,7 @@ class ImageSearch:
         ws = map_latents(best.latent, stats, G.num_ws)
         image = render(G, ws, best.noise)
         return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
-                            converged=self._best_converged is not None, best_step=best.step, best_l2=best.l2,
+                            converged=self.converged, best_step=best.step, best_l2=best.l2,
                             best_total=best.total, steps_run=self.step, history=self.history,
                             frames=self.frames)
 
