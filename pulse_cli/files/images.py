@@ -105,13 +105,18 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
+def save_image_atomic(image: Image.Image, path: Path, **save_options) -> None:
+    """Write a Pillow image atomically, in the format its suffix names (PNG, GIF, WebP, ...)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **save_options)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
 def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None) -> None:
-    """Write a PNG atomically, with optional text chunks."""
+    """Write a [3, H, W] result as PNG atomically, with optional text chunks."""
     info = None
     if text:
         info = PngImagePlugin.PngInfo()
         for key, value in text.items():
             info.add_itxt(key, value)
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG", pnginfo=info)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    save_image_atomic(to_pil(image), path, pnginfo=info)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_write_bytes
+from .images import save_image_atomic
 
 CAPTION_HEIGHT = 16
 PADDING = 4
@@ -51,12 +50,6 @@ def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str = SH
             sheet.paste(tile.image.convert("RGB").resize((tile_size, tile_size), Image.NEAREST), (x, y))
             draw.text((x, y + tile_size + 2), _fit(draw, tile.caption, font, tile_size), fill=TEXT, font=font)
     return sheet
-
-
-def save_image_atomic(image: Image.Image, path: Path, **save_options) -> None:
-    buffer = io.BytesIO()
-    image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **save_options)
-    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def save_animation(frames: list[Image.Image], path: Path, *, frame_ms: int = 120, max_size: int = 256) -> None:
