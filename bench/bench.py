@@ -54,9 +54,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import variants as V  # noqa: E402
 
-from pulse_cli.model.generator import LatentStats  # noqa: E402
-from pulse_cli.model.stylegan1 import StyleGAN1Generator  # noqa: E402
-from pulse_cli.model.stylegan2 import StyleGAN2Generator, setup_filter  # noqa: E402
+from pulse_cli.networks.generator import LatentStats  # noqa: E402
+from pulse_cli.networks.stylegan1 import StyleGAN1Generator  # noqa: E402
+from pulse_cli.networks.stylegan2 import StyleGAN2Generator, setup_filter  # noqa: E402
 from pulse_cli.search.downsample import BicubicDownsample  # noqa: E402
 from pulse_cli.search.losses import geocross_loss, mean_squared_error, parse_loss  # noqa: E402
 from pulse_cli.search.optim import SphericalOptimizer, lr_multiplier  # noqa: E402

@@ -23,9 +23,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pulse_cli.checkpoints.demo import make_demo_generator  # noqa: E402
+from pulse_cli.checkpoints.latent_stats import compute_latent_stats  # noqa: E402
 from pulse_cli.device import configure_cpu_allocator  # noqa: E402
-from pulse_cli.model.demo import make_demo_generator  # noqa: E402
-from pulse_cli.model.latent_stats import compute_latent_stats  # noqa: E402
 from pulse_cli.search.pulse import SearchConfig, SearchPool  # noqa: E402
 
 

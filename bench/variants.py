@@ -1,7 +1,7 @@
 """Bench-only pieces around the project's fast path (pulse_cli/model/fast_stylegan1.py).
 
 The fast StyleGAN v1 evaluation and the allocator setting that this benchmark first prototyped now live
-in the package (`pulse_cli.model.fast_stylegan1.make_synthesizer`, `pulse_cli.device.
+in the package (`pulse_cli.networks.stylegan1_fast.make_synthesizer`, `pulse_cli.device.
 configure_cpu_allocator`); the benchmark measures those, plus the ablations and the modes the product
 does not ship (bfloat16, torch.compile, autocast).
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from pulse_cli.device import configure_cpu_allocator as configure_allocator  # noqa: F401  (used by bench.py)
-from pulse_cli.model.fast_stylegan1 import make_synthesizer  # noqa: F401  (used by bench.py)
+from pulse_cli.networks.stylegan1_fast import make_synthesizer  # noqa: F401  (used by bench.py)
 
 
 def malloc_trim() -> None:

@@ -19,8 +19,8 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_checkpoint(tmp_path_factory) -> Path:
     """The 128x128 demo generator (PULSE layout), with a gaussian fit beside it from few samples (fast)."""
-    from pulse_cli.model.demo import make_demo_generator, write_demo_checkpoint
-    from pulse_cli.model.latent_stats import compute_latent_stats, save_latent_stats
+    from pulse_cli.checkpoints.demo import make_demo_generator, write_demo_checkpoint
+    from pulse_cli.checkpoints.latent_stats import compute_latent_stats, save_latent_stats
 
     folder = tmp_path_factory.mktemp("demo-ckpt")
     path = write_demo_checkpoint(folder)

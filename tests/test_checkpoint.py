@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from helpers import random_state_dicts, save_tensor_file, write_pulse_checkpoint
 
 import pulse_cli
-from pulse_cli.model import checkpoint as checkpoint_module
-from pulse_cli.model.checkpoint import latent_stats_for, load_networks
-from pulse_cli.model.io import CheckpointError, load_tensor_file
-from pulse_cli.model.latent_stats import compute_latent_stats, read_gaussian_fit
+from pulse_cli.checkpoints import loading as checkpoint_module
+from pulse_cli.checkpoints.io import CheckpointError, load_tensor_file
+from pulse_cli.checkpoints.latent_stats import compute_latent_stats, read_gaussian_fit
+from pulse_cli.checkpoints.loading import latent_stats_for, load_networks
 
 TOL = 1e-4
 FORMATS = {
@@ -350,7 +350,7 @@ def test_compute_latent_stats_equals_one_shot(tiny: dict) -> None:
 
 
 def test_compute_latent_stats_reference_mapping(ref: dict) -> None:
-    G = pulse_cli.model.stylegan1.StyleGAN1Generator.from_state_dicts(ref["synthesis_state_dict"],
+    G = pulse_cli.networks.stylegan1.StyleGAN1Generator.from_state_dicts(ref["synthesis_state_dict"],
                                                                       ref["mapping_state_dict"])
     mean, std = _direct_stats(G.map, 512, 600)
     stats = compute_latent_stats(G.map, 512, samples=600, chunk_rows=256)

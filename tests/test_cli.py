@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from pulse_cli.checkpoints.demo import write_demo_checkpoint
 from pulse_cli.cli import app
-from pulse_cli.model.demo import write_demo_checkpoint
 
 FAST = ["--steps", "4", "--device", "cpu"]
 
@@ -209,7 +209,7 @@ def test_usage_errors_exit_2_with_one_line(runner, tmp_path, checkpoint, case):
 
 
 def test_usage_errors_are_found_before_the_model_loads(runner, tmp_path, checkpoint, monkeypatch):
-    import pulse_cli.model.checkpoint as checkpoint_module
+    import pulse_cli.checkpoints.loading as checkpoint_module
 
     def no_loading(*args, **kwargs):
         raise AssertionError("model loaded before the arguments were checked")
@@ -272,7 +272,7 @@ def test_rerun_skips_done_inputs_and_overwrite_redoes_them(runner, tmp_path, che
 
 
 def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, checkpoint, monkeypatch):
-    import pulse_cli.runner as runner_module
+    import pulse_cli.run.runner as runner_module
 
     src = tmp_path / "in"
     src.mkdir()
@@ -367,7 +367,7 @@ def test_module_entry_point_and_help_do_not_import_torch():
 
 
 def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, tmp_path, checkpoint, monkeypatch):
-    import pulse_cli.runner as runner_module
+    import pulse_cli.run.runner as runner_module
 
     src = tmp_path / "in"
     src.mkdir()

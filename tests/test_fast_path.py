@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from pulse_cli.device import configure_cpu_allocator
-from pulse_cli.model.fast_stylegan1 import FusedEpilogue, channel_stats
-from pulse_cli.model.stylegan1 import StyleGAN1Generator
+from pulse_cli.networks.stylegan1 import StyleGAN1Generator
+from pulse_cli.networks.stylegan1_fast import FusedEpilogue, channel_stats
 
 
 @pytest.fixture(scope="module")

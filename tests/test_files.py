@@ -18,12 +18,12 @@ from helpers import face_target, random_state_dicts, save_tensor_file, write_pul
 from PIL import Image
 
 from pulse_cli import SearchConfig, load_generator, pulse_search
+from pulse_cli.checkpoints.latent_stats import compute_latent_stats
 from pulse_cli.files.atomic import append_jsonl, atomic_write_bytes, write_jsonl
 from pulse_cli.files.discovery import discover_inputs, output_paths
 from pulse_cli.files.images import ImageError, check_size, load_rgb, save_png, to_pil
-from pulse_cli.model.latent_stats import compute_latent_stats
-from pulse_cli.model.stylegan1 import StyleGAN1Generator
-from pulse_cli.runner import Reporter, Runner, RunOptions, derive_seed, plan_jobs
+from pulse_cli.networks.stylegan1 import StyleGAN1Generator
+from pulse_cli.run.runner import Reporter, Runner, RunOptions, derive_seed, plan_jobs
 
 RED, GREEN, BLUE, OTHER = (255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 200, 30)
 
@@ -520,7 +520,7 @@ def test_derive_seed_stable_and_path_dependent() -> None:
 
 
 def test_derive_seed_same_in_another_process() -> None:
-    code = "from pulse_cli.runner import derive_seed; print(derive_seed(7, 'sub/face.png', 2))"
+    code = "from pulse_cli.run.runner import derive_seed; print(derive_seed(7, 'sub/face.png', 2))"
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
                          cwd=Path(__file__).resolve().parents[1])

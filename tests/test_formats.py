@@ -23,18 +23,18 @@ from helpers import load_pt, write_fake_stylegan3_pickle
 from PIL import Image
 from typer.testing import CliRunner
 
-import pulse_cli.model.checkpoint as checkpoint_module
-import pulse_cli.model.formats as formats_module
-from pulse_cli.cli import app
-from pulse_cli.model.checkpoint import (
+import pulse_cli.checkpoints.formats as formats_module
+import pulse_cli.checkpoints.loading as checkpoint_module
+from pulse_cli.checkpoints.io import CheckpointError
+from pulse_cli.checkpoints.loading import (
     convert_checkpoint,
     find_default_checkpoint,
     latent_stats_for,
     load_generator,
     load_networks,
 )
-from pulse_cli.model.io import CheckpointError
-from pulse_cli.model.nvidia import read_sg2ada_pickle
+from pulse_cli.checkpoints.nvidia import read_sg2ada_pickle
+from pulse_cli.cli import app
 
 TOL = 1e-4
 

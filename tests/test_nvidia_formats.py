@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import load_pt, write_fake_stylegan3_pickle
 
-from pulse_cli.model.nvidia import (
+from pulse_cli.checkpoints.nvidia import (
     detect_pickle_format,
     read_sg2ada_pickle,
     read_tf_network_pickle,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from pulse_cli.model.safe_pickle import (
+from pulse_cli.checkpoints.safe_pickle import (
     CorruptCheckpointError,
     EasyDictStub,
     PersistentObject,

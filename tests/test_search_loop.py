@@ -10,9 +10,9 @@ import torch
 from helpers import face_target, random_state_dicts
 
 from pulse_cli import SearchConfig, pulse_search
-from pulse_cli.model.generator import LatentStats
-from pulse_cli.model.latent_stats import compute_latent_stats
-from pulse_cli.model.stylegan1 import StyleGAN1Generator
+from pulse_cli.checkpoints.latent_stats import compute_latent_stats
+from pulse_cli.networks.generator import LatentStats
+from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.search.downsample import BicubicDownsample
 from pulse_cli.search.losses import loss_terms, parse_loss
 from pulse_cli.search.optim import lr_multiplier

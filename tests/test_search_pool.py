@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import face_target, random_state_dicts
 
-from pulse_cli.model.generator import LatentStats
-from pulse_cli.model.latent_stats import compute_latent_stats
-from pulse_cli.model.stylegan1 import StyleGAN1Generator
+from pulse_cli.checkpoints.latent_stats import compute_latent_stats
+from pulse_cli.networks.generator import LatentStats
+from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.search.pulse import SearchConfig, SearchPool, pulse_search
 
 CONFIG = SearchConfig(steps=8)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from helpers import ffhq_channels, mapping_shapes, random_state_dicts, synthesis_shapes
 
-from pulse_cli.model.generator import Generator
-from pulse_cli.model.stylegan1 import (
+from pulse_cli.networks.generator import Generator
+from pulse_cli.networks.stylegan1 import (
     ScaledConv,
     StyleGAN1Generator,
     infer_mapping_dims,

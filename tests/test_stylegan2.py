@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import load_pt
 
-from pulse_cli.model.generator import Generator
-from pulse_cli.model.stylegan2 import StyleGAN2Generator, infer_config, rosinality_to_nvidia
+from pulse_cli.networks.generator import Generator
+from pulse_cli.networks.stylegan2 import StyleGAN2Generator, infer_config, rosinality_to_nvidia
 
 TOL = 1e-4
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from pulse_cli.checkpoints.demo import write_demo_checkpoint
 from pulse_cli.cli import app
 from pulse_cli.files.sheets import BACKGROUND, CAPTION_HEIGHT, PADDING, Tile, grid_sheet
-from pulse_cli.model.demo import write_demo_checkpoint
 
 FAST = ["--steps", "4", "--device", "cpu"]
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"

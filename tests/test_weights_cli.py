@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from pulse_cli.checkpoints.loading import convert_checkpoint, find_default_checkpoint, load_networks
 from pulse_cli.cli import app
-from pulse_cli.model.checkpoint import convert_checkpoint, find_default_checkpoint, load_networks
 from pulse_cli.weights import registry
 from pulse_cli.weights.locations import weights_search_dirs
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..model.generator import Generator, LatentStats
+from ..networks.generator import Generator, LatentStats
 from .downsample import BicubicDownsample
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..files.atomic import atomic_write_bytes
-from .generator import LatentStats
+from ..networks.generator import LatentStats
 from .io import CheckpointError, load_tensor_file
 
 PULSE_SAMPLES = 1_000_000

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..files.atomic import atomic_write_bytes
-from .generator import Generator, LatentStats
+from ..networks.generator import Generator, LatentStats
 from .io import CheckpointError
 
 FORMAT_NAME = "pulse-generator"

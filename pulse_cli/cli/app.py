@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from . import __version__
-from .cli_weights import weights_app
+from .. import __version__
 from .console import FAILED, INTERRUPTED, err_console, fail
+from .weights import weights_app
 
 app = typer.Typer(
     name="pulse",
@@ -141,8 +141,8 @@ def _check_out_dir(path: Path) -> None:
 
 def _find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint to use and how it was chosen."""
-    from .model.checkpoint import find_default_checkpoint
-    from .weights.locations import weights_search_dirs
+    from ..checkpoints.loading import find_default_checkpoint
+    from ..weights.locations import weights_search_dirs
 
     if explicit is not None:
         if not explicit.exists():
@@ -227,9 +227,9 @@ def upsample(
         checkpoint_path, how = _find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
-        from .device import resolve_device
-        from .runner import RunOptions, plan_jobs
-        from .search.pulse import SearchConfig
+        from ..device import resolve_device
+        from ..run.runner import RunOptions, plan_jobs
+        from ..search.pulse import SearchConfig
 
         config = SearchConfig(loss=loss, eps=eps, steps=steps, lr=lr, lr_schedule=lr_schedule.value,
                               optimizer=optimizer.value, noise_type=noise_type.value,
@@ -268,11 +268,11 @@ def upsample(
 
 
 def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, device, quiet, fast):
-    from .device import auto_batch_size, configure_cpu_allocator
-    from .model.checkpoint import load_generator
-    from .model.io import CheckpointError
+    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.loading import load_generator
+    from ..device import auto_batch_size, configure_cpu_allocator
+    from ..run.runner import Runner
     from .progress import TerminalReporter
-    from .runner import Runner
 
     reporter = TerminalReporter(err_console, quiet=quiet)
     try:
@@ -336,14 +336,14 @@ def render_command(
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Label the PNG as synthetic.")] = True,
 ) -> None:
     """Re-render a saved result from its latents and noise (same device: bit for bit)."""
-    from .device import resolve_device
-    from .files.atomic import sha256_file
-    from .files.images import save_png
-    from .files.latents import LatentsError, load_latents
-    from .files.metadata import result_metadata
-    from .model.checkpoint import load_networks
-    from .model.io import CheckpointError
-    from .search.pulse import render
+    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.loading import load_networks
+    from ..device import resolve_device
+    from ..files.atomic import sha256_file
+    from ..files.images import save_png
+    from ..files.latents import LatentsError, load_latents
+    from ..files.metadata import result_metadata
+    from ..search.pulse import render
 
     try:
         ws, noise, info = load_latents(latents)
@@ -382,7 +382,7 @@ def demo_generator(
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write the small untrained demo StyleGAN (PULSE layout): shows the mechanics, not faces."""
-    from .model.demo import write_demo_checkpoint
+    from ..checkpoints.demo import write_demo_checkpoint
 
     try:
         path = write_demo_checkpoint(folder, seed)

@@ -289,7 +289,7 @@ class StyleGAN1Generator(Generator):
         if self._fast_options is None:
             return self.synthesis(ws, noise)
         if self._fast is None or self._fast[0] != ws.device:
-            from .fast_stylegan1 import make_synthesizer  # built from the weights on their current device
+            from .stylegan1_fast import make_synthesizer  # built from the weights on their current device
 
             self._fast = (ws.device, make_synthesizer(self, **self._fast_options))
         return self._fast[1](ws, noise)

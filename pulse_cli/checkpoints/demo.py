@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..files.atomic import atomic_write_bytes
-from .stylegan1 import MAPPING_LR_MULTIPLIER, StyleGAN1Generator
+from ..networks.stylegan1 import MAPPING_LR_MULTIPLIER, StyleGAN1Generator
 
 DEMO_CHANNELS = {4: 128, 8: 128, 16: 64, 32: 64, 64: 32, 128: 16}
 DEMO_W_DIM = 128  # smaller than FFHQ's 512 so latent statistics compute in seconds

@@ -38,7 +38,7 @@ def _out_console():
 
 def _local_copies(filename: str) -> list[Path]:
     """Where a known model's file (or its converted .safetensors) sits in the weights folders."""
-    from .weights.locations import weights_search_dirs
+    from ..weights.locations import weights_search_dirs
 
     stem = Path(filename).stem
     names = [filename] if filename.endswith(".safetensors") else [filename, f"{stem}.safetensors"]
@@ -53,7 +53,7 @@ def _local_copies(filename: str) -> list[Path]:
 
 def _known_model_for(path: Path, family: str | None = None, resolution: int | None = None):
     """The registry entry whose file this is, judged by name (and, when given, family and resolution)."""
-    from .weights.registry import KNOWN_MODELS
+    from ..weights.registry import KNOWN_MODELS
 
     for model in KNOWN_MODELS:
         if model.kind != "generator":
@@ -76,7 +76,7 @@ def _model_metadata(model: Any) -> dict[str, str]:
 def _sha256_arg(value: str | None) -> str | None:
     if value is None:
         return None
-    from .weights.download import normalize_sha256
+    from ..weights.download import normalize_sha256
 
     try:
         return normalize_sha256(value)
@@ -91,10 +91,10 @@ def _converted_name(src: Path, fmt: str) -> str:
 
 def _convert(src: Any, dst: Path, *, gaussian_fit: Path | None, samples: int, metadata: dict[str, str]) -> Path:
     """Convert and record the result's sha256 beside it; every failure is a CheckpointError."""
-    from .files.atomic import sha256_file
-    from .model.checkpoint import convert_checkpoint
-    from .model.io import CheckpointError
-    from .weights.download import write_record
+    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.loading import convert_checkpoint
+    from ..files.atomic import sha256_file
+    from ..weights.download import write_record
 
     written = convert_checkpoint(src, dst, gaussian_fit=gaussian_fit, samples=samples, metadata=metadata,
                                  notify=note)
@@ -114,7 +114,7 @@ def list_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Known checkpoints: name, family, resolution, source, licence, and whether a copy is present locally."""
-    from .weights.registry import KNOWN_MODELS
+    from ..weights.registry import KNOWN_MODELS
 
     rows = []
     for m in KNOWN_MODELS:
@@ -151,7 +151,7 @@ def _target(name_or_url: str) -> tuple[str, str, Any]:
     """(url, file name, registry entry or None) for a NAME or URL argument."""
     from urllib.parse import unquote, urlparse
 
-    from .weights.registry import UnknownModelError, find_model
+    from ..weights.registry import UnknownModelError, find_model
 
     if "://" in name_or_url:
         parsed = urlparse(name_or_url)
@@ -192,8 +192,8 @@ def download_command(
     """
     url, filename, model = _target(target)
     pin = _sha256_arg(sha256) or (model.sha256 if model is not None else None)
-    from .weights.download import DownloadError, download
-    from .weights.locations import user_dir
+    from ..weights.download import DownloadError, download
+    from ..weights.locations import user_dir
 
     folder = dest if dest is not None else user_dir()
     try:
@@ -213,9 +213,9 @@ def download_command(
     if not convert:
         return
 
-    from .model.checkpoint import load_networks
-    from .model.formats import FORMAT_SAFETENSORS
-    from .model.io import CheckpointError
+    from ..checkpoints.formats import FORMAT_SAFETENSORS
+    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.loading import load_networks
 
     try:
         loaded = load_networks(result.path)
@@ -259,8 +259,8 @@ def verify_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Check files against the sha256 recorded beside them (`<file>.sha256`). Exit 1 on any mismatch."""
-    from .weights.download import verify_file
-    from .weights.locations import weights_search_dirs
+    from ..weights.download import verify_file
+    from ..weights.locations import weights_search_dirs
 
     targets: list[Path] = []
     if not paths:
@@ -311,8 +311,8 @@ def info_command(
     """What a checkpoint is: format, family, resolution, latents, noise layers, size, sha256, licence."""
     if not path.exists():
         raise fail(f"{path}: no such file")
-    from .model.checkpoint import describe
-    from .model.io import CheckpointError
+    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.loading import describe
 
     try:
         facts = describe(path)
@@ -373,9 +373,9 @@ def convert_command(
         raise fail(f"{src}: no such file")
     if gaussian_fit is not None and not gaussian_fit.is_file():
         raise fail(f"gaussian fit {gaussian_fit} does not exist")
-    from .model.checkpoint import load_networks, resolve_checkpoint_path
-    from .model.formats import sniff
-    from .model.io import CheckpointError
+    from ..checkpoints.formats import sniff
+    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.loading import load_networks, resolve_checkpoint_path
 
     try:
         real_src = resolve_checkpoint_path(src)

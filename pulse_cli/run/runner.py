@@ -18,16 +18,16 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .files.atomic import append_jsonl, sha256_file, write_jsonl
-from .files.discovery import InputFile, OutputPaths, discover_inputs, output_paths, sheet_path
-from .files.images import ImageError, load_rgb, save_image_atomic, save_png, to_pil
-from .files.latents import save_latents
-from .files.metadata import result_metadata
-from .files.sheets import Tile, grid_sheet, save_animation
-from .model.generator import Generator
-from .search.downsample import BicubicDownsample
-from .search.pulse import SearchConfig, SearchPool, SearchResult
+from .. import __version__
+from ..files.atomic import append_jsonl, sha256_file, write_jsonl
+from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths, sheet_path
+from ..files.images import ImageError, load_rgb, save_image_atomic, save_png, to_pil
+from ..files.latents import save_latents
+from ..files.metadata import result_metadata
+from ..files.sheets import Tile, grid_sheet, save_animation
+from ..networks.generator import Generator
+from ..search.downsample import BicubicDownsample
+from ..search.pulse import SearchConfig, SearchPool, SearchResult
 
 RESULTS_FILE = "results.jsonl"
 STATUSES = ("ok", "not_converged", "failed", "skipped")

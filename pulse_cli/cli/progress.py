@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from tqdm import tqdm
 
-from .runner import Reporter
+from ..run.runner import Reporter
 
 
 class TerminalReporter(Reporter):

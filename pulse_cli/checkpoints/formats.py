@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from . import formats_safetensors as st
-from .generator import Generator, LatentStats
+from ..networks.generator import Generator, LatentStats
+from ..networks.stylegan1 import StyleGAN1Generator
+from ..networks.stylegan2 import StyleGAN2Generator, rosinality_to_nvidia
+from . import safetensors_file as st
 from .io import CheckpointError, check_checkpoint_file, first_line
-from .stylegan1 import StyleGAN1Generator
-from .stylegan2 import StyleGAN2Generator, rosinality_to_nvidia
 
 PULSE_SYNTHESIS = "synthesis.pt"
 PULSE_MAPPING = "mapping.pt"

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from ..files.atomic import sha256_file
-from . import formats_safetensors
+from ..networks.generator import Generator, LatentStats
+from . import safetensors_file
 from .formats import (
     FORMAT_PULSE,
     FORMAT_SAFETENSORS,
@@ -24,7 +25,6 @@ from .formats import (
     choose_in_folder,
     read_networks,
 )
-from .generator import Generator, LatentStats
 from .io import CheckpointError
 from .latent_stats import PULSE_SAMPLES, PULSE_SEED, compute_latent_stats, read_gaussian_fit, save_latent_stats
 
@@ -252,7 +252,7 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
     if dst.exists() and dst.resolve() == loaded.path.resolve():
         raise CheckpointError(f"{dst}: refusing to overwrite the source checkpoint")
     try:
-        formats_safetensors.write_file(dst, generator.to("cpu"), stats, meta)
+        safetensors_file.write_file(dst, generator.to("cpu"), stats, meta)
     except OSError as exc:
         raise CheckpointError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     return dst

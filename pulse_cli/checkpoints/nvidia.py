@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pulse_cli.model.safe_pickle import (
+from pulse_cli.checkpoints.safe_pickle import (
     PersistentObject,
     TFNetworkState,
     load_restricted_pickle,
