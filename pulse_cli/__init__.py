@@ -8,14 +8,14 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_generator", "pulse_search", "SearchConfig", "SearchResult"]
 
 if TYPE_CHECKING:
-    from .checkpoints.loading import load_generator
+    from .engine import load_generator
     from .search.pulse import SearchConfig, SearchResult, pulse_search
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `pulse --help` does not pay for importing torch.
     if name == "load_generator":
-        from .checkpoints.loading import load_generator
+        from .engine import load_generator
 
         return load_generator
     if name in ("pulse_search", "SearchConfig", "SearchResult"):

@@ -28,13 +28,13 @@ import pulse_cli.checkpoints.loading as checkpoint_module
 from pulse_cli.checkpoints.io import CheckpointError
 from pulse_cli.checkpoints.loading import (
     convert_checkpoint,
-    find_default_checkpoint,
     latent_stats_for,
     load_generator,
     load_networks,
 )
 from pulse_cli.checkpoints.nvidia import read_sg2ada_pickle
 from pulse_cli.cli import app
+from pulse_cli.weights.local import find_default_checkpoint
 
 TOL = 1e-4
 

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pulse_cli.checkpoints.loading import convert_checkpoint, find_default_checkpoint, load_networks
+from pulse_cli.checkpoints.loading import convert_checkpoint, load_networks
 from pulse_cli.cli import app
 from pulse_cli.weights import registry
+from pulse_cli.weights.local import find_default_checkpoint
 from pulse_cli.weights.locations import weights_search_dirs
 
 SAMPLES = ["--latent-samples", "1024"]  # PULSE uses 10^6; a few suffice to test the plumbing

@@ -35,7 +35,6 @@ __all__ = [
     "CheckpointError",
     "LoadedNetworks",
     "convert_checkpoint",
-    "find_default_checkpoint",
     "latent_stats_for",
     "latent_stats_origin",
     "load_generator",
@@ -44,37 +43,20 @@ __all__ = [
 ]
 
 Notify = Callable[[str], None]
+NameFamily = Callable[[Path], "str | None"]
 
 
-def _family_from_name(path: Path) -> str | None:
-    """A family for files the content sniff cannot place, from the known models' file names."""
-    from ..weights.registry import KNOWN_MODELS
+def resolve_checkpoint_path(path: Path, name_family: NameFamily | None = None) -> Path:
+    """A folder stands for the checkpoint `pulse` would pick inside it (PULSE's synthesis.pt, ...).
 
-    for model in KNOWN_MODELS:
-        if model.kind == "generator" and model.filename == path.name:
-            return model.family
-    return None
-
-
-def find_default_checkpoint(folders: list[Path]) -> Path | None:
-    """The checkpoint to use from the first folder holding one (each searched at top level, then one level
-    down). Within a folder StyleGAN v1 comes first (as in the PULSE paper), then StyleGAN2; files are
-    recognised by name, extension and a light look at their first bytes, never hashed or fully loaded."""
-    for folder in folders:
-        found = choose_in_folder(Path(folder), _family_from_name)
-        if found is not None:
-            return found
-    return None
-
-
-def resolve_checkpoint_path(path: Path) -> Path:
-    """A folder stands for the checkpoint `pulse` would pick inside it (PULSE's synthesis.pt, ...)."""
+    `name_family(path)` may supply a family for files the content sniff cannot place (see `choose_in_folder`).
+    """
     path = Path(path)
     if path.is_dir():
         candidate = path / PULSE_SYNTHESIS
         if candidate.is_file():
             return candidate
-        found = choose_in_folder(path, _family_from_name)
+        found = choose_in_folder(path, name_family)
         if found is not None:
             return found
         raise CheckpointError(f"{path}: folder holds no generator checkpoint ({PULSE_SYNTHESIS}, *.safetensors, "
@@ -84,9 +66,9 @@ def resolve_checkpoint_path(path: Path) -> Path:
     return path
 
 
-def load_networks(path: Path) -> LoadedNetworks:
-    """Load the generator networks from a checkpoint path, recognising the format by content."""
-    return read_networks(resolve_checkpoint_path(Path(path)))
+def load_networks(path: Path, name_family: NameFamily | None = None) -> LoadedNetworks:
+    """Load the generator networks from a checkpoint path (file or folder), recognising the format by content."""
+    return read_networks(resolve_checkpoint_path(Path(path), name_family))
 
 
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}
@@ -176,28 +158,21 @@ def _checked(stats: LatentStats, generator: Generator, path: Path) -> LatentStat
     return stats
 
 
-def _default_cache_dir() -> Path:
-    from ..weights.locations import cache_dir
-
-    return cache_dir()
-
-
 def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
                    gaussian_fit: str | Path | None = None, cache_dir: str | Path | None = None,
-                   notify: Notify | None = None, fast: bool | None = None) -> Generator:
+                   notify: Notify | None = None, fast: bool | None = None,
+                   name_family: NameFamily | None = None) -> Generator:
     """Load a generator ready for the latent search: weights frozen, latent statistics attached.
 
-    `cache_dir` defaults to the user cache (or `PULSE_HOME`); statistics computed from the mapping
-    network are stored there so they are computed once per checkpoint. `fast` chooses the generator's
+    Statistics computed from the mapping network are stored in `cache_dir` (when given) so they are
+    computed once per checkpoint. `fast` chooses the generator's
     fast evaluation where it has one (None: where it has been verified, i.e. on the CPU; no GPU
     was available to verify CUDA or MPS).
     """
-    if cache_dir is None:
-        cache_dir = _default_cache_dir()
-    loaded = load_networks(Path(path))
+    loaded = load_networks(Path(path), name_family)
     generator = loaded.generator.to(device)
     stats = latent_stats_for(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
-                             cache_dir=Path(cache_dir), notify=notify)
+                             cache_dir=Path(cache_dir) if cache_dir is not None else None, notify=notify)
     generator.latent_stats = stats.to(device)
     generator.source = str(loaded.path)
     generator.source_sha256 = file_sha256(loaded.path)
@@ -215,11 +190,10 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
     safetensors source is kept. `src` may be networks already loaded with `load_networks`. Returns the
     written path.
     """
-    if cache_dir is None:
-        cache_dir = _default_cache_dir()
     loaded = src if isinstance(src, LoadedNetworks) else load_networks(Path(src))
     stats = latent_stats_for(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
-                             cache_dir=Path(cache_dir), samples=samples, notify=notify)
+                             cache_dir=Path(cache_dir) if cache_dir is not None else None, samples=samples,
+                             notify=notify)
     if gaussian_fit is not None:
         stats_note = f"from {Path(gaussian_fit).name}"
     elif loaded.latent_stats is not None:
@@ -266,8 +240,6 @@ def describe(path: str | Path, *, cache_dir: str | Path | None = None) -> dict[s
     """Facts about a checkpoint for `pulse weights info` (loads the networks, computes nothing)."""
     from .formats import FORMAT_DESCRIPTIONS
 
-    if cache_dir is None:
-        cache_dir = _default_cache_dir()
     loaded = load_networks(Path(path))
     g = loaded.generator
     return {
@@ -284,6 +256,6 @@ def describe(path: str | Path, *, cache_dir: str | Path | None = None) -> dict[s
         "size_bytes": os.path.getsize(loaded.path),
         "sha256": file_sha256(loaded.path),
         "mapping": str(loaded.mapping_path) if loaded.mapping_path is not None else None,
-        "latent_stats": latent_stats_origin(loaded, cache_dir=Path(cache_dir)),
+        "latent_stats": latent_stats_origin(loaded, cache_dir=Path(cache_dir) if cache_dir is not None else None),
         "metadata": dict(loaded.metadata),
     }

@@ -141,7 +141,7 @@ def _check_out_dir(path: Path) -> None:
 
 def _find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint to use and how it was chosen."""
-    from ..checkpoints.loading import find_default_checkpoint
+    from ..weights.local import find_default_checkpoint
     from ..weights.locations import weights_search_dirs
 
     if explicit is not None:
@@ -269,8 +269,8 @@ def upsample(
 
 def _run(jobs, in_dir, out_dir, checkpoint_path, gaussian_fit, config, options, device, quiet, fast):
     from ..checkpoints.io import CheckpointError
-    from ..checkpoints.loading import load_generator
     from ..device import auto_batch_size, configure_cpu_allocator
+    from ..engine import load_generator
     from ..run.runner import Runner
     from .progress import TerminalReporter
 

@@ -95,9 +95,10 @@ def _convert(src: Any, dst: Path, *, gaussian_fit: Path | None, samples: int, me
     from ..checkpoints.loading import convert_checkpoint
     from ..files.atomic import sha256_file
     from ..weights.download import write_record
+    from ..weights.locations import cache_dir
 
     written = convert_checkpoint(src, dst, gaussian_fit=gaussian_fit, samples=samples, metadata=metadata,
-                                 notify=note)
+                                 cache_dir=cache_dir(), notify=note)
     try:
         write_record(written, sha256_file(written))
     except OSError as exc:
@@ -313,9 +314,10 @@ def info_command(
         raise fail(f"{path}: no such file")
     from ..checkpoints.io import CheckpointError
     from ..checkpoints.loading import describe
+    from ..weights.locations import cache_dir
 
     try:
-        facts = describe(path)
+        facts = describe(path, cache_dir=cache_dir())
     except CheckpointError as exc:
         raise fail(str(exc)) from None
     meta = facts.pop("metadata")
@@ -375,10 +377,11 @@ def convert_command(
         raise fail(f"gaussian fit {gaussian_fit} does not exist")
     from ..checkpoints.formats import sniff
     from ..checkpoints.io import CheckpointError
-    from ..checkpoints.loading import load_networks, resolve_checkpoint_path
+    from ..checkpoints.loading import load_networks
+    from ..weights.local import resolve_checkpoint
 
     try:
-        real_src = resolve_checkpoint_path(src)
+        real_src = resolve_checkpoint(src)
     except CheckpointError as exc:
         raise fail(str(exc)) from None
     if dst.is_dir() or (not dst.exists() and not dst.suffix):
