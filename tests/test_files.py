@@ -20,7 +20,7 @@ from PIL import Image
 from pulse_cli import SearchConfig, load_generator, pulse_search
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats
 from pulse_cli.engine import Engine
-from pulse_cli.files.atomic import append_jsonl, atomic_write_bytes, write_jsonl
+from pulse_cli.files.atomic import append_jsonl, atomic_write_bytes, read_jsonl, write_jsonl
 from pulse_cli.files.discovery import discover_inputs, output_paths
 from pulse_cli.files.images import ImageError, check_size, load_rgb, save_png, to_pil
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
@@ -501,12 +501,111 @@ def test_jsonl_writers(tmp_path: Path) -> None:
     assert [json.loads(line) for line in log.read_text("utf-8").splitlines()] == [*records, {"c": "three"}]
 
 
-def test_jsonl_refuses_nan_and_keeps_old_file(tmp_path: Path) -> None:
+def _strict_json(line: str):
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_jsonl_writes_non_finite_numbers_as_null(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    write_jsonl(path, [{"ok": 1}])
-    with pytest.raises(ValueError):
-        write_jsonl(path, [{"l2": float("nan")}])
-    assert json.loads(path.read_text()) == {"ok": 1}
+    write_jsonl(path, [{"l2": float("nan"), "loss": {"L2": float("inf")}, "xs": [1.5, float("-inf")]}])
+    assert _strict_json(path.read_text()) == {"l2": None, "loss": {"L2": None}, "xs": [1.5, None]}
+    append_jsonl(path, {"total": float("inf")})
+    assert [_strict_json(line) for line in path.read_text().splitlines()][1] == {"total": None}
+
+
+def test_jsonl_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8, held as a surrogate escape
+    append_jsonl(tmp_path / "r.jsonl", {"input": name})
+    raw = (tmp_path / "r.jsonl").read_bytes()
+    assert raw.isascii()
+    assert os.fsencode(_strict_json(raw.decode())["input"]) == b"caf\xe9.png"
+
+
+def test_append_cuts_a_torn_last_line_first(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, {"a": 1})
+    with open(path, "ab") as f:
+        f.write(b'{"b": 2, "tor')  # a crash or a full disk mid-line
+    assert read_jsonl(path) == [{"a": 1}]  # readers pass over it meanwhile
+    append_jsonl(path, {"c": 3})
+    assert [_strict_json(line) for line in path.read_text().splitlines()] == [{"a": 1}, {"c": 3}]
+    path.write_bytes(b'{"only": "torn')
+    append_jsonl(path, {"d": 4})
+    assert path.read_text() == '{"d":4}\n'
+
+
+def test_append_writes_the_whole_line_despite_short_writes(tmp_path: Path, monkeypatch) -> None:
+    import pulse_cli.files.atomic as atomic
+
+    real_write = os.write
+
+    def short_write(fd, data):
+        return real_write(fd, bytes(data[:3]))  # the kernel may accept fewer bytes than asked
+
+    monkeypatch.setattr(atomic.os, "write", short_write)
+    append_jsonl(tmp_path / "r.jsonl", {"key": "a value longer than three bytes"})
+    atomic_write_bytes(tmp_path / "f.bin", b"0123456789")
+    monkeypatch.undo()
+    assert _strict_json((tmp_path / "r.jsonl").read_text()) == {"key": "a value longer than three bytes"}
+    assert (tmp_path / "f.bin").read_bytes() == b"0123456789"
+
+
+def test_a_failed_append_leaves_no_partial_line(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import pulse_cli.files.atomic as atomic
+
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, {"a": 1})
+    real_write = os.write
+    calls = []
+
+    def full_disk(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "write", full_disk)
+    with pytest.raises(OSError):
+        append_jsonl(path, {"b": "does not fit"})
+    monkeypatch.undo()
+    assert path.read_text() == '{"a":1}\n'
+
+
+def test_atomic_write_errors_name_the_file_and_leave_nothing(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import pulse_cli.files.atomic as atomic
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "write", full_disk)
+    with pytest.raises(OSError) as caught:
+        atomic_write_bytes(tmp_path / "out.png", b"x" * 100)
+    assert caught.value.filename == str(tmp_path / "out.png") and caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    import pulse_cli.files.atomic as atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / "sub").mkdir()
+    stale = tmp_path / "sub" / f".a.png.png.{atomic._HOST}.{dead_pid}.0a0b0c0d.tmp"
+    live = tmp_path / f".b.png.png.{atomic._HOST}.{os.getpid()}.0a0b0c0d.tmp"
+    other_host = tmp_path / f".c.png.png.otherhost.{dead_pid}.0a0b0c0d.tmp"
+    user_file = tmp_path / "notes.tmp"
+    for path in (stale, live, other_host, user_file):
+        path.write_bytes(b"x")
+    assert atomic.remove_stale_temp_files(tmp_path) == 1
+    assert not stale.exists() and live.exists() and other_host.exists() and user_file.exists()
 
 
 # --- runner ----------------------------------------------------------------------------------------------
@@ -588,7 +687,11 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
 
-def test_plan_jobs_marks_done(tmp_path: Path) -> None:
+def _finished(rel: str, outputs: list[str], status: str = "ok") -> dict:
+    return {"input": rel, "outputs": outputs, "status": status}
+
+
+def test_plan_jobs_marks_done_by_the_record_written_last(tmp_path: Path) -> None:
     root = tmp_path / "in"
     _make_inputs(root)
     out = root / "out"
@@ -598,18 +701,36 @@ def test_plan_jobs_marks_done(tmp_path: Path) -> None:
     out.mkdir()
     (out / "face.png.png").write_bytes(b"x")
     (out / "face.png.png.png").write_bytes(b"x")  # an output in the output folder is not an input
-    jobs = plan_jobs(root, out, RunOptions())
-    assert {str(j.input): j.done for j in jobs}["face.png"] is True
-    assert sum(j.done for j in jobs) == 1
+    # a result image alone (a run killed before its record) does not make an input done
+    assert not any(j.done for j in plan_jobs(root, out, RunOptions()))
+    results = out / "results.jsonl"
+    append_jsonl(results, _finished("face.png", ["face.png.png"], "not_converged"))
+    append_jsonl(results, _finished("corner.bmp", ["corner.bmp.png"]))  # recorded, but its image is gone
+    jobs = {str(j.input): j for j in plan_jobs(root, out, RunOptions())}
+    assert jobs["face.png"].done and jobs["face.png"].earlier["status"] == "not_converged"
+    assert sum(j.done for j in jobs.values()) == 1
     assert not any(j.done for j in plan_jobs(root, out, RunOptions(overwrite=True)))
-    # with two samples, done means both outputs exist
+    # a later failure (e.g. a rerun with --overwrite) undoes it; a skipped record changes nothing
+    append_jsonl(results, _finished("face.png", [], "failed"))
+    assert not any(j.done for j in plan_jobs(root, out, RunOptions()))
+    append_jsonl(results, _finished("face.png", ["face.png.png"]))
+    append_jsonl(results, _finished("face.png", ["face.png.png"], "skipped"))
+    assert {str(j.input): j.done for j in plan_jobs(root, out, RunOptions())}["face.png"]
+    # with two samples, done means a record listing both outputs, and both there
     (out / "corner.bmp.sample0.png").write_bytes(b"x")
-    jobs = {str(j.input): j for j in plan_jobs(root, out, RunOptions(samples=2))}
-    assert not jobs["corner.bmp"].done
     (out / "corner.bmp.sample1.png").write_bytes(b"x")
+    assert not {str(j.input): j.done for j in plan_jobs(root, out, RunOptions(samples=2))}["corner.bmp"]
+    append_jsonl(results, _finished("corner.bmp", ["corner.bmp.sample0.png", "corner.bmp.sample1.png"]))
     jobs = {str(j.input): j for j in plan_jobs(root, out, RunOptions(samples=2))}
     assert jobs["corner.bmp"].done and not jobs["face.png"].done
     assert len(plan_jobs(root, out, RunOptions(recursive=True))) == 6
+
+
+def test_plan_jobs_takes_one_image_as_input(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    _make_inputs(root)
+    (job,) = plan_jobs(root / "sub" / "deep.png", tmp_path / "out", RunOptions())
+    assert str(job.input) == "deep.png" and job.outputs[0].image == tmp_path / "out" / "deep.png.png"
 
 
 def test_runner_end_to_end(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -> None:

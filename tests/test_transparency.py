@@ -138,7 +138,7 @@ def test_samples_sheet_and_diversity(tmp_path, checkpoint, crops):
     assert 0 <= record["diversity"]["pairwise_rms_input"]
 
     tile = 128
-    with Image.open(out / "sheets" / "a.png.png") as sheet:
+    with Image.open(out / "sheets" / "a.png.sheet.png") as sheet:
         # input, bicubic and three results across; results above their downscaled versions
         assert sheet.size == (PADDING + 5 * (tile + PADDING),
                               CAPTION_HEIGHT + 2 * PADDING + 2 * (tile + CAPTION_HEIGHT + PADDING))

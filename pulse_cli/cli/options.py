@@ -62,10 +62,25 @@ def parse_batch_size(text: str) -> int | str:
 
 
 def check_input(path: Path) -> None:
+    """IN is a readable folder or one readable image file."""
     if not path.exists():
         raise UsageError(f"input {path} does not exist")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
         raise UsageError(f"input {path} is not readable")
+    if not path.is_dir():
+        from ..files.discovery import is_image_file
+
+        if not is_image_file(path):
+            raise UsageError(f"input {path} is neither a folder nor an image file")
+
+
+def check_in_and_out(in_path: Path, out_dir: Path) -> None:
+    """Refuse layouts where outputs could become inputs. OUT inside IN is fine: discovery skips it."""
+    source, target = in_path.resolve(), out_dir.resolve()
+    if source == target:
+        raise UsageError(f"output folder {out_dir} is the input folder; choose another OUT")
+    if source.is_dir() and target in source.parents:
+        raise UsageError(f"input {in_path} is inside the output folder {out_dir}; choose an OUT outside it")
 
 
 def check_output_folder(path: Path) -> None:

@@ -154,6 +154,7 @@ def upsample(
 
 def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any]):
     from ..engine import Engine
+    from ..errors import describe_os_error
     from ..run.runner import Runner
     from .progress import TerminalReporter
 
@@ -167,7 +168,12 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
                 raise fail(str(exc)) from None
             if engine.batch_size_auto:
                 reporter.note(f"batch size {engine.batch_size} (auto)")
-        return Runner(engine, out_dir, options=options, checkpoint=checkpoint, reporter=reporter).run(jobs)
+        return Runner(engine, out_dir, options=options, checkpoint=checkpoint, config=engine_options["config"],
+                      reporter=reporter).run(jobs)
+    except OSError as exc:  # results.jsonl itself could not be written: the run cannot record anything more
+        reporter.close()
+        raise fail(f"cannot write {describe_os_error(exc)}; finished outputs are kept, rerun to resume",
+                   FAILED) from None
     except KeyboardInterrupt:
         reporter.close()
         err_console.print("interrupted: finished outputs are kept; rerun the same command to resume")

@@ -1,14 +1,30 @@
-"""Writes that never leave a half-written file: temp file in the same folder, fsync, rename."""
+"""Writes that never leave a half-written file, and a JSON-lines file that never holds a torn line.
+
+Whole files: written to a temporary file in the same folder, fsynced, then renamed over the target. The
+temporary name carries the writer's host and pid (`.<name>.<host>.<pid>.<random>.tmp`), so that a later
+run can tell a dead writer's leftovers (removed by `remove_stale_temp_files`) from a live one's.
+
+JSON lines: each line is appended whole under an exclusive lock; a torn last line left by a crash or a
+full disk is cut off before the next append.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import math
 import os
-import tempfile
-from collections.abc import Iterable
+import secrets
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+TEMP_SUFFIX = ".tmp"
+_HOST = socket.gethostname().replace(".", "_") or "host"
 
 
 def _file_mode() -> int:
@@ -18,20 +34,75 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def temp_path_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written: a write may be short (signals, nearly full disks)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all. An OSError names `path` itself, never the temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path_for(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, _file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete temporary files under `root` left by writers on this host that are no longer running.
+
+    Another host's temporary files (a shared filesystem) and a live process's are left alone.
+    Returns how many were removed.
+    """
+    removed = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+                continue
+            parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 3)
+            if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+                continue
+            pid = int(parts[2])
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            try:
+                os.unlink(os.path.join(dirpath, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
@@ -43,21 +114,90 @@ def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become null: JSON has no NaN or infinity, and a reader must never fail."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def to_json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
+    """One JSON object on one line, ASCII only: a file name that is not valid UTF-8 (held as surrogate
+    escapes) is written as `\\udcXX` escapes, which read back to the same name."""
+    return json.dumps(_json_safe(record), ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n"
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    atomic_write_bytes(path, "".join(to_json_line(r) for r in records).encode("utf-8"))
+    atomic_write_bytes(path, "".join(to_json_line(r) for r in records).encode("ascii"))
+
+
+@contextmanager
+def _locked(fd: int) -> Iterator[None]:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """If the file does not end with a newline, cut it back to its last whole line."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end, block = size, 1 << 16
+    while end > 0:
+        start = max(0, end - block)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one line with a single O_APPEND write, so concurrent or interrupted runs don't interleave."""
+    """Append one whole line. Under an exclusive lock (several runs may share a file): a torn last line
+    is cut off first, the line is written in full or, if the write fails, cut off again."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = to_json_line(record).encode("ascii")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, _file_mode())
     try:
-        os.write(fd, to_json_line(record).encode("utf-8"))
-        os.fsync(fd)
+        with _locked(fd):
+            _cut_torn_tail(fd)
+            size = os.fstat(fd).st_size
+            try:
+                os.lseek(fd, size, os.SEEK_SET)
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass  # the next append cuts the torn tail
+                raise
     finally:
         os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every whole, valid JSON object line of a file (a torn or damaged line is passed over)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in data.split(b"\n"):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records

@@ -36,13 +36,21 @@ def _looks_like_image(path: Path) -> bool:
         return False
 
 
+def is_image_file(path: Path) -> bool:
+    """A file `pulse` takes as an input image: an image extension, or content Pillow recognises."""
+    return Path(path).is_file() and _looks_like_image(Path(path))
+
+
 def discover_inputs(root: Path, *, recursive: bool, exclude: Path | None = None) -> list[InputFile]:
     """Image files under `root`, sorted by relative path; hidden entries and `exclude` are skipped.
+    `root` may also be one image file: it is then the only input, named by its file name.
 
     A file with an image extension is listed even if it turns out to be corrupt, so that it gets a
     per-file error instead of silently vanishing; other files are listed only if Pillow knows them.
     """
     root = Path(root)
+    if root.is_file():
+        return [InputFile(root, PurePosixPath(root.name))] if _looks_like_image(root) else []
     excluded = exclude.resolve() if exclude is not None else None
     found: list[InputFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -80,5 +88,7 @@ def output_paths(out_dir: Path, rel: PurePosixPath, *, sample: int, samples: int
 
 
 def sheet_path(out_dir: Path, rel: PurePosixPath) -> Path:
-    """Per-input contact sheet: OUT/sheets/<rel>.png."""
-    return Path(out_dir) / "sheets" / f"{rel.as_posix()}.png"
+    """Per-input contact sheet: OUT/sheets/<rel>.sheet.png. The `.sheet` keeps it apart from the result of
+    an input that itself sits in a folder called `sheets` (`OUT/sheets/<rel>.png`): inputs have image
+    extensions, so no input's result can end in `.sheet.png`."""
+    return Path(out_dir) / "sheets" / f"{rel.as_posix()}.sheet.png"

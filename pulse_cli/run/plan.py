@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..files.atomic import read_jsonl
 from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths
+from .records import DONE, FAILED, RESULTS_FILE
 
 
 def derive_seed(base_seed: int, rel: str, sample: int) -> int:
     """A per-image seed from the base seed and the input's relative path: independent of file order
     and of batch-mates, and different for every sample."""
-    digest = hashlib.sha256(f"{base_seed}\0{rel}\0{sample}".encode()).hexdigest()
+    # surrogateescape: a file name that is not valid UTF-8 hashes as its own bytes (valid names as before)
+    digest = hashlib.sha256(f"{base_seed}\0{rel}\0{sample}".encode("utf-8", "surrogateescape")).hexdigest()
     return int(digest[:15], 16)
 
 
@@ -38,7 +42,11 @@ class Job:
 
     input: InputFile
     outputs: list[OutputPaths]  # one per sample
-    done: bool  # every output exists from an earlier run
+    earlier: dict[str, Any] | None = None  # the record that finished this input in an earlier run
+
+    @property
+    def done(self) -> bool:
+        return self.earlier is not None
 
     @property
     def rel(self) -> str:
@@ -46,13 +54,33 @@ class Job:
         return self.input.rel.as_posix()
 
 
+def finished_records(results_file: Path) -> dict[str, dict[str, Any]]:
+    """Per input, the latest record of an earlier run that finished it (ok or not_converged), unless a
+    later run failed it. Skipped records repeat an earlier one and change nothing."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(results_file):
+        rel, status = record.get("input"), record.get("status")
+        if not isinstance(rel, str):
+            continue
+        if status in DONE:
+            latest[rel] = record
+        elif status == FAILED:
+            latest.pop(rel, None)
+    return latest
+
+
 def plan_jobs(in_dir: Path, out_dir: Path, options: RunOptions) -> list[Job]:
-    """Discover inputs and see which are already done."""
+    """Discover inputs and see which are done: an input is done when an earlier run recorded it finished
+    (the record is written last, after every output) and the outputs it lists are all there."""
     inputs = discover_inputs(in_dir, recursive=options.recursive, exclude=out_dir)
+    earlier = {} if options.overwrite else finished_records(Path(out_dir) / RESULTS_FILE)
     jobs = []
     for item in inputs:
         outputs = [output_paths(out_dir, item.rel, sample=k, samples=options.samples)
                    for k in range(options.samples)]
-        done = not options.overwrite and all(o.image.is_file() for o in outputs)
-        jobs.append(Job(item, outputs, done))
+        record = earlier.get(item.rel.as_posix())
+        names = [o.image.relative_to(out_dir).as_posix() for o in outputs]
+        if record is not None and (record.get("outputs") != names or not all(o.image.is_file() for o in outputs)):
+            record = None
+        jobs.append(Job(item, outputs, record))
     return jobs

@@ -6,6 +6,7 @@ Each is a dataclass; `to_json` is the one serializer. The status rule is written
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,8 +14,10 @@ from typing import Any
 
 from .. import __version__
 
+RESULTS_FILE = "results.jsonl"
 OK, NOT_CONVERGED, FAILED, SKIPPED = "ok", "not_converged", "failed", "skipped"
 STATUSES = (OK, NOT_CONVERGED, FAILED, SKIPPED)
+DONE = (OK, NOT_CONVERGED)  # an input with such a record (and its outputs) is done
 
 
 def search_status(converged: bool) -> str:
@@ -25,6 +28,11 @@ def search_status(converged: bool) -> str:
 def combined_status(statuses: Iterable[str]) -> str:
     """An input with several samples is `ok` only when every sample is."""
     return OK if all(s == OK for s in statuses) else NOT_CONVERGED
+
+
+def search_options(config: Any) -> dict[str, Any]:
+    """A run's search options as recorded in logs and results (what a rerun compares)."""
+    return json.loads(json.dumps({**dataclasses.asdict(config), "bad_noise_layers": list(config.bad_noise_layers)}))
 
 
 @dataclass
@@ -98,9 +106,17 @@ class ResultRecord:
     best_step: int | None = None
     steps_run: int = 0
     seconds: float = 0.0
-    samples: list[SampleRecord] = field(default_factory=list)
+    samples: list[SampleRecord | dict[str, Any]] = field(default_factory=list)  # dicts: from an earlier run
     error: str | None = None
     diversity: dict[str, float] | None = None  # only with several samples
+    search: dict[str, Any] | None = None  # the search options the outputs were made with
+    earlier_status: str | None = None  # skipped: the status the earlier run recorded (ok / not_converged)
+
+    @property
+    def met_eps(self) -> bool | None:
+        """Whether the written results met eps (for a skipped input, as recorded); None if none exist."""
+        status = self.earlier_status if self.status == SKIPPED else self.status
+        return None if status not in DONE else status == OK
 
     @classmethod
     def from_samples(cls, samples: list[SampleRecord], **common: Any) -> ResultRecord:
@@ -112,7 +128,7 @@ class ResultRecord:
 
 
 # Fields written only when they carry something, so records keep the shape readers know.
-_OMIT_WHEN_NONE = {"diversity"}
+_OMIT_WHEN_NONE = {"diversity", "earlier_status"}
 # Log lines start with their type (and a header with the tool), as they always have.
 _FIRST = ("type", "tool", "version", "torch", "python")
 

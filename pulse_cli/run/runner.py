@@ -5,7 +5,6 @@ The runner knows nothing of the terminal: progress and per-input outcomes go to 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,17 +14,27 @@ from typing import Any
 import torch
 
 from ..engine import Engine
+from ..errors import describe_os_error
 from ..files.atomic import append_jsonl, sha256_file
 from ..files.discovery import sheet_path
 from ..files.images import ImageError, load_rgb
-from ..search.pulse import ImageSearch, SearchResult
+from ..search.pulse import ImageSearch, SearchConfig, SearchResult
 from .outputs import write_sample
 from .plan import Job, RunOptions, derive_seed
-from .records import FAILED, SKIPPED, STATUSES, ResultRecord, RunHeader, SampleRecord, search_status, to_json
+from .records import (
+    FAILED,
+    RESULTS_FILE,
+    SKIPPED,
+    STATUSES,
+    ResultRecord,
+    RunHeader,
+    SampleRecord,
+    search_options,
+    search_status,
+    to_json,
+)
 from .reporter import Reporter
 from .sheets import SheetRow, downscale_results, sample_diversity, write_input_sheet, write_run_sheets
-
-RESULTS_FILE = "results.jsonl"
 
 
 @dataclass
@@ -33,10 +42,17 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     records: list[ResultRecord] = field(default_factory=list)
     seconds: float = 0.0
+    # Skipped inputs whose earlier outputs were made with other options: option name -> how many inputs.
+    other_options: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def not_met_eps(self) -> int:
+        """Inputs whose written results did not meet eps, skipped ones included (what --strict counts)."""
+        return sum(r.met_eps is False for r in self.records)
 
 
 @dataclass(eq=False)
@@ -59,11 +75,16 @@ class _Search:
 
 class Runner:
     def __init__(self, engine: Engine | None, out_dir: Path, *, options: RunOptions, checkpoint: Path | str,
-                 reporter: Reporter | None = None):
-        """`engine` may be None when every job is already done (nothing to load)."""
+                 config: SearchConfig | None = None, reporter: Reporter | None = None):
+        """`engine` may be None when every job is already done (nothing to load); `config` is then the
+        search options of this run (default: the engine's), to compare with what done inputs recorded."""
         self.engine = engine
-        self.checkpoint = engine.checkpoint if engine is not None and engine.checkpoint else str(checkpoint)
+        source = engine.checkpoint if engine is not None and engine.checkpoint else checkpoint
+        self.checkpoint = str(Path(source).resolve())  # absolute: `pulse render` may run from anywhere
         self._checkpoint_sha256 = engine.checkpoint_sha256 if engine is not None else None
+        self.config = config if config is not None else engine.config if engine is not None else SearchConfig()
+        assert engine is None or engine.config == self.config, "the engine searches with other options"
+        self.search = search_options(self.config)
         self.out_dir = Path(out_dir)
         self.options = options
         self.reporter = reporter or Reporter()
@@ -83,18 +104,18 @@ class Runner:
         searches: list[_Search] = []
         for job in jobs:
             if job.done:
-                self._emit(self._record(job, SKIPPED))
+                self._emit(self._skipped(job))
                 continue
             assert self.engine is not None, "jobs to do need an engine"
             try:
                 target = load_rgb(job.input.path, self.engine.resolution)
                 item = _Input(job, target, sha256_file(job.input.path))
-            except ImageError as exc:
-                self._emit(self._record(job, FAILED, error=str(exc)))
+            except (ImageError, OSError) as exc:
+                self._emit(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
                 continue
             searches.extend(_Search(item, k, derive_seed(self.options.seed, job.rel, k))
                             for k in range(self.options.samples))
-        steps = self.engine.config.steps if self.engine is not None else 0
+        steps = self.config.steps
         self.reporter.start(len(searches), steps)
         try:
             if searches:
@@ -123,24 +144,31 @@ class Runner:
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
-                if not item.failed:
-                    item.failed = True
-                    self._emit(self._record(item.job, FAILED, error=done.error))
+                self._fail(item, done.error or "search failed")
                 continue
             if done.result.steps_run < steps:  # stopped at eps: the bar owes it the steps it skipped
                 self.reporter.step((steps - done.result.steps_run) / steps, done.result.best_l2, steps, steps)
             if item.failed:
                 continue
-            write_sample(item.job.outputs[search.sample], self._header(search), done.result, self.options)
-            item.finished[search.sample] = (search.seed, done.result, done.seconds)
-            if len(item.finished) == self.options.samples:
-                self._finish(item)
+            try:
+                write_sample(item.job.outputs[search.sample], self._header(search), done.result, self.options)
+                item.finished[search.sample] = (search.seed, done.result, done.seconds)
+                if len(item.finished) == self.options.samples:
+                    self._finish(item)
+            except OSError as exc:  # this input's files: it fails, the run goes on (results.jsonl: see _emit)
+                self._fail(item, describe_os_error(exc))
+
+    def _fail(self, item: _Input, reason: str) -> None:
+        if not item.failed:
+            item.failed = True
+            item.finished.clear()
+            self._emit(self._failed(item.job, reason))
 
     def _frame_interval(self) -> int | None:
         if self.options.save_every:
             return self.options.save_every
         # An animation without --save-every: about 25 frames over the search.
-        return max(1, self.engine.config.steps // 25) if self.options.animate else None
+        return max(1, self.config.steps // 25) if self.options.animate else None
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -153,11 +181,36 @@ class Runner:
                 "logs": [self._rel(o.log) for o in job.outputs], "seed": self.options.seed,
                 "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256}
 
-    def _record(self, job: Job, status: str, error: str | None = None) -> ResultRecord:
-        """The record of an input that was not searched (skipped) or failed."""
-        return ResultRecord(status=status, error=error, **self._identity(job))
+    def _failed(self, job: Job, error: str) -> ResultRecord:
+        """A failed input's record: it lists no files, for none of them counts."""
+        return ResultRecord(status=FAILED, error=error, search=self.search,
+                            **{**self._identity(job), "outputs": [], "logs": []})
+
+    def _skipped(self, job: Job) -> ResultRecord:
+        """A done input's record repeats what the earlier run found, and says how that run ended."""
+        earlier = job.earlier or {}
+        for name in self._differences(earlier):
+            self.summary.other_options[name] = self.summary.other_options.get(name, 0) + 1
+        return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), best_l2=earlier.get("best_l2"),
+                            best_step=earlier.get("best_step"), steps_run=earlier.get("steps_run") or 0,
+                            samples=list(earlier.get("samples") or []), diversity=earlier.get("diversity"),
+                            **{**self._identity(job), "search": earlier.get("search"),
+                               "checkpoint": earlier.get("checkpoint", self.checkpoint),
+                               "checkpoint_sha256": earlier.get("checkpoint_sha256")})
+
+    def _differences(self, earlier: dict[str, Any]) -> list[str]:
+        """Options of this run that differ from those the earlier outputs were made with."""
+        names = []
+        recorded = earlier.get("search")
+        if isinstance(recorded, dict):
+            names += [k for k in sorted(set(recorded) | set(self.search)) if recorded.get(k) != self.search.get(k)]
+        if earlier.get("seed") != self.options.seed:
+            names.append("seed")
+        return names
 
     def _emit(self, record: ResultRecord) -> None:
+        """Append the input's record: written last, it is what marks the input done. An OSError here
+        ends the run (the caller reports it): without its record an input is not done."""
         append_jsonl(self.out_dir / RESULTS_FILE, to_json(record))
         self.summary.counts[record.status] += 1
         self.summary.records.append(record)
@@ -169,15 +222,13 @@ class Runner:
     def _header(self, search: _Search) -> RunHeader:
         engine = self.engine
         G = engine.generator
-        config = engine.config
         return RunHeader(
             device=str(engine.device), input=search.input.job.rel, input_sha256=search.input.input_sha256,
             seed=self.options.seed, sample=search.sample, image_seed=search.seed, checkpoint=self.checkpoint,
             checkpoint_sha256=self.checkpoint_sha256,
             generator={"family": G.family, "resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
                        "synthesis_path": engine.synthesis_path},
-            search={**dataclasses.asdict(config), "bad_noise_layers": list(config.bad_noise_layers)},
-            batch_size=engine.batch_size, samples=self.options.samples)
+            search=self.search, batch_size=engine.batch_size, samples=self.options.samples)
 
     def _finish(self, item: _Input) -> None:
         """All samples of an input are written: its record, diversity and sheet."""
@@ -188,7 +239,7 @@ class Runner:
                 output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
                 best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
                 steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed))
-        record = ResultRecord.from_samples(samples, **self._identity(item.job))
+        record = ResultRecord.from_samples(samples, search=self.search, **self._identity(item.job))
         images = torch.stack([item.finished[k][1].image for k in range(self.options.samples)])
         if len(images) > 1 or self.options.sheet:
             downscaled = downscale_results(images, item.target.shape[-1])  # once, for both uses

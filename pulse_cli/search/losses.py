@@ -20,6 +20,10 @@ class LossTerm:
     name: str
 
 
+# Far above any useful weight (PULSE uses 100 and 0.05), far below what makes a float32 loss overflow.
+MAX_LOSS_WEIGHT = 1e6
+
+
 def parse_loss(spec: str) -> tuple[LossTerm, ...]:
     """"100*L2+0.05*GEOCROSS" -> terms; raises ValueError with a one-line reason."""
     terms = []
@@ -33,6 +37,9 @@ def parse_loss(spec: str) -> tuple[LossTerm, ...]:
             value = float(weight)
         except ValueError:
             raise ValueError(f"loss weight {weight!r} in {spec!r} is not a number") from None
+        if not 0 < value <= MAX_LOSS_WEIGHT:  # also refuses nan and inf
+            raise ValueError(f"loss weight {weight!r} in {spec!r} must be a number above 0 and at most "
+                             f"{MAX_LOSS_WEIGHT:g}")
         terms.append(LossTerm(value, name))
     if not any(t.name in ("L2", "L1") for t in terms):
         raise ValueError(f"loss {spec!r} needs an L2 or L1 term, or nothing ties the result to the input")

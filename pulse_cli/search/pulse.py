@@ -20,6 +20,9 @@ from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
 
 NOISE_TYPES = ("trainable", "fixed", "zero")
+# Bounds that catch typos and overflow, far from any useful value (PULSE: 100 steps, lr 0.4).
+MAX_STEPS = 1_000_000
+MAX_LR = 100.0
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
 MIN_TARGET_SIZE = 4
 
@@ -40,14 +43,14 @@ class SearchConfig:
     tile_latent: bool = False
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line reason for any value the search cannot use."""
+        """Raise ValueError with a one-line reason for any value the search cannot use (nan and inf too)."""
         parse_loss(self.loss)
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be from 1 to {MAX_STEPS:,}, got {self.steps}")
+        if not 0 <= self.eps <= 1:
+            raise ValueError(f"eps must be from 0 to 1 (a mean squared error of pixels in [0, 1]), got {self.eps}")
+        if not 0 < self.lr <= MAX_LR:
+            raise ValueError(f"lr must be above 0 and at most {MAX_LR:g}, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -56,6 +59,13 @@ class SearchConfig:
             raise ValueError(f"unknown noise type {self.noise_type!r}; known: {', '.join(NOISE_TYPES)}")
         if self.trainable_noise_layers < 0:
             raise ValueError("trainable noise layers must be >= 0")
+
+    def check_generator(self, num_noise_layers: int) -> None:
+        """The options that depend on the generator: noise layer indices and counts."""
+        self.zeroed_noise_layers(num_noise_layers)
+        if self.noise_type == "trainable" and self.trainable_noise_layers > num_noise_layers:
+            raise ValueError(f"--trainable-noise-layers {self.trainable_noise_layers} is more than this "
+                             f"generator's {num_noise_layers} noise layers")
 
     def zeroed_noise_layers(self, num_layers: int) -> set[int]:
         """Indices of noise layers set to zero, checked against the generator's layer count."""
