@@ -101,3 +101,14 @@ def test_the_fast_path_follows_the_generator_to_another_dtype_or_device(referenc
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_cpu_allocator_setting_is_accepted_by_glibc():
     assert configure_cpu_allocator() is True
+
+
+def test_the_fast_path_does_not_import_the_reference_modules():
+    """Dependencies point one way: stylegan1 -> stylegan1_fast -> stylegan1_ops (no import circle)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, pulse_cli.networks.stylegan1_fast; "
+            "assert 'pulse_cli.networks.stylegan1' not in sys.modules, 'stylegan1_fast imports stylegan1'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

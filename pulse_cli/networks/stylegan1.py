@@ -17,26 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .generator import Generator
+from .stylegan1_fast import make_synthesizer
+from .stylegan1_ops import FUSED_UPSCALE_MIN_RES, SQRT2, fold_transposed, he_scale
 
-SQRT2 = math.sqrt(2.0)
-# From this output resolution upward StyleGAN fuses nearest upscale + conv into one transposed conv.
-FUSED_UPSCALE_MIN_RES = 128
 MAPPING_LR_MULTIPLIER = 0.01
-
-
-def he_scale(fan_in: int, gain: float) -> float:
-    """Equalised learning rate: the He-init scale applied to raw weights at run time."""
-    return gain * fan_in**-0.5
-
-
-def fold_transposed(weight: torch.Tensor) -> torch.Tensor:
-    """[O, I, 3, 3] kernel -> [I, O, 4, 4] stride-2 transposed-conv kernel: StyleGAN's fused upscale.
-
-    The 4x4 kernel is the 3x3 kernel summed over its four 1-pixel shifts. It equals nearest upscale +
-    conv with the kernel flipped, not the unfused path; trained weights expect exactly this.
-    """
-    w = F.pad(weight.transpose(0, 1), (1, 1, 1, 1))
-    return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
 
 
 class ScaledLinear(nn.Module):
@@ -289,8 +273,6 @@ class StyleGAN1Generator(Generator):
         if self._fast_options is None:
             return self.synthesis(ws, noise)
         if self._fast is None or self._fast[0] != ws.device:
-            from .stylegan1_fast import make_synthesizer  # built from the weights on their current device
-
             self._fast = (ws.device, make_synthesizer(self, **self._fast_options))
         return self._fast[1](ws, noise)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .stylegan1 import FUSED_UPSCALE_MIN_RES, SQRT2, fold_transposed, he_scale
+from .stylegan1_ops import FUSED_UPSCALE_MIN_RES, SQRT2, fold_transposed, he_scale
 
 IN_EPS = 1e-5
 SLOPE = 0.2
