@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_generator", "pulse_search", "SearchConfig", "SearchResult"]
+__all__ = ["__version__", "Engine", "load_generator", "pulse_search", "SearchConfig", "SearchResult"]
 
 if TYPE_CHECKING:
-    from .engine import load_generator
+    from .engine import Engine, load_generator
     from .search.pulse import SearchConfig, SearchResult, pulse_search
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `pulse --help` does not pay for importing torch.
-    if name == "load_generator":
-        from .engine import load_generator
+    if name in ("Engine", "load_generator"):
+        from . import engine
 
-        return load_generator
+        return getattr(engine, name)
     if name in ("pulse_search", "SearchConfig", "SearchResult"):
         from .search import pulse
 

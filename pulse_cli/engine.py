@@ -1,20 +1,42 @@
-"""One engine: a generator loaded once, ready for PULSE searches and renders (placeholder, see below)."""
+"""One engine: a generator loaded once, ready for PULSE searches and renders.
+
+Built from a checkpoint (any supported format, or a folder holding one), a device and the search options,
+an `Engine` owns the generator, its latent statistics, the evaluation path and the batch size, and runs
+searches through one pool: as a search finishes, the next input takes its place. `pulse upsample`,
+`pulse render` and notebooks hold one; scripts are loops around it.
+
+    engine = Engine.load("weights/pulse", device="cpu", config=SearchConfig(steps=100))
+    [result] = engine.search(target[None], seeds=[0])
+    again = engine.render(result.ws, result.noise)  # equals result.image, bit for bit
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from .checkpoints.loading import load_generator as _load_generator
+from .device import auto_batch_size, configure_cpu_allocator, resolve_device
+from .errors import first_line
 from .networks.generator import Generator
+from .search.pulse import ImageSearch, SearchConfig, SearchPool, SearchResult, render
 from .weights.local import family_from_name
 from .weights.locations import cache_dir as default_cache_dir
+
+Synthesis = Literal["auto", "fast", "reference"]
+# "auto": the fast evaluation where it has been verified, which is only the CPU (no GPU was available to
+# verify CUDA or MPS against the reference path).
+_FAST = {"auto": None, "fast": True, "reference": False}
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
                    gaussian_fit: str | Path | None = None, cache_dir: str | Path | None = None,
-                   notify=None, fast: bool | None = None) -> Generator:
+                   notify: Callable[[str], None] | None = None, fast: bool | None = None) -> Generator:
     """A generator ready for the latent search (weights frozen, latent statistics attached).
 
     `path` is any supported checkpoint or a folder holding one. Statistics computed from the mapping
@@ -24,3 +46,170 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
     return _load_generator(path, device, gaussian_fit=gaussian_fit,
                            cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
                            notify=notify, fast=fast, name_family=family_from_name)
+
+
+@dataclass
+class Finished:
+    """One search out of `Engine.searches`: its result, or the one-line reason it failed."""
+
+    key: object
+    result: SearchResult | None
+    error: str | None
+    seconds: float  # this search's share of the pool's step times
+
+
+@dataclass(eq=False)
+class _Slot:
+    key: object
+    seconds: float = 0.0
+
+
+StepCallback = Callable[[Sequence[ImageSearch]], None]
+
+
+class Engine:
+    """A generator on a device, with the search options and batch size every search uses."""
+
+    def __init__(self, generator: Generator, *, device: str | torch.device | None = None,
+                 config: SearchConfig = SearchConfig(), batch_size: int = 1, batch_size_auto: bool = False):
+        """Wrap a loaded generator (see `Engine.load` to read a checkpoint). Searching needs its latent
+        statistics (`generator.latent_stats`); rendering does not.
+
+        ValueError with a one-line reason for options this generator cannot use (e.g. noise layers).
+        """
+        config.validate()
+        config.zeroed_noise_layers(len(generator.noise_shapes(1)))
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.device = torch.device(device) if device is not None else generator.device
+        self.generator = generator.to(self.device)
+        self.config = config
+        self.batch_size = batch_size
+        self.batch_size_auto = batch_size_auto
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "auto", *,
+             config: SearchConfig = SearchConfig(), synthesis: Synthesis = "auto",
+             batch_size: int | Literal["auto"] = "auto", gaussian_fit: str | Path | None = None,
+             cache_dir: str | Path | None = None, notify: Callable[[str], None] | None = None) -> Engine:
+        """Load a checkpoint once. Every option is checked before the weights are read; ValueError
+        (CheckpointError for the file itself) with a one-line reason otherwise."""
+        config.validate()
+        if synthesis not in _FAST:
+            raise ValueError(f"unknown synthesis path {synthesis!r}; use auto, fast or reference")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch size must be a whole number of at least 1 or 'auto', got {batch_size!r}")
+        torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+        if torch_device.type == "cpu":
+            configure_cpu_allocator()
+        generator = load_generator(checkpoint, torch_device, gaussian_fit=gaussian_fit, cache_dir=cache_dir,
+                                   notify=notify, fast=_FAST[synthesis])
+        auto = batch_size == "auto"
+        size = auto_batch_size(torch_device, family=generator.family, resolution=generator.resolution) \
+            if auto else batch_size
+        return cls(generator, device=torch_device, config=config, batch_size=size, batch_size_auto=auto)
+
+    # -- what it is -----------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint file the generator came from (None for a generator built in memory)."""
+        return self.generator.source
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return self.generator.source_sha256
+
+    @property
+    def synthesis_path(self) -> str:
+        """"fast" or "reference": how the generator is evaluated (recorded so renders match)."""
+        return self.generator.synthesis_path
+
+    @property
+    def resolution(self) -> int:
+        return self.generator.resolution
+
+    # -- searching ------------------------------------------------------------------------------
+
+    def searches(self, items: Iterable[tuple[object, torch.Tensor, int]], *, stop_at_eps: bool = False,
+                 save_every: int | None = None, on_step: StepCallback | None = None) -> Iterator[Finished]:
+        """Search every `(key, target [3, h, w] in [0, 1], seed)`, at most `batch_size` at a time, and yield
+        each as it finishes.
+
+        Items are drawn lazily, so a long list costs nothing until its turn. A target the generator cannot
+        use fails alone. A step that fails on the device (out of memory, a device error) fails the searches
+        in that batch with a one-line reason and the rest go on. `on_step` sees the active searches after
+        every step.
+        """
+        pool = SearchPool(self.generator, config=self.config, device=self.device, stop_at_eps=stop_at_eps,
+                          save_every=save_every)
+        pending = iter(items)
+        exhausted = False
+        while True:
+            while not exhausted and len(pool) < self.batch_size:
+                try:
+                    key, target, seed = next(pending)
+                except StopIteration:
+                    exhausted = True
+                    break
+                try:
+                    pool.add(_Slot(key), target, seed)
+                except ValueError as exc:
+                    yield Finished(key, None, first_line(exc), 0.0)
+            if not len(pool):
+                return
+            started = time.monotonic()
+            try:
+                pool.step()
+            except torch.OutOfMemoryError:
+                reason = (f"out of memory on {self.device} with a batch of {len(pool)}; try a smaller "
+                          f"--batch-size or --device cpu")
+                yield from self._fail(pool, reason)
+                continue
+            except RuntimeError as exc:
+                yield from self._fail(pool, f"search failed on {self.device}: {first_line(exc)}")
+                continue
+            share = (time.monotonic() - started) / len(pool)
+            for slot, _ in pool.active:
+                slot.seconds += share
+            if on_step is not None:
+                on_step([search for _, search in pool.active])
+            for slot, result in pool.pop_finished():
+                yield Finished(slot.key, result, None, slot.seconds)
+
+    @staticmethod
+    def _fail(pool: SearchPool, reason: str) -> Iterator[Finished]:
+        for slot in pool.clear():
+            yield Finished(slot.key, None, reason, slot.seconds)
+
+    def search(self, targets: torch.Tensor, seeds: Sequence[int], *, stop_at_eps: bool = False,
+               save_every: int | None = None) -> list[SearchResult]:
+        """PULSE on targets [B, 3, h, w] in [0, 1], `seeds[b]` fixing target b's start; results in order.
+
+        Raises RuntimeError (with the reason) if a search fails. Each result is what that target gives
+        alone: batch-mates and order do not change it.
+        """
+        assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
+        assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
+        results: dict[object, SearchResult] = {}
+        for done in self.searches(zip(range(len(seeds)), targets, seeds, strict=True), stop_at_eps=stop_at_eps,
+                                  save_every=save_every):
+            if done.result is None:
+                raise RuntimeError(f"target {done.key}: {done.error}")
+            results[done.key] = done.result
+        return [results[b] for b in range(len(seeds))]
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def render(self, ws: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The image [3, R, R] in [0, 1] for one result's W+ latents [num_ws, w_dim] and noise ([1, r, r]
+        per layer), rendered alone as the search renders its results: bit for bit on the same device."""
+        G = self.generator
+        shapes = G.noise_shapes(1)
+        if tuple(ws.shape) != (G.num_ws, G.w_dim):
+            raise ValueError(f"latents are {tuple(ws.shape)}, this generator takes {G.num_ws}x{G.w_dim}")
+        if len(noise) != len(shapes) or any(tuple(n.shape) != s[1:] for n, s in zip(noise, shapes, strict=False)):
+            raise ValueError(f"noise does not fit this generator ({len(shapes)} layers, "
+                             f"{'/'.join(str(s[-1]) for s in shapes)} px)")
+        image = render(G, ws[None].to(self.device), [n[None].to(self.device) for n in noise])
+        return image[0]

@@ -209,12 +209,12 @@ def test_usage_errors_exit_2_with_one_line(runner, tmp_path, checkpoint, case):
 
 
 def test_usage_errors_are_found_before_the_model_loads(runner, tmp_path, checkpoint, monkeypatch):
-    import pulse_cli.checkpoints.loading as checkpoint_module
+    import pulse_cli.engine as engine_module
 
     def no_loading(*args, **kwargs):
         raise AssertionError("model loaded before the arguments were checked")
 
-    monkeypatch.setattr(checkpoint_module, "load_generator", no_loading)
+    monkeypatch.setattr(engine_module, "load_generator", no_loading)
     src = tmp_path / "in"
     src.mkdir()
     face().save(src / "a.png")
@@ -272,14 +272,14 @@ def test_rerun_skips_done_inputs_and_overwrite_redoes_them(runner, tmp_path, che
 
 
 def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, checkpoint, monkeypatch):
-    import pulse_cli.run.runner as runner_module
+    import pulse_cli.search.pulse as search_module
 
     src = tmp_path / "in"
     src.mkdir()
     for k in range(3):
         face(seed=k).save(src / f"{k}.png")
     out = tmp_path / "out"
-    real_step = runner_module.SearchPool.step
+    real_step = search_module.SearchPool.step
     calls = []
 
     def interrupted_in_second_image(self):
@@ -288,14 +288,14 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, c
             raise KeyboardInterrupt
         return real_step(self)
 
-    monkeypatch.setattr(runner_module.SearchPool, "step", interrupted_in_second_image)
+    monkeypatch.setattr(search_module.SearchPool, "step", interrupted_in_second_image)
     result = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert result.exit_code == 130
     assert "rerun" in result.stderr
     assert (out / "0.png.png").is_file() and not (out / "1.png.png").exists()
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
 
-    monkeypatch.setattr(runner_module.SearchPool, "step", real_step)
+    monkeypatch.setattr(search_module.SearchPool, "step", real_step)
     resumed = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert resumed.exit_code == 0
     statuses = {r["input"]: r["status"] for r in read_results(out)[1:]}
@@ -367,13 +367,13 @@ def test_module_entry_point_and_help_do_not_import_torch():
 
 
 def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, tmp_path, checkpoint, monkeypatch):
-    import pulse_cli.run.runner as runner_module
+    import pulse_cli.search.pulse as search_module
 
     src = tmp_path / "in"
     src.mkdir()
     for k in range(3):
         face(seed=k).save(src / f"{k}.png")
-    real_step = runner_module.SearchPool.step
+    real_step = search_module.SearchPool.step
     calls = []
 
     def oom_on_first_step(self):
@@ -382,7 +382,7 @@ def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, t
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real_step(self)
 
-    monkeypatch.setattr(runner_module.SearchPool, "step", oom_on_first_step)
+    monkeypatch.setattr(search_module.SearchPool, "step", oom_on_first_step)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--batch-size", "2", *FAST)
     assert result.exit_code == 1
     assert "Traceback" not in result.stderr

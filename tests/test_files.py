@@ -19,11 +19,14 @@ from PIL import Image
 
 from pulse_cli import SearchConfig, load_generator, pulse_search
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats
+from pulse_cli.engine import Engine
 from pulse_cli.files.atomic import append_jsonl, atomic_write_bytes, write_jsonl
 from pulse_cli.files.discovery import discover_inputs, output_paths
 from pulse_cli.files.images import ImageError, check_size, load_rgb, save_png, to_pil
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
-from pulse_cli.run.runner import Reporter, Runner, RunOptions, derive_seed, plan_jobs
+from pulse_cli.run.plan import RunOptions, derive_seed, plan_jobs
+from pulse_cli.run.reporter import Reporter
+from pulse_cli.run.runner import Runner
 
 RED, GREEN, BLUE, OTHER = (255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 200, 30)
 
@@ -520,7 +523,7 @@ def test_derive_seed_stable_and_path_dependent() -> None:
 
 
 def test_derive_seed_same_in_another_process() -> None:
-    code = "from pulse_cli.run.runner import derive_seed; print(derive_seed(7, 'sub/face.png', 2))"
+    code = "from pulse_cli.run.plan import derive_seed; print(derive_seed(7, 'sub/face.png', 2))"
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
                          cwd=Path(__file__).resolve().parents[1])
@@ -554,7 +557,7 @@ class RecordingReporter(Reporter):
     def step(self, finished_fraction: float, l2: float, step: int, steps: int) -> None:
         self.steps += 1
 
-    def file_done(self, record: dict) -> None:
+    def file_done(self, record) -> None:
         self.done.append(record)
 
     def file_failed(self, rel: str, reason: str) -> None:
@@ -613,11 +616,11 @@ def test_runner_end_to_end(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -> Non
     root = tmp_path / "in"
     _make_inputs(root)
     out = root / "out"
-    options = RunOptions(batch_size=2, seed=7)
+    options = RunOptions(seed=7)
     jobs = plan_jobs(root, out, options)
     reporter = RecordingReporter()
-    summary = Runner(tiny_G, out, config=RUN_CONFIG, options=options, device=torch.device("cpu"),
-                     checkpoint=tiny_checkpoint, reporter=reporter).run(jobs)
+    engine = Engine(tiny_G, config=RUN_CONFIG, batch_size=2)
+    summary = Runner(engine, out, options=options, checkpoint=tiny_checkpoint, reporter=reporter).run(jobs)
 
     records = _read_jsonl(out / "results.jsonl")
     assert len(records) == 5 == summary.total
@@ -673,8 +676,7 @@ def test_runner_end_to_end(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -> Non
     jobs = plan_jobs(root, out, options)
     done = [j for j in jobs if j.done]
     assert sorted(str(j.input) for j in done) == ["corner.bmp", "face.png"]
-    summary2 = Runner(None, out, config=RUN_CONFIG, options=options, device=torch.device("cpu"),
-                      checkpoint=tiny_checkpoint).run(done)
+    summary2 = Runner(None, out, options=options, checkpoint=tiny_checkpoint).run(done)
     assert summary2.counts["skipped"] == 2
     records = _read_jsonl(out / "results.jsonl")
     assert len(records) == 7
@@ -688,8 +690,8 @@ def test_runner_one_pixel_input_fails_alone(tmp_path: Path, tiny_G, tiny_checkpo
     Image.new("RGB", (1, 1), (9, 9, 9)).save(root / "a_dot.png")
     Image.fromarray((_as_hwc(face_target(8)) * 255).round().astype(np.uint8)).save(root / "face.png")
     out = tmp_path / "out"
-    options = RunOptions(batch_size=1)
-    Runner(tiny_G, out, config=RUN_CONFIG, options=options, device=torch.device("cpu"),
+    options = RunOptions()
+    Runner(Engine(tiny_G, config=RUN_CONFIG), out, options=options,
            checkpoint=tiny_checkpoint).run(plan_jobs(root, out, options))
     by_input = {r["input"]: r for r in _read_jsonl(out / "results.jsonl")}
     assert by_input["a_dot.png"]["status"] == "failed" and "at least 4x4" in by_input["a_dot.png"]["error"]
@@ -701,8 +703,8 @@ def test_runner_several_samples(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -
     root.mkdir()
     Image.fromarray((_as_hwc(face_target(8)) * 255).round().astype(np.uint8)).save(root / "face.png")
     out = tmp_path / "out"
-    options = RunOptions(batch_size=3, samples=2, seed=3)
-    summary = Runner(tiny_G, out, config=RUN_CONFIG, options=options, device=torch.device("cpu"),
+    options = RunOptions(samples=2, seed=3)
+    summary = Runner(Engine(tiny_G, config=RUN_CONFIG, batch_size=3), out, options=options,
                      checkpoint=tiny_checkpoint).run(plan_jobs(root, out, options))
     (record,) = _read_jsonl(out / "results.jsonl")
     assert summary.total == 1

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from tqdm import tqdm
 
-from ..run.runner import Reporter
+from ..run.reporter import Reporter
 
 
 class TerminalReporter(Reporter):
@@ -33,9 +31,6 @@ class TerminalReporter(Reporter):
         if self.bar is not None:
             self.bar.set_postfix_str(f"step {step}/{steps}, L2 {l2:.4g}", refresh=False)
             self.bar.update(finished_fraction)
-
-    def file_done(self, record: dict[str, Any]) -> None:
-        pass
 
     def file_failed(self, rel: str, reason: str) -> None:
         # Errors are shown even with --quiet, one line each.

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from ..errors import first_line
 from .atomic import atomic_write_bytes
 
 
@@ -93,8 +94,7 @@ def load_rgb(path: Path, resolution: int | None = None) -> torch.Tensor:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError("image has too many pixels to decode safely") from None
         except Exception as exc:  # decoders raise many types on bad data (OSError, struct.error, ...)
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ImageError(f"corrupt or truncated image ({detail})") from None
+            raise ImageError(f"corrupt or truncated image ({first_line(exc)})") from None
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
 
 

@@ -1,0 +1,1 @@
+"""Running a folder: planning, scheduling inputs through the engine, records, writing and sheets."""

@@ -1,0 +1,100 @@
+"""Option types and checks shared by the commands; nothing here imports torch."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A bad argument or environment found before any work: one line, exit code 2."""
+
+
+class LrSchedule(str, Enum):
+    linear1cycledrop = "linear1cycledrop"
+    linear1cycle = "linear1cycle"
+    fixed = "fixed"
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+    sgdm = "sgdm"
+    adamax = "adamax"
+
+
+class SynthesisPath(str, Enum):
+    auto = "auto"
+    fast = "fast"
+    reference = "reference"
+
+
+class NoiseType(str, Enum):
+    trainable = "trainable"
+    fixed = "fixed"
+    zero = "zero"
+
+
+def parse_noise_layers(spec: str) -> tuple[int, ...]:
+    spec = spec.strip().lower()
+    if spec in ("", "none"):
+        return ()
+    if spec == "last":
+        return (-1,)
+    try:
+        return tuple(int(part) for part in spec.replace(",", ".").split(".") if part)
+    except ValueError:
+        raise UsageError(f"--bad-noise-layers {spec!r}: use 'last', 'none' or indices like 17 or 16.17") from None
+
+
+def parse_batch_size(text: str) -> int | str:
+    """A positive count, or 'auto' (decided once the model is loaded)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--batch-size {text!r}: use a whole number of at least 1, or 'auto'")
+    return value
+
+
+def check_input(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"input {path} does not exist")
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        raise UsageError(f"input {path} is not readable")
+
+
+def check_output_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".pulse-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
+
+
+def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
+    """The checkpoint to use and how it was chosen."""
+    if explicit is not None:
+        if not explicit.exists():
+            raise UsageError(f"checkpoint {explicit} does not exist")
+        if explicit.is_file() and not os.access(explicit, os.R_OK):
+            raise UsageError(f"checkpoint {explicit} is not readable")
+        return explicit, "given"
+    from ..weights.local import find_default_checkpoint
+    from ..weights.locations import weights_search_dirs
+
+    searched = weights_search_dirs()
+    found = find_default_checkpoint(searched)
+    if found is None:
+        where = ", ".join(str(p) for p in searched)
+        raise UsageError(f"no checkpoint found (looked in {where}); pass --checkpoint PATH or set "
+                         f"PULSE_CHECKPOINT (see the README's 'Weights' section)")
+    return found, f"found in {found.parent}"

@@ -1,0 +1,52 @@
+"""Writing one sample's files: its log, latents, frames and animation, and last its image."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from ..files.atomic import write_jsonl
+from ..files.discovery import OutputPaths
+from ..files.images import save_image_atomic, save_png, to_pil
+from ..files.latents import save_latents
+from ..files.metadata import result_metadata
+from ..search.pulse import SearchResult, StepRecord
+from .plan import RunOptions
+from .records import RunHeader, StepLine, search_status, to_json
+
+
+def step_line(record: StepRecord) -> StepLine:
+    return StepLine(step=record.step, lr=record.lr, loss=record.losses, l2=record.l2, total=record.total)
+
+
+def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, options: RunOptions) -> None:
+    """Every file of one finished search. The image goes last: its presence marks the sample done."""
+    status = search_status(result.converged)
+    write_jsonl(paths.log, itertools.chain([to_json(header)], (to_json(step_line(r)) for r in result.history)))
+    if options.save_latents:
+        save_latents(paths.latents, result.ws, result.noise, {
+            "checkpoint": header.checkpoint, "checkpoint_sha256": header.checkpoint_sha256 or "",
+            "input": header.input, "input_sha256": header.input_sha256, "seed": header.seed,
+            "image_seed": header.image_seed, "best_step": result.best_step, "steps": result.steps_run,
+            "l2": result.best_l2, "status": status, "device": header.device,
+            "synthesis_path": header.generator["synthesis_path"],
+        })
+    if result.frames:
+        _write_frames(paths, result, options)
+    text = None
+    if options.metadata:
+        text = result_metadata(checkpoint=Path(header.checkpoint).name, checkpoint_sha256=header.checkpoint_sha256,
+                               seed=header.seed, image_seed=header.image_seed, steps=result.steps_run,
+                               l2=result.best_l2, status=status, input_sha256=header.input_sha256)
+    save_png(result.image, paths.image, text=text)
+
+
+def _write_frames(paths: OutputPaths, result: SearchResult, options: RunOptions) -> None:
+    frames = [(step, to_pil(image)) for step, image in result.frames]
+    if options.save_every:
+        for step, image in frames:
+            save_image_atomic(image, paths.frames / f"step-{step:04d}.png")
+    if options.animate:
+        from ..files.sheets import save_animation
+
+        save_animation([image for _, image in frames] + [to_pil(result.image)], paths.animation)

@@ -1,0 +1,128 @@
+"""What a run writes about itself: the results line, the log's run header and its step lines.
+
+Each is a dataclass; `to_json` is the one serializer. The status rule is written once, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+
+OK, NOT_CONVERGED, FAILED, SKIPPED = "ok", "not_converged", "failed", "skipped"
+STATUSES = (OK, NOT_CONVERGED, FAILED, SKIPPED)
+
+
+def search_status(converged: bool) -> str:
+    """A search is `ok` when some iterate met eps; else its best-L2 image is written as `not_converged`."""
+    return OK if converged else NOT_CONVERGED
+
+
+def combined_status(statuses: Iterable[str]) -> str:
+    """An input with several samples is `ok` only when every sample is."""
+    return OK if all(s == OK for s in statuses) else NOT_CONVERGED
+
+
+@dataclass
+class StepLine:
+    """One optimisation step in a log: `loss` holds each term as the loss string names it (L2 clamped at
+    eps, as optimised); `l2` is the unclamped mean squared error at input resolution, compared with eps."""
+
+    step: int
+    lr: float
+    loss: dict[str, float]
+    l2: float
+    total: float
+    type: str = "step"
+
+
+@dataclass
+class RunHeader:
+    """The first line of every log: everything needed to repeat the result."""
+
+    device: str
+    input: str
+    input_sha256: str
+    seed: int
+    sample: int
+    image_seed: int
+    checkpoint: str
+    checkpoint_sha256: str | None
+    generator: dict[str, Any]
+    search: dict[str, Any]
+    batch_size: int
+    samples: int
+    type: str = "run"
+    tool: str = "pulse-cli"
+    version: str = __version__
+    torch: str = ""
+    python: str = field(default_factory=platform.python_version)
+
+    def __post_init__(self) -> None:
+        if not self.torch:
+            import torch
+
+            self.torch = torch.__version__
+
+
+@dataclass
+class SampleRecord:
+    """One sample of an input, inside its results line."""
+
+    output: str
+    status: str
+    best_l2: float
+    best_step: int
+    best_total: float
+    steps_run: int
+    seconds: float
+    image_seed: int
+
+
+@dataclass
+class ResultRecord:
+    """One line of `results.jsonl`: one input of one run."""
+
+    input: str
+    outputs: list[str]
+    logs: list[str]
+    seed: int
+    checkpoint: str
+    checkpoint_sha256: str | None
+    status: str
+    best_l2: float | None = None
+    best_step: int | None = None
+    steps_run: int = 0
+    seconds: float = 0.0
+    samples: list[SampleRecord] = field(default_factory=list)
+    error: str | None = None
+    diversity: dict[str, float] | None = None  # only with several samples
+
+    @classmethod
+    def from_samples(cls, samples: list[SampleRecord], **common: Any) -> ResultRecord:
+        """The record of an input whose samples all finished: its best sample stands for it."""
+        best = min(samples, key=lambda s: s.best_l2)
+        return cls(status=combined_status(s.status for s in samples), best_l2=best.best_l2,
+                   best_step=best.best_step, steps_run=max(s.steps_run for s in samples),
+                   seconds=round(sum(s.seconds for s in samples), 3), samples=samples, **common)
+
+
+# Fields written only when they carry something, so records keep the shape readers know.
+_OMIT_WHEN_NONE = {"diversity"}
+# Log lines start with their type (and a header with the tool), as they always have.
+_FIRST = ("type", "tool", "version", "torch", "python")
+
+
+def to_json(record: Any) -> dict[str, Any]:
+    """The JSON object of a record, fields in their declared order (`type` first)."""
+    data = dataclasses.asdict(record)
+    for name in _OMIT_WHEN_NONE:
+        if name in data and data[name] is None:
+            del data[name]
+    ordered = {k: data.pop(k) for k in _FIRST if k in data}
+    ordered.update(data)
+    return ordered

@@ -1,0 +1,76 @@
+"""Contact sheets of a run, and how different an input's samples are: a result is one face among many."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..files.images import load_rgb, save_image_atomic, to_pil
+from ..files.sheets import Tile, grid_sheet
+from ..search.downsample import BicubicDownsample
+from .records import OK, SampleRecord
+
+SHEET_ROWS_PER_PAGE = 16
+SHEET_TILE = 128
+
+
+@torch.no_grad()
+def downscale_results(images: torch.Tensor, target_size: int) -> torch.Tensor:
+    """The results [N, 3, R, R] as PULSE's downsampler sees them at the input's size."""
+    return BicubicDownsample(images.shape[-1] // target_size)(images)
+
+
+def sample_diversity(images: torch.Tensor, downscaled: torch.Tensor) -> dict[str, float]:
+    """Mean pairwise RMS difference between samples at full and at input resolution (pixels in [0, 1]).
+
+    Large at full resolution and small at input resolution: different faces that fit the same input.
+    """
+    def mean_pairwise_rms(x: torch.Tensor) -> float:
+        flat = x.flatten(1).double()
+        pairs = [(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))]
+        return float(sum((flat[i] - flat[j]).pow(2).mean().sqrt() for i, j in pairs) / len(pairs))
+
+    return {"pairwise_rms_full": mean_pairwise_rms(images), "pairwise_rms_input": mean_pairwise_rms(downscaled)}
+
+
+def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, downscaled: torch.Tensor,
+                      samples: Sequence[SampleRecord]) -> None:
+    """Input (nearest), bicubic upscale, each result; below each result, it downscaled again."""
+    size = images.shape[-1]
+    bicubic = torch.nn.functional.interpolate(target[None], size=(size, size), mode="bicubic",
+                                              align_corners=False)[0].clamp(0, 1)
+    top = [Tile(to_pil(target), "input"), Tile(to_pil(bicubic), "bicubic")]
+    bottom: list[Tile | None] = [None, None]
+    for k, sample in enumerate(samples):
+        mark = "ok" if sample.status == OK else "> eps"
+        top.append(Tile(to_pil(images[k]), f"#{k} L2 {sample.best_l2:.4f} {mark}"))
+        bottom.append(Tile(to_pil(downscaled[k]), f"#{k} downscaled"))
+    save_image_atomic(grid_sheet([top, bottom], tile_size=max(SHEET_TILE, min(size, 256))), path)
+
+
+@dataclass
+class SheetRow:
+    """One input of the run sheet: the input file, its result images and (when known) their L2."""
+
+    input: Path
+    name: str
+    results: list[Path]
+    l2: list[float] | None
+
+
+def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow]) -> None:
+    """OUT/sheet.png (or sheet-001.png, … for many inputs): every input beside its results."""
+    tiles = []
+    for row in rows:
+        line = [Tile(to_pil(load_rgb(row.input)), row.name[:18])]
+        for k, image in enumerate(row.results):
+            caption = f"#{k}" + (f" L2 {row.l2[k]:.4f}" if row.l2 else "")
+            line.append(Tile(to_pil(load_rgb(image)), caption))
+        tiles.append(line)
+    pages = [tiles[i:i + SHEET_ROWS_PER_PAGE] for i in range(0, len(tiles), SHEET_ROWS_PER_PAGE)]
+    for n, page in enumerate(pages, start=1):
+        name = "sheet.png" if len(pages) == 1 else f"sheet-{n:03d}.png"
+        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE), Path(out_dir) / name)
