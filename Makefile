@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test demo lint bench bench-quick clean
+.PHONY: install test demo lint bench bench-quick check-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/bench.py --quick
+
+# First run on a GPU machine: the engine's device tests with the GPU required (PULSE_REQUIRE_GPU=1 turns
+# "no CUDA/MPS device" from a skip into a failure), then the quick benchmark on the GPU.
+# GPU_DEVICE=cuda:1 picks another card for the benchmark.
+GPU_DEVICE ?= cuda
+check-gpu: install
+	PULSE_REQUIRE_GPU=1 $(BIN)/python -m pytest -v -rs tests/test_engine_devices.py
+	$(BIN)/python bench/bench.py --device $(GPU_DEVICE) --quick --out bench/results_gpu.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache *.egg-info

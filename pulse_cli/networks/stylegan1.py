@@ -17,26 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .generator import Generator
+from .stylegan1_fast import make_synthesizer
+from .stylegan1_ops import FUSED_UPSCALE_MIN_RES, SQRT2, fold_transposed, he_scale
 
-SQRT2 = math.sqrt(2.0)
-# From this output resolution upward StyleGAN fuses nearest upscale + conv into one transposed conv.
-FUSED_UPSCALE_MIN_RES = 128
 MAPPING_LR_MULTIPLIER = 0.01
-
-
-def he_scale(fan_in: int, gain: float) -> float:
-    """Equalised learning rate: the He-init scale applied to raw weights at run time."""
-    return gain * fan_in**-0.5
-
-
-def fold_transposed(weight: torch.Tensor) -> torch.Tensor:
-    """[O, I, 3, 3] kernel -> [I, O, 4, 4] stride-2 transposed-conv kernel: StyleGAN's fused upscale.
-
-    The 4x4 kernel is the 3x3 kernel summed over its four 1-pixel shifts. It equals nearest upscale +
-    conv with the kernel flipped, not the unfused path; trained weights expect exactly this.
-    """
-    w = F.pad(weight.transpose(0, 1), (1, 1, 1, 1))
-    return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
 
 
 class ScaledLinear(nn.Module):
@@ -248,8 +232,9 @@ class StyleGAN1Generator(Generator):
         # PULSE only needs the mapping network to compute latent statistics; it may be absent.
         self.mapping = Mapping(mapping_dims) if mapping_dims is not None else None
         self.z_dim = mapping_dims[0] if mapping_dims is not None else None
-        self._fast_options: dict | None = None  # see use_fast_path
-        self._fast: tuple[torch.device, Callable] | None = None
+        self._fast_enabled = False  # see use_fast_path
+        # (weights key, synthesizer built from those weights, the synthesis tensors the key watches)
+        self._fast: tuple[list, Callable, list[torch.Tensor]] | None = None
 
     @classmethod
     def from_state_dicts(cls, synthesis: dict[str, torch.Tensor],
@@ -271,27 +256,40 @@ class StyleGAN1Generator(Generator):
     def noise_shapes(self, batch: int) -> list[tuple[int, ...]]:
         return [(batch, 1, 2 ** (i // 2 + 2), 2 ** (i // 2 + 2)) for i in range(self.num_ws)]
 
-    def use_fast_path(self, enabled: bool = True, *, dtype: torch.dtype = torch.float32,
-                      compile: bool = False) -> StyleGAN1Generator:
-        """Evaluate `synthesize` with `fast_stylegan1` (same function, ~3.5x faster on a CPU in float32;
-        bfloat16 and torch.compile optional). Off: the reference modules, exactly as the original."""
-        self._fast_options = {"dtype": dtype, "compile": compile} if enabled else None
+    def use_fast_path(self, enabled: bool = True) -> StyleGAN1Generator:
+        """Evaluate `synthesize` with the fast path of stylegan1_fast.py (same function, ~3.5x faster on a
+        CPU in float32). Off: the reference modules, exactly as the original."""
+        self._fast_enabled = bool(enabled)
         self._fast = None
         return self
 
     @property
     def synthesis_path(self) -> str:
-        return "reference" if self._fast_options is None else "fast"
+        return "fast" if self._fast_enabled else "reference"
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .double(), .float(), .cuda(), ...: the fast path's precomputed weights are stale.
+        self._fast = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _weights_key(self) -> tuple:
+        """What the fast path's precomputed weights depend on: device, dtype and in-place edits of any
+        synthesis weight (load_state_dict, copy_ under no_grad: each bumps the tensor's version)."""
+        if self._fast is None:
+            tensors = [*self.synthesis.parameters(), *self.synthesis.buffers()]
+        else:
+            tensors = self._fast[2]
+        weight = self.synthesis.torgb.weight
+        return weight.device, weight.dtype, sum(t._version for t in tensors), tensors
 
     def synthesize(self, ws: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), ws.shape
         assert len(noise) == self.num_ws, len(noise)
-        if self._fast_options is None:
+        if not self._fast_enabled:
             return self.synthesis(ws, noise)
-        if self._fast is None or self._fast[0] != ws.device:
-            from .stylegan1_fast import make_synthesizer  # built from the weights on their current device
-
-            self._fast = (ws.device, make_synthesizer(self, **self._fast_options))
+        *key, tensors = self._weights_key()
+        if self._fast is None or self._fast[0] != key:
+            self._fast = (key, make_synthesizer(self), tensors)  # from the weights as they are now
         return self._fast[1](ws, noise)
 
     def map(self, z: torch.Tensor) -> torch.Tensor:

@@ -10,26 +10,36 @@ upsampling, borders); only how is different, measured with bench/bench.py on a 2
 - noise -> LeakyReLU -> instance norm -> style modulation is one autograd.Function with a hand-written
   backward (two passes over each full-resolution map instead of ~5, one saved tensor instead of ~5), with
   per-channel statistics from sums (torch.var_mean's Welford reduction is ~15x slower here) — and it
-  avoids F.instance_norm's backward, which is wrong on channels-last CPU tensors in torch 2.13;
-- optional bfloat16 activations (statistics, styles and the output stay float32).
+  avoids F.instance_norm's backward, which is wrong on channels-last CPU tensors in torch 2.13.
 
-The result agrees with the reference path to ~2e-5 max abs in float32 (the reference itself differs from
-float64 by as much). Built per device and dtype from the generator's current weights.
+It computes in the generator's dtype (float32; float64 after `G.double()`). The result agrees with the
+reference path to ~2e-5 max abs in float32 (the reference itself differs from float64 by as much).
+
+This module holds only what the product ships. The benchmark's experiments (bfloat16, plain-op epilogue,
+all-NCHW, torch.compile) are subclasses of `SG1Plan` in bench/variants.py: the layout and precision
+choices are the plan's overridable methods (`activation_dtype`, `memory_format`, `torgb_dtype`,
+`epilogue`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .stylegan1 import FUSED_UPSCALE_MIN_RES, SQRT2, fold_transposed, he_scale
+from .stylegan1_ops import FUSED_UPSCALE_MIN_RES, SQRT2, fold_transposed, he_scale
 
 IN_EPS = 1e-5
 SLOPE = 0.2
+# From this resolution up the layers run channels-last (16-128 channels: where oneDNN's NHWC kernels pay).
+CHANNELS_LAST_MIN_RES = 128
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics and reductions: float32 for float32 (or lower-precision) activations, float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 @dataclass
@@ -57,71 +67,89 @@ class Layer:
 
 
 class SG1Plan:
-    """The synthesis network as flat, precomputed tensors read from the PULSE state dict."""
+    """The synthesis network as flat, precomputed tensors read from the PULSE state dict; callable as
+    `plan(ws, noise) -> image` (NCHW, in the generator's dtype).
 
-    def __init__(self, G, dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                 channels_last_min_res: int = 128, low_precision_min_res: int = 0,
-                 torgb_float32: bool = True):
-        """`dtype` is used for the layers at `low_precision_min_res` and above; below it float32.
+    Built from the generator's weights on their current device and in their dtype (`self.dtype`):
+    styles, statistics and the output are in that dtype; each layer's convs and epilogue run in
+    `activation_dtype(res)` and `memory_format(res)`. Subclasses (the benchmark's variants) override those
+    methods, `torgb_dtype` and `epilogue`; they must set their own attributes before calling
+    `SG1Plan.__init__`, which calls the methods.
+    """
 
-        With `channels_last`, layers at `channels_last_min_res` and above run NHWC: that is where it pays
-        (16-128 channels). oneDNN's NHWC kernels for the 256/512-channel layers are no faster here and
-        5x less accurate (relative error ~1e-6 instead of ~2e-7 per conv), so those stay NCHW.
-        """
+    def __init__(self, G):
         sd = {k: v.detach() for k, v in G.synthesis.state_dict().items()}
-        self.dtype = dtype
-        cl_min = channels_last_min_res if channels_last else 1 << 30
+        self.dtype = sd["torgb.weight"].dtype
+        self.device = sd["torgb.weight"].device
         self.resolution = G.resolution
         self.num_ws = G.num_ws
         res_list = [2**i for i in range(2, int(math.log2(G.resolution)) + 1)]
-
-        def dt(res):
-            return dtype if res >= low_precision_min_res else torch.float32
-
-        def mf(res):
-            return torch.channels_last if res >= cl_min else torch.contiguous_format
+        base = self.dtype
 
         def cw(t, res):  # conv weight in the compute dtype/layout
-            return t.to(dt(res)).contiguous(memory_format=mf(res))
+            return t.to(self.activation_dtype(res)).contiguous(memory_format=self.memory_format(res))
 
         def epi(prefix):
             w = sd[f"{prefix}.style_mod.lin.weight"]
             return Epilogue(
-                noise_weight=sd[f"{prefix}.noise.weight"].float(),
-                style_weight=(w * he_scale(w.shape[1], 1.0)).float(),
-                style_bias=sd[f"{prefix}.style_mod.lin.bias"].float(),
+                noise_weight=sd[f"{prefix}.noise.weight"].to(base),
+                style_weight=(w * he_scale(w.shape[1], 1.0)).to(base),
+                style_bias=sd[f"{prefix}.style_mod.lin.bias"].to(base),
             )
 
-        self.const = (sd["blocks.4x4.const"] + sd["blocks.4x4.bias"].view(1, -1, 1, 1)).float()
+        def layer(conv, prefix, res):
+            return Layer(conv, epi(prefix), res, self.activation_dtype(res), self.memory_format(res))
+
+        self.const = (sd["blocks.4x4.const"] + sd["blocks.4x4.bias"].view(1, -1, 1, 1)).to(base)
         self.layers: list[Layer] = []
         for res in res_list:
             p = f"blocks.{res}x{res}"
+            dt = self.activation_dtype(res)
             if res == 4:
-                self.layers.append(Layer(None, epi(f"{p}.epi1"), res, dt(res), mf(res)))
+                self.layers.append(layer(None, f"{p}.epi1", res))
                 w = sd[f"{p}.conv.weight"]
-                conv = Conv(cw(w * he_scale(w[0].numel(), SQRT2), res), sd[f"{p}.conv.bias"].to(dt(res)),
+                conv = Conv(cw(w * he_scale(w[0].numel(), SQRT2), res), sd[f"{p}.conv.bias"].to(dt),
                             "conv", None)
-                self.layers.append(Layer(conv, epi(f"{p}.epi2"), res, dt(res), mf(res)))
+                self.layers.append(layer(conv, f"{p}.epi2", res))
                 continue
             w = sd[f"{p}.conv0_up.weight"] * he_scale(sd[f"{p}.conv0_up.weight"][0].numel(), SQRT2)
             fused = res >= FUSED_UPSCALE_MIN_RES
             kernel = sd[f"{p}.conv0_up.intermediate.kernel"]
             blur = kernel.expand(w.shape[0], 1, 3, 3).clone()
-            conv = Conv(cw(fold_transposed(w) if fused else w, res), sd[f"{p}.conv0_up.bias"].to(dt(res)),
+            conv = Conv(cw(fold_transposed(w) if fused else w, res), sd[f"{p}.conv0_up.bias"].to(dt),
                         "up_fused" if fused else "up_nearest", cw(blur, res))
-            self.layers.append(Layer(conv, epi(f"{p}.epi1"), res, dt(res), mf(res)))
+            self.layers.append(layer(conv, f"{p}.epi1", res))
             w = sd[f"{p}.conv1.weight"]
-            conv = Conv(cw(w * he_scale(w[0].numel(), SQRT2), res), sd[f"{p}.conv1.bias"].to(dt(res)),
+            conv = Conv(cw(w * he_scale(w[0].numel(), SQRT2), res), sd[f"{p}.conv1.bias"].to(dt),
                         "conv", None)
-            self.layers.append(Layer(conv, epi(f"{p}.epi2"), res, dt(res), mf(res)))
+            self.layers.append(layer(conv, f"{p}.epi2", res))
         w = sd["torgb.weight"]
-        rgb_dtype = torch.float32 if torgb_float32 else dt(self.resolution)
+        rgb_dtype = self.torgb_dtype()
         self.torgb_weight = (w * he_scale(w[0].numel(), 1.0)).to(rgb_dtype).contiguous(
-            memory_format=mf(self.resolution))
+            memory_format=self.memory_format(self.resolution))
         self.torgb_bias = sd["torgb.bias"].to(rgb_dtype)
 
+    # The product's layout and precision; the benchmark's variants override these.
+
+    def activation_dtype(self, res: int) -> torch.dtype:
+        """dtype of the convs and epilogue at `res`: the generator's."""
+        return self.dtype
+
+    def memory_format(self, res: int) -> torch.memory_format:
+        """NHWC from CHANNELS_LAST_MIN_RES up, where it pays (16-128 channels). oneDNN's NHWC kernels for
+        the 256/512-channel layers are no faster here and 5x less accurate (relative error ~1e-6 instead
+        of ~2e-7 per conv), so those stay NCHW."""
+        return torch.channels_last if res >= CHANNELS_LAST_MIN_RES else torch.contiguous_format
+
+    def torgb_dtype(self) -> torch.dtype:
+        return self.dtype
+
+    def epilogue(self, x, noise_weight, noise, scale, shift):
+        """noise -> LeakyReLU(0.2) -> instance norm -> style modulation."""
+        return FusedEpilogue.apply(x, noise_weight, noise, scale, shift)
+
     def styles(self, ws: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (scale, shift), each [B, C] float32: scale already includes StyleGAN's +1."""
+        """Per layer (scale, shift), each [B, C] in the plan's dtype: scale already includes StyleGAN's +1."""
         out = []
         for i, layer in enumerate(self.layers):
             s = F.linear(ws[:, i], layer.epi.style_weight, layer.epi.style_bias)
@@ -140,26 +168,31 @@ class SG1Plan:
             x = F.conv2d(x, conv.weight, padding=1)
         return F.conv2d(x, conv.blur, conv.bias if add_bias else None, padding=1, groups=x.shape[1])
 
+    def __call__(self, ws: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+        """synthesize(ws, noise) -> NCHW image in the plan's dtype, equal to G.synthesize up to rounding."""
+        styles = self.styles(ws)
+        batch = ws.shape[0]
+        first = self.layers[0]
+        x = self.const.to(first.dtype).expand(batch, -1, -1, -1).contiguous(memory_format=first.memory_format)
+        for i, layer in enumerate(self.layers):
+            if layer.conv is not None:
+                x = self.conv(x.to(layer.dtype).contiguous(memory_format=layer.memory_format), layer.conv)
+            scale, shift = styles[i]
+            x = self.epilogue(x, layer.epi.noise_weight, noise[i], scale, shift)
+        x = F.conv2d(x.to(self.torgb_weight.dtype), self.torgb_weight, self.torgb_bias)
+        return x.to(self.dtype).contiguous()
+
 
 # ----------------------------------------------------------------------------------------------------------
-# Epilogues: noise -> LeakyReLU(0.2) -> instance norm -> style modulation
-
-
-def epilogue_ops(x, noise_weight, noise, scale, shift):
-    """Plain ops with float32 statistics and the norm folded into one affine (for torch.compile)."""
-    y = F.leaky_relu(x + noise_weight.to(x.dtype).view(1, -1, 1, 1) * noise.to(x.dtype), SLOPE)
-    yf = y.float()
-    var, mean = torch.var_mean(yf, dim=(2, 3), keepdim=True, correction=0)
-    a = torch.rsqrt(var + IN_EPS) * scale[:, :, None, None]
-    b = shift[:, :, None, None] - mean * a
-    return (yf * a + b).to(x.dtype)
+# The fused epilogue: noise -> LeakyReLU(0.2) -> instance norm -> style modulation
 
 
 class FusedEpilogue(torch.autograd.Function):
     """y = lrelu(x + nw*noise); out = (y - mean) * rstd * scale + shift, with a hand-written backward.
 
-    Saves y (in the activation dtype) and float32 per-channel statistics; the backward makes two passes
-    over full-resolution tensors (reductions, then one fused affine + LeakyReLU mask).
+    Saves y (in the activation dtype) and per-channel statistics (float32, float64 for float64
+    activations); the backward makes two passes over full-resolution tensors (reductions, then one fused
+    affine + LeakyReLU mask).
     """
 
     @staticmethod
@@ -188,9 +221,10 @@ class FusedEpilogue(torch.autograd.Function):
         dtype = y.dtype
         # Everything in terms of the centred activations c = y - mean, for the same reason as forward.
         centred = torch.sub(y, mean.to(dtype), out=torch.empty_like(y))
-        # Reductions (float32 accumulation): sum(dout), sum(dout * c).
-        ds = dout.sum(dim=(2, 3), keepdim=True, dtype=torch.float32)
-        dcc = (dout * centred).sum(dim=(2, 3), keepdim=True, dtype=torch.float32)
+        # Reductions (float32 accumulation, float64 for float64): sum(dout), sum(dout * c).
+        acc = accumulation_dtype(dtype)
+        ds = dout.sum(dim=(2, 3), keepdim=True, dtype=acc)
+        dcc = (dout * centred).sum(dim=(2, 3), keepdim=True, dtype=acc)
         dshift = ds[:, :, 0, 0]
         dg = dcc * rstd  # sum(dout * yhat), yhat = c * rstd
         dscale = dg[:, :, 0, 0]
@@ -203,23 +237,25 @@ class FusedEpilogue(torch.autograd.Function):
         dx = torch.ops.aten.leaky_relu_backward(dy, y, SLOPE, True)
         dnoise = None
         if ctx.noise_needs_grad:
-            dnoise = (dx.float() * noise_weight.view(1, -1, 1, 1)).sum(dim=1, keepdim=True).to(ctx.noise_dtype)
-        return dx, None, dnoise, dscale, dshift
+            dnoise = (dx.to(acc) * noise_weight.to(acc).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+            dnoise = dnoise.to(ctx.noise_dtype)
+        return dx, None, dnoise, dscale.to(scale.dtype), dshift.to(scale.dtype)
 
 
 def channel_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-(sample, channel) mean and biased variance over H, W, float32 [B, C, 1, 1].
+    """Per-(sample, channel) mean and biased variance over H, W, [B, C, 1, 1] (float32; float64 for float64).
 
     Two passes of plain reductions: torch.var_mean over (2, 3) is a slow Welford reduction on CPU (~36 ms
     for a 16x1024x1024 float32 map vs a few ms here), and E[y^2] - E[y]^2 cancels catastrophically when a
     channel's mean is large against its spread (seen on real layers: 2e-3 error at the output).
     """
     n = y.shape[2] * y.shape[3]
-    mean = y.sum(dim=(2, 3), keepdim=True, dtype=torch.float32) / n
+    acc = accumulation_dtype(y.dtype)
+    mean = y.sum(dim=(2, 3), keepdim=True, dtype=acc) / n
     centred = y - mean.to(y.dtype)
     # Rows first, then the row sums: a float32 sum over a whole channels-last 1024x1024 map (or
     # linalg.vector_norm) accumulates errors that this network amplifies 30x; float64 is 3x slower.
-    var = centred.square_().sum(dim=3, keepdim=True, dtype=torch.float32).sum(dim=2, keepdim=True) / n
+    var = centred.square_().sum(dim=3, keepdim=True, dtype=acc).sum(dim=2, keepdim=True) / n
     return mean, var
 
 
@@ -229,43 +265,6 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def epilogue_fused(x, noise_weight, noise, scale, shift):
-    return FusedEpilogue.apply(x, noise_weight, noise, scale, shift)
-
-
-EPILOGUES = {"ops": epilogue_ops, "fused": epilogue_fused}
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-
-def synthesize_plan(plan: SG1Plan, ws: torch.Tensor, noise: list[torch.Tensor], epilogue: str) -> torch.Tensor:
-    epi = EPILOGUES[epilogue]
-    styles = plan.styles(ws)
-    batch = ws.shape[0]
-    first = plan.layers[0]
-    x = plan.const.to(first.dtype).expand(batch, -1, -1, -1).contiguous(memory_format=first.memory_format)
-    for i, layer in enumerate(plan.layers):
-        if layer.conv is not None:
-            x = plan.conv(x.to(layer.dtype).contiguous(memory_format=layer.memory_format), layer.conv)
-        scale, shift = styles[i]
-        x = epi(x, layer.epi.noise_weight, noise[i], scale, shift)
-    x = F.conv2d(x.to(plan.torgb_weight.dtype), plan.torgb_weight, plan.torgb_bias)
-    return x.float().contiguous()
-
-
-def make_synthesizer(G, *, dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                     channels_last_min_res: int = 128, epilogue: str = "fused", compile: bool = False,
-                     low_precision_min_res: int = 0, torgb_float32: bool = True,
-                     compile_options: dict | None = None) -> Callable:
-    """A callable synthesize(ws, noise) -> float32 NCHW image, equal to G.synthesize up to rounding."""
-    plan = SG1Plan(G, dtype=dtype, channels_last=channels_last, channels_last_min_res=channels_last_min_res,
-                   low_precision_min_res=low_precision_min_res, torgb_float32=torgb_float32)
-
-    def synthesize(ws, noise):
-        return synthesize_plan(plan, ws, noise, epilogue)
-
-    if compile:
-        synthesize = torch.compile(synthesize, dynamic=False, **(compile_options or {}))
-    synthesize.plan = plan  # type: ignore[attr-defined]
-    return synthesize
+def make_synthesizer(G) -> SG1Plan:
+    """The fast synthesize(ws, noise) for G's weights on their current device, in their dtype."""
+    return SG1Plan(G)

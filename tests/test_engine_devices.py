@@ -1,0 +1,178 @@
+"""The engine on every device this machine has: CPU always; CUDA and MPS when present.
+
+No GPU was available where this was written, so the CUDA and MPS cases show as SKIPPED here. On a GPU
+machine run `make check-gpu`: it sets PULSE_REQUIRE_GPU=1, which turns "no CUDA/MPS device" from a skip
+into a failure, so that command cannot pass without having run on a GPU.
+
+Covered per device, on the small demo generator (128x128) with a few steps:
+- both evaluation paths ("fast" and "reference") compute the same images and gradients;
+- `synthesis="auto"` is the fast path on the CPU only (unverified elsewhere until these tests pass there);
+- a search's result does not depend on its batch-mates;
+- `engine.render(result.ws, result.noise)` reproduces `result.image` bit for bit;
+- running out of device memory in a batch is reported as the engine's docstring says.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from helpers import face_target
+
+from pulse_cli.engine import Engine
+from pulse_cli.search.pulse import SearchConfig
+
+REQUIRE_GPU = os.environ.get("PULSE_REQUIRE_GPU", "") not in ("", "0")
+AVAILABLE = {
+    "cpu": True,
+    "cuda": torch.cuda.is_available(),
+    "mps": bool(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()),
+}
+ANY_GPU = AVAILABLE["cuda"] or AVAILABLE["mps"]
+STEPS = 3
+PARITY_TOL = 1e-4  # float32: the fast path reorders sums; the paths agree to ~1e-5 on the demo network
+# float32, batch of 3 vs alone: batched and single convolutions round differently, and Adam's first steps
+# (update ~ lr * g / |g|) amplify that. Measured on the CPU over 3 steps: the loss trajectory within 2e-6
+# relative, latents within 9e-5 and images within 1.5e-4 max abs. Cross-talk between batch-mates (a shared
+# norm, optimiser state or loss scale) changes them by orders of magnitude more.
+LOSS_RTOL = 1e-5
+LATENT_TOL = 1e-3
+
+
+def _device_param(name: str):
+    if AVAILABLE[name]:
+        return pytest.param(name, id=name)
+    if REQUIRE_GPU and not ANY_GPU and name == "cuda":
+        return pytest.param(name, id=name)  # not skipped: the `device` fixture fails it
+    return pytest.param(name, id=name, marks=pytest.mark.skipif(True, reason=f"no {name.upper()} device"))
+
+
+@pytest.fixture(params=[_device_param(name) for name in AVAILABLE])
+def device(request) -> str:
+    if not AVAILABLE[request.param]:
+        pytest.fail(f"PULSE_REQUIRE_GPU is set but this machine has no CUDA or MPS device "
+                    f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
+    return request.param
+
+
+def _engine(checkpoint, device: str, synthesis: str, batch_size: int, tmp_path) -> Engine:
+    return Engine.load(checkpoint, device=device, config=SearchConfig(steps=STEPS), synthesis=synthesis,
+                       batch_size=batch_size, cache_dir=tmp_path / "cache")
+
+
+def _targets(count: int, size: int = 16) -> torch.Tensor:
+    crops = [(160, 20, 320, 180), (150, 30, 310, 190), (170, 10, 330, 170)]
+    return torch.stack([face_target(size, crop=crops[i % len(crops)]) for i in range(count)])
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.detach().double().cpu() - b.detach().double().cpu()).abs().max().item()
+
+
+# --- evaluation paths ---------------------------------------------------------------------------------------
+
+
+def test_fast_and_reference_paths_agree(demo_checkpoint, device, tmp_path):
+    fast = _engine(demo_checkpoint, device, "fast", 1, tmp_path)
+    reference = _engine(demo_checkpoint, device, "reference", 1, tmp_path)
+    assert (fast.synthesis_path, reference.synthesis_path) == ("fast", "reference")
+    G = reference.generator
+    rng = torch.Generator().manual_seed(0)
+    ws = torch.randn(2, G.num_ws, G.w_dim, generator=rng).to(device)
+    noise = [torch.randn(shape, generator=rng).to(device) for shape in G.noise_shapes(2)]
+    cotangent = torch.randn(2, 3, G.resolution, G.resolution, generator=rng).to(device)
+
+    def run(engine):
+        latents = ws.clone().requires_grad_(True)
+        image = engine.generator.synthesize(latents, noise)
+        (image * cotangent).sum().backward()
+        return image.detach(), latents.grad
+
+    image_fast, grad_fast = run(fast)
+    image_ref, grad_ref = run(reference)
+    assert image_fast.device.type == image_ref.device.type == device
+    # On Ampere+ GPUs cuDNN convolutions default to TF32 (10-bit mantissa): a failure here with
+    # allow_tf32=True is that, not the fast path (the product does not change the default).
+    tf32 = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32} if device == "cuda" else {}
+    assert _max_diff(image_fast, image_ref) < PARITY_TOL, tf32
+    assert ((grad_fast - grad_ref).norm() / grad_ref.norm()).item() < 1e-3, tf32
+
+
+def test_auto_synthesis_is_fast_on_the_cpu_only(demo_checkpoint, device, tmp_path):
+    engine = _engine(demo_checkpoint, device, "auto", 1, tmp_path)
+    assert engine.synthesis_path == ("fast" if device == "cpu" else "reference")
+
+
+# --- searches -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("synthesis", ["fast", "reference"])
+def test_a_result_does_not_depend_on_its_batch_mates(demo_checkpoint, device, synthesis, tmp_path):
+    targets, seeds = _targets(3), [11, 12, 13]
+    batched = _engine(demo_checkpoint, device, synthesis, 3, tmp_path).search(targets, seeds=seeds)
+    single = _engine(demo_checkpoint, device, synthesis, 1, tmp_path)
+    for b in range(3):
+        [alone] = single.search(targets[b:b + 1], seeds=[seeds[b]])
+        together = batched[b]
+        assert alone.steps_run == together.steps_run == STEPS
+        assert alone.best_step == together.best_step
+        for one, other in zip(alone.history, together.history, strict=True):
+            assert abs(one.l2 - other.l2) <= LOSS_RTOL * abs(one.l2), (b, one.step, one.l2, other.l2)
+            assert abs(one.total - other.total) <= LOSS_RTOL * abs(one.total), (b, one.step)
+        assert _max_diff(alone.ws, together.ws) < LATENT_TOL
+        assert _max_diff(alone.image, together.image) < LATENT_TOL
+        assert max(_max_diff(x, y) for x, y in zip(alone.noise, together.noise, strict=True)) < LATENT_TOL
+
+
+@pytest.mark.parametrize("synthesis", ["fast", "reference"])
+def test_render_reproduces_a_result_bit_for_bit(demo_checkpoint, device, synthesis, tmp_path):
+    engine = _engine(demo_checkpoint, device, synthesis, 2, tmp_path)
+    results = engine.search(_targets(2), seeds=[3, 4])  # found in a batch, rendered alone
+    for result in results:
+        image = engine.render(result.ws, result.noise)
+        assert image.shape == result.image.shape == (3, engine.resolution, engine.resolution)
+        assert image.device == result.image.device
+        assert torch.equal(image, result.image)
+
+
+# --- out of memory ----------------------------------------------------------------------------------------------
+
+
+def _fail_batches_with_oom(monkeypatch, engine: Engine) -> list[int]:
+    """Make the generator raise torch.OutOfMemoryError whenever it is asked for more than one image."""
+    synthesize = engine.generator.synthesize
+    calls: list[int] = []
+
+    def oom_when_batched(ws, noise):
+        calls.append(ws.shape[0])
+        if ws.shape[0] > 1:
+            raise torch.OutOfMemoryError(f"injected: out of memory for a batch of {ws.shape[0]}")
+        return synthesize(ws, noise)
+
+    monkeypatch.setattr(engine.generator, "synthesize", oom_when_batched)
+    return calls
+
+
+def test_out_of_memory_fails_that_batch_and_the_rest_go_on(demo_checkpoint, device, tmp_path, monkeypatch):
+    """The engine's contract: a step that runs out of device memory fails the searches in that batch,
+    each with a one-line reason (naming the device and the batch size), and the rest go on."""
+    engine = _engine(demo_checkpoint, device, "auto", 2, tmp_path)
+    calls = _fail_batches_with_oom(monkeypatch, engine)
+    targets = _targets(3)
+    done = {d.key: d for d in engine.searches((k, targets[k], 20 + k) for k in range(3))}
+    assert sorted(done) == [0, 1, 2]
+    for key in (0, 1):  # the first batch of two
+        assert done[key].result is None
+        assert "out of memory" in done[key].error and device in done[key].error, done[key].error
+        assert "\n" not in done[key].error
+    assert done[2].error is None and done[2].result is not None  # alone: a batch of one fits
+    assert done[2].result.steps_run == STEPS
+    assert calls[0] == 2 and max(calls[1:]) == 1
+
+
+def test_out_of_memory_in_search_raises_with_the_reason(demo_checkpoint, device, tmp_path, monkeypatch):
+    engine = _engine(demo_checkpoint, device, "auto", 2, tmp_path)
+    _fail_batches_with_oom(monkeypatch, engine)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.search(_targets(2), seeds=[0, 1])
