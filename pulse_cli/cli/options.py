@@ -5,6 +5,17 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
+from typing import Any
+
+import typer
+
+# --help panels
+MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", "Transparency", "Performance"
+
+
+def flag(*names: str, help: str, panel: str) -> Any:
+    """An on/off option: shown without a value placeholder."""
+    return typer.Option(*names, metavar="", help=help, rich_help_panel=panel)
 
 
 class UsageError(Exception):

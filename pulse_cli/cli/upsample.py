@@ -8,16 +8,24 @@ from typing import Annotated, Any
 
 import typer
 
+from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
 from .console import FAILED, INTERRUPTED, err_console, fail
 from .options import (
+    MODEL,
+    OUTPUT,
+    PERFORMANCE,
+    SEARCH,
+    TRANSPARENCY,
     LrSchedule,
     NoiseType,
     OptimizerName,
     SynthesisPath,
     UsageError,
+    check_in_and_out,
     check_input,
     check_output_folder,
     find_checkpoint,
+    flag,
     parse_batch_size,
     parse_noise_layers,
 )
@@ -44,68 +52,89 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
 
 
 def upsample(
-    in_dir: Annotated[Path, typer.Argument(metavar="IN", help="Folder of small square face crops (or one image).",
+    in_dir: Annotated[Path, typer.Argument(metavar="IN", help="Folder of small square face crops, or one image.",
                                            show_default=False)],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for results, logs and results.jsonl.",
                                             show_default=False)],
+    # -- model
     checkpoint: Annotated[Path | None, typer.Option(
-        envvar="PULSE_CHECKPOINT", show_envvar=True,
-        help="Generator checkpoint, any supported format (PULSE's synthesis.pt with mapping.pt / gaussian_fit.pt "
-             "beside it, NVIDIA's StyleGAN v1/v2 pickles, rosinality .pt, our .safetensors; see 'pulse weights') "
-             "or a folder holding one. Default: the installed FFHQ model in ./weights/ or the user cache.")] = None,
+        envvar="PULSE_CHECKPOINT", show_envvar=True, metavar="PATH", rich_help_panel=MODEL,
+        help="Generator checkpoint in any supported format, or a folder holding one (see 'pulse weights'). "
+             "Default: the FFHQ model in ./weights/ or the user cache.")] = None,
     gaussian_fit: Annotated[Path | None, typer.Option(
+        metavar="PATH", rich_help_panel=MODEL,
         help="PULSE's gaussian_fit.pt. Default: beside the checkpoint, else computed once and cached.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[str, typer.Option(help="Images optimised together: a number, or 'auto' (1 on a CPU, "
-                                                 "where batching buys nothing per image; on a GPU as many "
-                                                 "as fit in free memory).")] = "auto",
-    seed: Annotated[int, typer.Option(help="Base seed; each image's start derives from it and its path.")] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = 100,
-    eps: Annotated[float, typer.Option(min=0.0, help="Target L2 at input resolution: below it a result counts "
-                                                      "as converged.")] = 2e-3,
-    loss: Annotated[str, typer.Option(help="Loss as WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
+    # -- search
+    steps: Annotated[int, typer.Option(min=1, max=MAX_STEPS, metavar="N", rich_help_panel=SEARCH,
+                                       help="Optimisation steps per image.")] = 100,
+    eps: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="L2", rich_help_panel=SEARCH,
+                                       help="Target L2 at input resolution: a result below it counts as "
+                                            "converged.")] = 2e-3,
+    loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
+                                      help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
     = "100*L2+0.05*GEOCROSS",
-    lr: Annotated[float, typer.Option(help="Base learning rate (> 0).")] = 0.4,
-    lr_schedule: Annotated[LrSchedule, typer.Option(help="Learning-rate schedule.")] = LrSchedule.linear1cycledrop,
-    optimizer: Annotated[OptimizerName, typer.Option(help="Optimiser (run on spheres).")] = OptimizerName.adam,
-    noise_type: Annotated[NoiseType, typer.Option(help="How noise inputs are treated.")] = NoiseType.trainable,
-    trainable_noise_layers: Annotated[int, typer.Option(min=0, help="With trainable noise: how many of the "
-                                                                    "lowest noise layers are optimised.")] = 5,
-    bad_noise_layers: Annotated[str, typer.Option(help="Noise layers set to zero: 'last', 'none' or indices "
-                                                       "joined by '.' (PULSE's 17 is the last at 1024).")] = "last",
-    tile_latent: Annotated[bool, typer.Option("--tile-latent", help="One latent for all layers instead of W+.")]
+    lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
+                                      help=f"Base learning rate (above 0, at most {MAX_LR:g}).")] = 0.4,
+    lr_schedule: Annotated[LrSchedule, typer.Option(metavar="NAME", rich_help_panel=SEARCH,
+                                                    help="linear1cycledrop, linear1cycle or fixed.")]
+    = LrSchedule.linear1cycledrop,
+    optimizer: Annotated[OptimizerName, typer.Option(metavar="NAME", rich_help_panel=SEARCH,
+                                                     help="adam, sgd, sgdm or adamax (run on spheres).")]
+    = OptimizerName.adam,
+    noise_type: Annotated[NoiseType, typer.Option(metavar="TYPE", rich_help_panel=SEARCH,
+                                                  help="trainable, fixed or zero noise inputs.")]
+    = NoiseType.trainable,
+    trainable_noise_layers: Annotated[int, typer.Option(min=0, metavar="N", rich_help_panel=SEARCH,
+                                                        help="How many of the lowest noise layers are "
+                                                             "optimised (trainable noise).")] = 5,
+    bad_noise_layers: Annotated[str, typer.Option(metavar="LAYERS", rich_help_panel=SEARCH,
+                                                  help="Noise layers set to zero: 'last', 'none' or indices "
+                                                       "joined by '.' (17 is the last at 1024).")] = "last",
+    tile_latent: Annotated[bool, flag("--tile-latent", panel=SEARCH,
+                                      help="One latent for all layers instead of W+.")] = False,
+    samples: Annotated[int, typer.Option(min=1, max=MAX_SAMPLES, metavar="N", rich_help_panel=SEARCH,
+                                         help="Independent results per input (different faces).")] = 1,
+    seed: Annotated[int, typer.Option(metavar="INT", rich_help_panel=SEARCH,
+                                      help="Base seed; each image's start derives from it and its path.")] = 0,
+    stop_at_eps: Annotated[bool, flag("--stop-at-eps", panel=SEARCH,
+                                      help="Stop an image at its first iterate that meets eps; the next input "
+                                           "takes its place in the batch.")] = False,
+    # -- output
+    recursive: Annotated[bool, flag("--recursive", "-r", panel=OUTPUT,
+                                    help="Include sub-folders (mirrored in OUT).")] = False,
+    overwrite: Annotated[bool, flag("--overwrite", panel=OUTPUT, help="Redo inputs that are done.")] = False,
+    strict: Annotated[bool, flag("--strict", panel=OUTPUT,
+                                 help="Exit 1 if any result (done earlier included) did not reach eps.")] = False,
+    quiet: Annotated[bool, flag("--quiet", "-q", panel=OUTPUT, help="Only errors on stderr.")] = False,
+    json_summary: Annotated[bool, flag("--json", panel=OUTPUT, help="A JSON summary on stdout.")] = False,
+    # -- transparency
+    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", metavar="", rich_help_panel=TRANSPARENCY,
+                                           help="Label every PNG as synthetic (XMP digital source type and "
+                                                "provenance).")] = True,
+    sheet: Annotated[bool, flag("--sheet", panel=TRANSPARENCY,
+                                help="Contact sheets: OUT/sheets/<rel>.sheet.png per input and OUT/sheet.png.")]
     = False,
-    samples: Annotated[int, typer.Option(min=1, help="Independent results per input (different faces).")] = 1,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include sub-folders (mirrored in OUT).")]
-    = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any result did not reach eps.")] = False,
-    synthesis: Annotated[SynthesisPath, typer.Option(help="How the generator is evaluated: 'fast' (same "
-                                                          "function, ~3.5x faster on a CPU, numbers equal to "
-                                                          "~1e-4), 'reference' (the original's op sequence), "
-                                                          "or 'auto' (fast where verified: the CPU).")]
-    = SynthesisPath.auto,
-    stop_at_eps: Annotated[bool, typer.Option("--stop-at-eps", help="Stop an image at its first iterate that "
-                                                                   "meets eps; the next input takes its place "
-                                                                   "in the batch.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
-    json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
-    sheet: Annotated[bool, typer.Option("--sheet", help="Contact sheets: OUT/sheets/<rel>.png per input (input, "
-                                                       "bicubic, every result and its downscale) and OUT/sheet.png "
-                                                       "for the run.")] = False,
-    save_latents: Annotated[bool, typer.Option("--save-latents", help="Save each result's latents and noise as "
-                                                                     "OUT/<rel>.latents.safetensors (see "
-                                                                     "'pulse render').")] = False,
-    save_every: Annotated[int | None, typer.Option(min=1, help="Write the current image every K steps to "
-                                                               "OUT/frames/<rel>/.", show_default=False)] = None,
-    animate: Annotated[bool, typer.Option("--animate", help="Write OUT/<rel>.search.gif of the search "
-                                                           "converging.")] = False,
-    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Label every PNG as synthetic "
-                                                                            "(XMP digital source type + text "
-                                                                            "chunks with provenance).")] = True,
+    save_latents: Annotated[bool, flag("--save-latents", panel=TRANSPARENCY,
+                                       help="Save OUT/<rel>.latents.safetensors (see 'pulse render').")] = False,
+    save_every: Annotated[int | None, typer.Option(min=1, metavar="K", rich_help_panel=TRANSPARENCY,
+                                                   help="Write the current image every K steps to "
+                                                        "OUT/frames/<rel>/.", show_default=False)] = None,
+    animate: Annotated[bool, flag("--animate", panel=TRANSPARENCY,
+                                  help="Write OUT/<rel>.search.gif of the search.")] = False,
+    # -- performance
+    device: Annotated[str, typer.Option(metavar="DEVICE", rich_help_panel=PERFORMANCE,
+                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
+                                            help="Images optimised together; auto: 1 on a CPU, as many as fit "
+                                                 "on a GPU.")] = "auto",
+    synthesis: Annotated[SynthesisPath, typer.Option(metavar="PATH", rich_help_panel=PERFORMANCE,
+                                                     help="fast (same function, ~3x faster on a CPU), reference "
+                                                          "(the original's operations) or auto (fast where "
+                                                          "verified: the CPU).")] = SynthesisPath.auto,
 ) -> None:
     try:
         check_input(in_dir)
+        check_in_and_out(in_dir, out_dir)
         check_output_folder(out_dir)
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():

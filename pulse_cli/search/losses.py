@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .limits import MAX_LOSS_WEIGHT
+
 LOSS_NAMES = ("L2", "L1", "GEOCROSS")
 
 
@@ -18,10 +20,6 @@ LOSS_NAMES = ("L2", "L1", "GEOCROSS")
 class LossTerm:
     weight: float
     name: str
-
-
-# Far above any useful weight (PULSE uses 100 and 0.05), far below what makes a float32 loss overflow.
-MAX_LOSS_WEIGHT = 1e6
 
 
 def parse_loss(spec: str) -> tuple[LossTerm, ...]:

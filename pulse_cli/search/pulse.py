@@ -16,13 +16,11 @@ import torch.nn.functional as F
 
 from ..networks.generator import Generator, LatentStats
 from .downsample import BicubicDownsample
+from .limits import MAX_LR, MAX_STEPS
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
 
 NOISE_TYPES = ("trainable", "fixed", "zero")
-# Bounds that catch typos and overflow, far from any useful value (PULSE: 100 steps, lr 0.4).
-MAX_STEPS = 1_000_000
-MAX_LR = 100.0
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
 MIN_TARGET_SIZE = 4
 
