@@ -18,7 +18,8 @@ from helpers import random_state_dicts, save_tensor_file, write_pulse_checkpoint
 
 import pulse_cli
 from pulse_cli.checkpoints import loading as checkpoint_module
-from pulse_cli.checkpoints.io import CheckpointError, load_tensor_file
+from pulse_cli.checkpoints.errors import CheckpointError
+from pulse_cli.checkpoints.io import load_torch_file
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats, read_gaussian_fit
 from pulse_cli.checkpoints.loading import latent_stats_for, load_networks
 
@@ -170,7 +171,7 @@ def test_legacy_checkpoint_cut_inside_header(cut: int, ref_checkpoints: dict[str
     path = tmp_path / "synthesis.pt"
     path.write_bytes(ref_checkpoints["legacy"].read_bytes()[:cut])
     with pytest.raises(CheckpointError) as info:
-        load_tensor_file(path)  # documented: anything unreadable becomes a one-line CheckpointError
+        load_torch_file(path)  # documented: anything unreadable becomes a one-line CheckpointError
     assert _one_line(info.value)
 
 
@@ -265,7 +266,7 @@ def test_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="synthesis.pt"):
         load_networks(tmp_path)  # a folder without synthesis.pt
     with pytest.raises(CheckpointError):
-        load_tensor_file(tmp_path)
+        load_torch_file(tmp_path)
 
 
 def test_synthesis_without_mapping_or_gaussian_fit(tiny: dict, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import pulse_cli.checkpoints.formats as formats_module
+import pulse_cli.checkpoints.io as io_module
 import pulse_cli.checkpoints.loading as checkpoint_module
 from pulse_cli.checkpoints.io import CheckpointError
 from pulse_cli.checkpoints.loading import (
@@ -427,7 +428,7 @@ def test_default_checkpoint_prefers_stylegan1_and_stays_cheap(fixtures_dir: Path
 
     with monkeypatch.context() as m:
         for module, name in [(checkpoint_module, "read_networks"), (checkpoint_module, "sha256_file"),
-                             (formats_module, "load_torch_file"), (torch, "load"), (pickle, "Unpickler")]:
+                             (io_module, "load_torch_file"), (torch, "load"), (pickle, "Unpickler")]:
             m.setattr(module, name, forbidden)
         assert find_default_checkpoint([tmp_path / "missing", weights]) == weights / "sub" / "zz-v1.pkl"
         (weights / "sub" / "zz-v1.pkl").unlink()

@@ -18,8 +18,6 @@ StyleGAN3 generators are recognised and refused. Everything else is a `Checkpoin
 
 from __future__ import annotations
 
-import argparse
-import pickle
 import re
 import zipfile
 from collections.abc import Mapping
@@ -29,11 +27,13 @@ from typing import Any
 
 import torch
 
+from ..errors import first_line
 from ..networks.generator import Generator, LatentStats
 from ..networks.stylegan1 import StyleGAN1Generator
 from ..networks.stylegan2 import StyleGAN2Generator, rosinality_to_nvidia
 from . import safetensors_file as st
-from .io import CheckpointError, check_checkpoint_file, first_line
+from .errors import CheckpointError
+from .io import check_checkpoint_file, load_torch_file
 
 PULSE_SYNTHESIS = "synthesis.pt"
 PULSE_MAPPING = "mapping.pt"
@@ -71,8 +71,6 @@ SG3_MESSAGE = ("StyleGAN3 generators are not supported: they have no noise input
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _SG3_KEY = re.compile(r"^synthesis\.(input\.|L\d+_\d+_\d+\.)")
 _SNIFF_BYTES = 1 << 20
-# rosinality's training checkpoints pickle their argparse options; a Namespace is only an attribute bag.
-_TORCH_SAFE_GLOBALS = [argparse.Namespace]
 
 
 @dataclass
@@ -110,20 +108,6 @@ def container_of(path: Path) -> str | None:
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
     return None
-
-
-def load_torch_file(path: Path, *, mmap: bool = False) -> Any:
-    """torch.load as data only (`weights_only=True`, argparse.Namespace allowed), tensors on the CPU."""
-    try:
-        with torch.serialization.safe_globals(_TORCH_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"it references {found.group(1)}" if found else first_line(exc)
-        raise CheckpointError(f"{path}: refused as unsafe: {what}, which a checkpoint never needs") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
-            IndexError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line(exc)})") from None
 
 
 # ------------------------------------------------------------------------------------------------

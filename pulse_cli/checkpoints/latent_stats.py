@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ..files.atomic import atomic_write_bytes
 from ..networks.generator import LatentStats
-from .io import CheckpointError, load_tensor_file
+from .errors import CheckpointError
+from .io import load_torch_file
 
 PULSE_SAMPLES = 1_000_000
 PULSE_SEED = 0
@@ -21,7 +22,7 @@ CHUNK_ROWS = 50_000
 
 def read_gaussian_fit(path: Path) -> LatentStats:
     """Read a `{"mean": [w_dim], "std": [w_dim]}` file (legacy or zip format, any device tag)."""
-    data = load_tensor_file(path)
+    data = load_torch_file(path)
     if not isinstance(data, dict) or not {"mean", "std"} <= set(data):
         raise CheckpointError(f"{path}: not a gaussian fit (expected a dict with 'mean' and 'std')")
     mean, std = data["mean"], data["std"]

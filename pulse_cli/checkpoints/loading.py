@@ -15,6 +15,7 @@ import torch
 from ..files.atomic import sha256_file
 from ..networks.generator import Generator, LatentStats
 from . import safetensors_file
+from .errors import CheckpointError
 from .formats import (
     FORMAT_PULSE,
     FORMAT_SAFETENSORS,
@@ -25,7 +26,6 @@ from .formats import (
     choose_in_folder,
     read_networks,
 )
-from .io import CheckpointError
 from .latent_stats import PULSE_SAMPLES, PULSE_SEED, compute_latent_stats, read_gaussian_fit, save_latent_stats
 
 __all__ = [

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..errors import first_line
+from .io import refused_global
 
 try:  # numpy >= 2 moved the C core; pickles name either spelling.
     from numpy._core import multiarray as _np_multiarray
@@ -123,11 +125,11 @@ def _load_storage_from_bytes(blob: Any) -> Any:
         return torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's safe loader refused something inside the blob: report it as unsafe, naming the global.
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None:
+        refused = refused_global(exc)
+        if refused is None:
             raise
         raise UnsafeCheckpointError(
-            f"an embedded tensor blob references {found.group(1)}, which a checkpoint never needs"
+            f"an embedded tensor blob references {refused}, which a checkpoint never needs"
         ) from None
 
 
@@ -269,11 +271,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def _short_reason(exc: BaseException) -> str:
-    msg = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
 def load_restricted_pickle(path: str | os.PathLike[str]) -> object:
     """Unpickle `path` allowing only the globals NVIDIA's network pickles need.
 
@@ -285,7 +282,7 @@ def load_restricted_pickle(path: str | os.PathLike[str]) -> object:
     try:
         size = p.stat().st_size
     except OSError as exc:
-        raise CorruptCheckpointError(f"cannot read {name}: {_short_reason(exc)}") from None
+        raise CorruptCheckpointError(f"cannot read {name}: {first_line(exc)}") from None
     if size == 0:
         raise CorruptCheckpointError(f"cannot read {name}: the file is empty (0 bytes)")
     with p.open("rb") as fh:
@@ -311,5 +308,5 @@ def load_restricted_pickle(path: str | os.PathLike[str]) -> object:
             ) from None
         except Exception as exc:  # EOFError, UnpicklingError, struct errors, bad opcodes, ...
             raise CorruptCheckpointError(
-                f"cannot read {name}: not a readable pickle, truncated or corrupt ({_short_reason(exc)})"
+                f"cannot read {name}: not a readable pickle, truncated or corrupt ({first_line(exc)})"
             ) from None
