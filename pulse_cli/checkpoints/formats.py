@@ -30,10 +30,12 @@ import torch
 from ..errors import first_line
 from ..networks.generator import Generator, LatentStats
 from ..networks.stylegan1 import StyleGAN1Generator
-from ..networks.stylegan2 import StyleGAN2Generator, rosinality_to_nvidia
+from ..networks.stylegan2 import StyleGAN2Generator
 from . import safetensors_file as st
 from .errors import CheckpointError
 from .io import check_checkpoint_file, load_torch_file
+from .lernapparat import lernapparat_to_pulse
+from .rosinality import rosinality_to_nvidia
 
 PULSE_SYNTHESIS = "synthesis.pt"
 PULSE_MAPPING = "mapping.pt"
@@ -210,29 +212,6 @@ def _read_pulse(path: Path, synthesis: dict[str, torch.Tensor]) -> LoadedNetwork
     return LoadedNetworks(generator, path, mapping_path if mapping is not None else None, FORMAT_PULSE)
 
 
-def lernapparat_to_pulse(data: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """lernapparat's `g_all` state dict -> (PULSE synthesis state dict, PULSE mapping state dict).
-
-    PULSE's port is lernapparat's without the `top_epi` Sequential around the noise layer and without the
-    `g_synthesis.` / `g_mapping.` prefixes; tensors are identical (raw weights, blur kernel buffers).
-    """
-    synthesis: dict[str, torch.Tensor] = {}
-    mapping: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in data.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"entry {key!r} is not a tensor")
-        if key.startswith("g_synthesis."):
-            synthesis[key[len("g_synthesis."):].replace(".top_epi.", ".")] = value
-        elif key.startswith("g_mapping."):
-            mapping[key[len("g_mapping."):]] = value
-        elif key != "truncation.avg_latent":  # the notebook's optional truncation module: not needed
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"unexpected keys outside g_synthesis./g_mapping.: {unknown[:3]}")
-    return synthesis, mapping
-
-
 def _read_lernapparat(path: Path, data: Mapping[str, Any]) -> LoadedNetworks:
     try:
         synthesis, mapping = lernapparat_to_pulse(data)
@@ -243,16 +222,7 @@ def _read_lernapparat(path: Path, data: Mapping[str, Any]) -> LoadedNetworks:
 
 
 def _read_rosinality(path: Path, data: Mapping[str, Any]) -> LoadedNetworks:
-    def convert() -> dict[str, torch.Tensor]:
-        g_ema = data["g_ema"] if "g_ema" in data else data
-        if not isinstance(g_ema, Mapping) or not all(isinstance(v, torch.Tensor) for v in g_ema.values()):
-            raise ValueError("g_ema is not a state dict of tensors")
-        latent_avg = data.get("latent_avg") if "g_ema" in data else None
-        if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
-            raise ValueError("latent_avg is not a tensor")
-        return rosinality_to_nvidia(g_ema, latent_avg)
-
-    sd = _checked(path, convert)
+    sd = _checked(path, rosinality_to_nvidia, data)
     generator = _checked(path, StyleGAN2Generator.from_state_dict, sd)
     return LoadedNetworks(generator, path, path, FORMAT_ROSINALITY, use_fit_beside=False)
 
