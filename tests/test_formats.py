@@ -23,10 +23,10 @@ from helpers import load_pt, write_fake_stylegan3_pickle
 from PIL import Image
 from typer.testing import CliRunner
 
-import pulse_cli.checkpoints.formats as formats_module
-import pulse_cli.checkpoints.io as io_module
+import pulse_cli.checkpoints.detect as detect_module
 import pulse_cli.checkpoints.loading as checkpoint_module
-from pulse_cli.checkpoints.io import CheckpointError
+import pulse_cli.checkpoints.read as read_module
+from pulse_cli.checkpoints.errors import CheckpointError
 from pulse_cli.checkpoints.loading import (
     convert_checkpoint,
     latent_stats_for,
@@ -200,7 +200,7 @@ def test_stylegan3_is_refused_with_a_clear_message(tmp_path: Path, monkeypatch: 
     torch.save(sd, tmp_path / "sg3.pt")
     with pytest.raises(CheckpointError, match="StyleGAN3"):
         load_networks(tmp_path / "sg3.pt")
-    assert formats_module.sniff(path).format == "sg3"
+    assert detect_module.sniff(path).format == "sg3"
     assert find_default_checkpoint([tmp_path]) is None
 
 
@@ -428,7 +428,8 @@ def test_default_checkpoint_prefers_stylegan1_and_stays_cheap(fixtures_dir: Path
 
     with monkeypatch.context() as m:
         for module, name in [(checkpoint_module, "read_networks"), (checkpoint_module, "sha256_file"),
-                             (io_module, "load_torch_file"), (torch, "load"), (pickle, "Unpickler")]:
+                             (read_module, "load_torch_file"), (read_module, "load_restricted_pickle"),
+                             (torch, "load"), (pickle, "Unpickler")]:
             m.setattr(module, name, forbidden)
         assert find_default_checkpoint([tmp_path / "missing", weights]) == weights / "sub" / "zz-v1.pkl"
         (weights / "sub" / "zz-v1.pkl").unlink()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..files.atomic import atomic_write_bytes
-from ..networks.generator import LatentStats
+from ..networks.generator import Generator, LatentStats
 from .errors import CheckpointError
 from .io import load_torch_file
 
@@ -30,6 +30,14 @@ def read_gaussian_fit(path: Path) -> LatentStats:
             or mean.shape != std.shape:
         raise CheckpointError(f"{path}: gaussian fit 'mean' and 'std' must be two vectors of one size")
     return LatentStats(mean.float(), std.float())
+
+
+def check_stats_fit(stats: LatentStats, generator: Generator, path: Path) -> LatentStats:
+    """The statistics, if they are the size of the generator's w; else a CheckpointError naming `path`."""
+    if stats.mean.shape[0] != generator.w_dim:
+        raise CheckpointError(f"{path}: latent statistics have {stats.mean.shape[0]} dims, "
+                              f"the generator's w has {generator.w_dim}")
+    return stats
 
 
 @torch.no_grad()

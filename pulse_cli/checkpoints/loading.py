@@ -1,6 +1,6 @@
 """Finding and loading generator checkpoints, with their latent statistics.
 
-Formats are recognised by content, never by file name (see `formats`). Loading never executes code from a
+Formats are recognised by content, never by file name (see `detect`). Loading never executes code from a
 file.
 """
 
@@ -15,6 +15,7 @@ import torch
 from ..files.atomic import sha256_file
 from ..networks.generator import Generator, LatentStats
 from . import safetensors_file
+from .detect import choose_in_folder
 from .errors import CheckpointError
 from .formats import (
     FORMAT_PULSE,
@@ -23,10 +24,9 @@ from .formats import (
     PULSE_MAPPING,
     PULSE_SYNTHESIS,
     LoadedNetworks,
-    choose_in_folder,
-    read_networks,
 )
 from .latent_stats import PULSE_SAMPLES, PULSE_SEED, compute_latent_stats, read_gaussian_fit, save_latent_stats
+from .read import read_networks
 
 __all__ = [
     "PULSE_GAUSSIAN_FIT",

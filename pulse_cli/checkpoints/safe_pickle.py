@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
 
 __all__ = [
+    "PERSISTENT_OBJECT_GLOBAL",
+    "TF_NETWORK_GLOBAL",
     "CorruptCheckpointError",
     "PersistentObject",
     "TFNetworkState",
@@ -214,6 +216,10 @@ class _FrozenCallable:
         return f"<allowed {self._fn.__name__}>"
 
 
+# The globals that make a PersistentObject / a TFNetworkState; `nvidia.sniff_pickle` looks for these names.
+PERSISTENT_OBJECT_GLOBAL = ("torch_utils.persistence", "_reconstruct_persistent_obj")
+TF_NETWORK_GLOBAL = ("dnnlib.tflib.network", "Network")
+
 _NUMPY_MULTIARRAY = {"scalar": _FrozenCallable(_np_scalar), "_reconstruct": _FrozenCallable(_np_reconstruct)}
 
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -222,8 +228,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset,
     ("_codecs", "encode"): _FrozenCallable(_codecs_encode),
     ("dnnlib.util", "EasyDict"): EasyDictStub,
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _FrozenCallable(_reconstruct_persistent_obj),
-    ("dnnlib.tflib.network", "Network"): TFNetworkState,
+    PERSISTENT_OBJECT_GLOBAL: _FrozenCallable(_reconstruct_persistent_obj),
+    TF_NETWORK_GLOBAL: TFNetworkState,
     ("torch._utils", "_rebuild_tensor_v2"): _FrozenCallable(_rebuild_tensor_v2),
     ("torch._utils", "_rebuild_tensor"): _FrozenCallable(_rebuild_tensor),
     ("torch._utils", "_rebuild_parameter"): _FrozenCallable(_rebuild_parameter),
