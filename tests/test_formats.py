@@ -471,7 +471,7 @@ def test_sniff_agrees_with_the_reader(name: str, fixtures_dir: Path, made: dict)
     else:
         expected = detect_module.classify_torch_data(load_torch_file(path))
     assert guess.format == expected is not None
-    assert guess.family == detect_module.FAMILIES.get(expected)
+    assert guess.family == detect_module.FORMAT_FAMILIES.get(expected)
 
 
 def test_describe_is_json_clean(fixtures_dir: Path, tmp_path: Path) -> None:

@@ -18,14 +18,12 @@ from typing import Any
 from . import lernapparat, nvidia
 from . import safetensors_file as st
 from .formats import (
+    FORMAT_FAMILIES,
     FORMAT_LERNAPPARAT,
     FORMAT_NVIDIA_SD,
     FORMAT_PULSE,
     FORMAT_ROSINALITY,
     FORMAT_SAFETENSORS,
-    FORMAT_SG1_TF,
-    FORMAT_SG2_TF,
-    FORMAT_SG2ADA,
     FORMAT_SG3,
     GAUSSIAN_FIT_DATA,
     PULSE_GAUSSIAN_FIT,
@@ -33,17 +31,6 @@ from .formats import (
     PULSE_MAPPING_DATA,
     SG3_KEY_PREFIXES,
 )
-
-FAMILIES = {
-    FORMAT_PULSE: "stylegan1",
-    PULSE_MAPPING_DATA: "stylegan1",
-    FORMAT_LERNAPPARAT: "stylegan1",
-    FORMAT_SG1_TF: "stylegan1",
-    FORMAT_SG2_TF: "stylegan2",
-    FORMAT_SG2ADA: "stylegan2",
-    FORMAT_ROSINALITY: "stylegan2",
-    FORMAT_NVIDIA_SD: "stylegan2",
-}
 
 # torch.save's legacy (pre-zip) format starts with a protocol-2 pickle of this magic number.
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -130,7 +117,7 @@ class Sniff:
 
 
 def _sniffed(fmt: str | None) -> Sniff:
-    return Sniff(fmt, FAMILIES.get(fmt or ""))
+    return Sniff(fmt, FORMAT_FAMILIES.get(fmt or ""))
 
 
 def sniff(path: Path) -> Sniff:

@@ -41,6 +41,18 @@ PULSE_MAPPING_DATA = "pulse-mapping"
 GAUSSIAN_FIT_DATA = "gaussian-fit"
 TF_PICKLE_OTHER = "tf-pickle"
 
+# The generator family of each format's files (pulse's safetensors files say theirs in the metadata).
+FORMAT_FAMILIES = {
+    FORMAT_PULSE: "stylegan1",
+    PULSE_MAPPING_DATA: "stylegan1",
+    FORMAT_LERNAPPARAT: "stylegan1",
+    FORMAT_SG1_TF: "stylegan1",
+    FORMAT_SG2_TF: "stylegan2",
+    FORMAT_SG2ADA: "stylegan2",
+    FORMAT_ROSINALITY: "stylegan2",
+    FORMAT_NVIDIA_SD: "stylegan2",
+}
+
 FORMAT_DESCRIPTIONS = {
     FORMAT_PULSE: "PULSE synthesis.pt (+ mapping.pt)",
     FORMAT_LERNAPPARAT: "lernapparat StyleGAN v1 conversion (for_g_all.pt)",
