@@ -18,9 +18,10 @@ from helpers import random_state_dicts, save_tensor_file, write_pulse_checkpoint
 
 import pulse_cli
 from pulse_cli.checkpoints import loading as checkpoint_module
-from pulse_cli.checkpoints.io import CheckpointError, load_tensor_file
+from pulse_cli.checkpoints.errors import CheckpointError
+from pulse_cli.checkpoints.io import load_torch_file
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats, read_gaussian_fit
-from pulse_cli.checkpoints.loading import latent_stats_for, load_networks
+from pulse_cli.checkpoints.loading import latent_stats_for, load_networks, resolve_latent_stats
 
 TOL = 1e-4
 FORMATS = {
@@ -170,7 +171,7 @@ def test_legacy_checkpoint_cut_inside_header(cut: int, ref_checkpoints: dict[str
     path = tmp_path / "synthesis.pt"
     path.write_bytes(ref_checkpoints["legacy"].read_bytes()[:cut])
     with pytest.raises(CheckpointError) as info:
-        load_tensor_file(path)  # documented: anything unreadable becomes a one-line CheckpointError
+        load_torch_file(path)  # documented: anything unreadable becomes a one-line CheckpointError
     assert _one_line(info.value)
 
 
@@ -265,7 +266,7 @@ def test_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="synthesis.pt"):
         load_networks(tmp_path)  # a folder without synthesis.pt
     with pytest.raises(CheckpointError):
-        load_tensor_file(tmp_path)
+        load_torch_file(tmp_path)
 
 
 def test_synthesis_without_mapping_or_gaussian_fit(tiny: dict, tmp_path: Path) -> None:
@@ -420,6 +421,32 @@ def test_latent_stats_cache(tiny: dict, tmp_path: Path, monkeypatch: pytest.Monk
     assert torch.equal(third.mean, first.mean)
     assert torch.equal(read_gaussian_fit(entries[0]).mean, first.mean)
     assert [e.name for e in (cache / "latent-stats").iterdir()] == [f"{key}-300.pt"]  # no temp files left
+
+
+def test_one_resolver_says_where_the_statistics_come_from(tiny: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every source in order of precedence: what describe reports (compute=False) is what loading uses."""
+    path = _copy_tiny(tiny, tmp_path / "ckpt")
+    cache = tmp_path / "cache"
+    loaded = load_networks(path)
+    assert resolve_latent_stats(loaded, cache_dir=cache, compute=False) == (None, "computed on first use (then cached)")
+    G = pulse_cli.load_generator(path, cache_dir=cache)
+    assert G.latent_stats_origin == "computed"
+    monkeypatch.setattr(checkpoint_module, "compute_latent_stats",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    stats, origin = resolve_latent_stats(loaded, cache_dir=cache, compute=False)
+    assert origin == "cached" and torch.equal(stats.mean, G.latent_stats.mean)
+    assert pulse_cli.load_generator(path, cache_dir=cache).latent_stats_origin == "cached"
+    fit = save_tensor_file({"mean": torch.zeros(32), "std": torch.ones(32)}, path.with_name("gaussian_fit.pt"))
+    assert pulse_cli.load_generator(path, cache_dir=cache).latent_stats_origin == "gaussian_fit.pt beside the file"
+    explicit = pulse_cli.load_generator(path, gaussian_fit=fit, cache_dir=cache)
+    assert explicit.latent_stats_origin == f"--gaussian-fit {fit}"
+    fit.unlink()
+    path.with_name("mapping.pt").unlink()
+    assert resolve_latent_stats(load_networks(path), cache_dir=cache, compute=False) == (
+        None, "none (pass --gaussian-fit PATH)")
+    with pytest.raises(CheckpointError, match="no latent statistics"):
+        resolve_latent_stats(load_networks(path), cache_dir=cache)
 
 
 def test_latent_stats_without_cache_dir(tiny: dict, tmp_path: Path) -> None:

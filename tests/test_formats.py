@@ -23,9 +23,12 @@ from helpers import load_pt, write_fake_stylegan3_pickle
 from PIL import Image
 from typer.testing import CliRunner
 
-import pulse_cli.checkpoints.formats as formats_module
+import pulse_cli.checkpoints.detect as detect_module
 import pulse_cli.checkpoints.loading as checkpoint_module
-from pulse_cli.checkpoints.io import CheckpointError
+import pulse_cli.checkpoints.read as read_module
+from pulse_cli.checkpoints import nvidia
+from pulse_cli.checkpoints.errors import CheckpointError
+from pulse_cli.checkpoints.io import load_torch_file
 from pulse_cli.checkpoints.loading import (
     convert_checkpoint,
     latent_stats_for,
@@ -33,6 +36,7 @@ from pulse_cli.checkpoints.loading import (
     load_networks,
 )
 from pulse_cli.checkpoints.nvidia import read_sg2ada_pickle
+from pulse_cli.checkpoints.safe_pickle import load_restricted_pickle
 from pulse_cli.cli import app
 from pulse_cli.weights.local import find_default_checkpoint
 
@@ -199,7 +203,7 @@ def test_stylegan3_is_refused_with_a_clear_message(tmp_path: Path, monkeypatch: 
     torch.save(sd, tmp_path / "sg3.pt")
     with pytest.raises(CheckpointError, match="StyleGAN3"):
         load_networks(tmp_path / "sg3.pt")
-    assert formats_module.sniff(path).format == "sg3"
+    assert detect_module.sniff(path).format == "sg3"
     assert find_default_checkpoint([tmp_path]) is None
 
 
@@ -427,7 +431,8 @@ def test_default_checkpoint_prefers_stylegan1_and_stays_cheap(fixtures_dir: Path
 
     with monkeypatch.context() as m:
         for module, name in [(checkpoint_module, "read_networks"), (checkpoint_module, "sha256_file"),
-                             (formats_module, "load_torch_file"), (torch, "load"), (pickle, "Unpickler")]:
+                             (read_module, "load_torch_file"), (read_module, "load_restricted_pickle"),
+                             (torch, "load"), (pickle, "Unpickler")]:
             m.setattr(module, name, forbidden)
         assert find_default_checkpoint([tmp_path / "missing", weights]) == weights / "sub" / "zz-v1.pkl"
         (weights / "sub" / "zz-v1.pkl").unlink()
@@ -452,6 +457,21 @@ def test_default_checkpoint_keeps_pulse_layout(made: dict, tmp_path: Path) -> No
     shutil.copytree(made["pulse"].parent, weights / "pulse")
     assert find_default_checkpoint([weights]) == weights / "pulse" / "synthesis.pt"
     assert load_networks(weights / "pulse").path == weights / "pulse" / "synthesis.pt"
+
+
+@pytest.mark.parametrize("name", ["sg1tf_network.pkl", "sg2tf_network.pkl", "sg2ada_network.pkl",
+                                  "rosinality_g_ema.pt", "rosinality-train", "lernapparat", "pulse", "nvidia-sd",
+                                  "pulse_gaussian_fit.pt", "mapping.pt"])
+def test_sniff_agrees_with_the_reader(name: str, fixtures_dir: Path, made: dict) -> None:
+    """The cheap sniff (first bytes) and the classifiers (loaded data) read one table of markers."""
+    path = made["pulse"].with_name(name) if name == "mapping.pt" else _path(name, fixtures_dir, made)
+    guess = detect_module.sniff(path)
+    if detect_module.container_of(path) == "pickle":
+        expected = nvidia.classify_pickle(load_restricted_pickle(path))
+    else:
+        expected = detect_module.classify_torch_data(load_torch_file(path))
+    assert guess.format == expected is not None
+    assert guess.family == detect_module.FORMAT_FAMILIES.get(expected)
 
 
 def test_describe_is_json_clean(fixtures_dir: Path, tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 from helpers import load_pt
 
+from pulse_cli.checkpoints.rosinality import rosinality_to_nvidia
 from pulse_cli.networks.generator import Generator
-from pulse_cli.networks.stylegan2 import StyleGAN2Generator, infer_config, rosinality_to_nvidia
+from pulse_cli.networks.stylegan2 import StyleGAN2Generator, infer_config
 
 TOL = 1e-4
 

@@ -1,22 +1,23 @@
-"""Reading checkpoint files as data: `torch.load` only with `weights_only=True`."""
+"""Reading torch files as data: `torch.load` only with `weights_only=True`, every failure one line."""
 
 from __future__ import annotations
 
+import argparse
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..errors import first_line
+from .errors import CheckpointError
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or not what was expected; the message is one line."""
+__all__ = ["CheckpointError", "check_checkpoint_file", "load_torch_file", "refused_global"]
 
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line, for one-line errors."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+# rosinality's training checkpoints pickle their argparse options; a Namespace is only an attribute bag.
+_TORCH_SAFE_GLOBALS = [argparse.Namespace]
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def check_checkpoint_file(path: Path) -> Path:
@@ -29,14 +30,25 @@ def check_checkpoint_file(path: Path) -> Path:
     return path
 
 
-def load_tensor_file(path: Path) -> Any:
-    """torch.load as data only; tensors land on the CPU whatever device they were saved from."""
+def refused_global(exc: pickle.UnpicklingError) -> str | None:
+    """The global ("os.system") torch's weights-only loader refused, when its message names one."""
+    found = _REFUSED_GLOBAL.search(str(exc))
+    return found.group(1) if found else None
+
+
+def load_torch_file(path: Path, *, mmap: bool = False) -> Any:
+    """torch.load as data only (`weights_only=True`, argparse.Namespace allowed), tensors on the CPU.
+
+    `mmap` maps a zip-format file instead of reading it. Anything unsafe or unreadable is a one-line
+    CheckpointError naming the file.
+    """
     path = check_checkpoint_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_TORCH_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: not a plain tensor checkpoint or refused as unsafe "
-                              f"({first_line(exc)})") from None
-    except Exception as exc:  # a damaged file makes torch's reader fail in many ways (EOF, struct, index …)
+        name = refused_global(exc)
+        what = f"it references {name}" if name else first_line(exc)
+        raise CheckpointError(f"{path}: refused as unsafe: {what}, which a checkpoint never needs") from None
+    except Exception as exc:  # a damaged file makes torch's reader fail in many ways (EOF, struct, index ...)
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line(exc)})") from None
-

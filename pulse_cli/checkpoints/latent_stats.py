@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from ..files.atomic import atomic_write_bytes
-from ..networks.generator import LatentStats
-from .io import CheckpointError, load_tensor_file
+from ..networks.generator import Generator, LatentStats
+from .errors import CheckpointError
+from .io import load_torch_file
 
 PULSE_SAMPLES = 1_000_000
 PULSE_SEED = 0
@@ -21,7 +22,7 @@ CHUNK_ROWS = 50_000
 
 def read_gaussian_fit(path: Path) -> LatentStats:
     """Read a `{"mean": [w_dim], "std": [w_dim]}` file (legacy or zip format, any device tag)."""
-    data = load_tensor_file(path)
+    data = load_torch_file(path)
     if not isinstance(data, dict) or not {"mean", "std"} <= set(data):
         raise CheckpointError(f"{path}: not a gaussian fit (expected a dict with 'mean' and 'std')")
     mean, std = data["mean"], data["std"]
@@ -29,6 +30,14 @@ def read_gaussian_fit(path: Path) -> LatentStats:
             or mean.shape != std.shape:
         raise CheckpointError(f"{path}: gaussian fit 'mean' and 'std' must be two vectors of one size")
     return LatentStats(mean.float(), std.float())
+
+
+def check_stats_fit(stats: LatentStats, generator: Generator, path: Path) -> LatentStats:
+    """The statistics, if they are the size of the generator's w; else a CheckpointError naming `path`."""
+    if stats.mean.shape[0] != generator.w_dim:
+        raise CheckpointError(f"{path}: latent statistics have {stats.mean.shape[0]} dims, "
+                              f"the generator's w has {generator.w_dim}")
+    return stats
 
 
 @torch.no_grad()

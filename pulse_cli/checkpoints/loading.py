@@ -1,7 +1,7 @@
 """Finding and loading generator checkpoints, with their latent statistics.
 
-Formats are recognised by content, never by file name (see `formats`). Loading never executes code from a
-file.
+Formats are recognised by content, never by file name (`detect`), and read without executing code from a
+file (`read`). Latent statistics come from the first source `resolve_latent_stats` finds.
 """
 
 from __future__ import annotations
@@ -15,18 +15,26 @@ import torch
 from ..files.atomic import sha256_file
 from ..networks.generator import Generator, LatentStats
 from . import safetensors_file
+from .detect import choose_in_folder
+from .errors import CheckpointError
 from .formats import (
+    FORMAT_DESCRIPTIONS,
     FORMAT_PULSE,
     FORMAT_SAFETENSORS,
     PULSE_GAUSSIAN_FIT,
     PULSE_MAPPING,
     PULSE_SYNTHESIS,
     LoadedNetworks,
-    choose_in_folder,
-    read_networks,
 )
-from .io import CheckpointError
-from .latent_stats import PULSE_SAMPLES, PULSE_SEED, compute_latent_stats, read_gaussian_fit, save_latent_stats
+from .latent_stats import (
+    PULSE_SAMPLES,
+    PULSE_SEED,
+    check_stats_fit,
+    compute_latent_stats,
+    read_gaussian_fit,
+    save_latent_stats,
+)
+from .read import read_networks
 
 __all__ = [
     "PULSE_GAUSSIAN_FIT",
@@ -35,11 +43,13 @@ __all__ = [
     "CheckpointError",
     "LoadedNetworks",
     "convert_checkpoint",
+    "describe",
+    "file_sha256",
     "latent_stats_for",
-    "latent_stats_origin",
     "load_generator",
     "load_networks",
     "resolve_checkpoint_path",
+    "resolve_latent_stats",
 ]
 
 Notify = Callable[[str], None]
@@ -104,57 +114,61 @@ def _no_stats_message(loaded: LoadedNetworks) -> str:
             f"pass --gaussian-fit PATH")
 
 
-def latent_stats_for(loaded: LoadedNetworks, *, gaussian_fit: Path | None, cache_dir: Path | None,
-                     samples: int = PULSE_SAMPLES, notify: Notify | None = None) -> LatentStats:
-    """Statistics from, in order: an explicit file, the checkpoint itself (pulse's safetensors),
-    gaussian_fit.pt beside the checkpoint (StyleGAN v1 only), the cache, or computed from the mapping
-    network (then cached, keyed by the sha256 of the file holding the mapping)."""
+# Where latent statistics came from (besides "--gaussian-fit PATH" and "gaussian_fit.pt beside the file").
+IN_THE_FILE = "in the file"
+CACHED = "cached"
+COMPUTED = "computed"
+TO_BE_COMPUTED = "computed on first use (then cached)"
+NONE_FOUND = "none (pass --gaussian-fit PATH)"
+
+
+def resolve_latent_stats(loaded: LoadedNetworks, *, gaussian_fit: Path | None = None, cache_dir: Path | None = None,
+                         samples: int = PULSE_SAMPLES, notify: Notify | None = None,
+                         compute: bool = True) -> tuple[LatentStats | None, str]:
+    """The latent statistics for `loaded` and where they came from, taken from the first that applies:
+    an explicit file, the checkpoint itself (pulse's safetensors), gaussian_fit.pt beside the checkpoint
+    (StyleGAN v1 only), the cache, or computed from the mapping network (then cached, keyed by the sha256 of
+    the file holding the mapping).
+
+    With `compute=False` nothing is computed: the statistics are None where they would be computed (origin
+    "computed on first use ...") or cannot be (origin "none ..."). Otherwise the latter is a CheckpointError.
+    """
+    generator = loaded.generator
     if gaussian_fit is not None:
-        return _checked(read_gaussian_fit(gaussian_fit), loaded.generator, gaussian_fit)
+        explicit = read_gaussian_fit(gaussian_fit)
+        return check_stats_fit(explicit, generator, gaussian_fit), f"--gaussian-fit {gaussian_fit}"
     if loaded.latent_stats is not None:
-        return _checked(loaded.latent_stats, loaded.generator, loaded.path)
+        return check_stats_fit(loaded.latent_stats, generator, loaded.path), IN_THE_FILE
     beside = _fit_beside(loaded)
     if beside is not None:
-        return _checked(read_gaussian_fit(beside), loaded.generator, beside)
-    if loaded.mapping_path is None or loaded.generator.z_dim is None:
+        return check_stats_fit(read_gaussian_fit(beside), generator, beside), f"{beside.name} beside the file"
+    if loaded.mapping_path is None or generator.z_dim is None:
+        if not compute:
+            return None, NONE_FOUND
         raise CheckpointError(_no_stats_message(loaded))
-    cached = None
-    if cache_dir is not None:
-        cached = _cache_entry(loaded, Path(cache_dir), samples)
-        if cached.is_file():
-            try:
-                return _checked(read_gaussian_fit(cached), loaded.generator, cached)
-            except CheckpointError:
-                pass  # a damaged cache entry is recomputed below
+    entry = _cache_entry(loaded, Path(cache_dir), samples) if cache_dir is not None else None
+    if entry is not None and entry.is_file():
+        try:
+            return check_stats_fit(read_gaussian_fit(entry), generator, entry), CACHED
+        except CheckpointError:
+            pass  # a damaged cache entry is recomputed (and rewritten) below
+    if not compute:
+        return None, TO_BE_COMPUTED
     if notify is not None:
         notify(f"computing latent statistics from {loaded.mapping_path.name} "
                f"({samples:,} samples, once per checkpoint)")
-    generator = loaded.generator
     stats = compute_latent_stats(generator.map, generator.z_dim, samples=samples, device=generator.device)
-    if cached is not None:
-        save_latent_stats(stats, cached)
-    return stats
+    if entry is not None:
+        save_latent_stats(stats, entry)
+    return stats, COMPUTED
 
 
-def latent_stats_origin(loaded: LoadedNetworks, *, cache_dir: Path | None,
-                        samples: int = PULSE_SAMPLES) -> str:
-    """Where `latent_stats_for` would take the statistics from (without computing anything)."""
-    if loaded.latent_stats is not None:
-        return "in the file"
-    beside = _fit_beside(loaded)
-    if beside is not None:
-        return f"{beside.name} beside the file"
-    if loaded.mapping_path is None or loaded.generator.z_dim is None:
-        return "none (pass --gaussian-fit PATH)"
-    if cache_dir is not None and _cache_entry(loaded, Path(cache_dir), samples).is_file():
-        return "cached"
-    return "computed on first use (then cached)"
-
-
-def _checked(stats: LatentStats, generator: Generator, path: Path) -> LatentStats:
-    if stats.mean.shape[0] != generator.w_dim:
-        raise CheckpointError(f"{path}: latent statistics have {stats.mean.shape[0]} dims, "
-                              f"the generator's w has {generator.w_dim}")
+def latent_stats_for(loaded: LoadedNetworks, *, gaussian_fit: Path | None, cache_dir: Path | None,
+                     samples: int = PULSE_SAMPLES, notify: Notify | None = None) -> LatentStats:
+    """The statistics `resolve_latent_stats` finds (or computes) for `loaded`; CheckpointError when none."""
+    stats, _origin = resolve_latent_stats(loaded, gaussian_fit=gaussian_fit, cache_dir=cache_dir, samples=samples,
+                                          notify=notify)
+    assert stats is not None  # with compute=True it is found, computed or an error
     return stats
 
 
@@ -164,6 +178,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
                    name_family: NameFamily | None = None) -> Generator:
     """Load a generator ready for the latent search: weights frozen, latent statistics attached.
 
+    `generator.latent_stats_origin` says where the statistics came from (see `resolve_latent_stats`).
     Statistics computed from the mapping network are stored in `cache_dir` (when given) so they are
     computed once per checkpoint. `fast` chooses the generator's
     fast evaluation where it has one (None: where it has been verified, i.e. on the CPU; no GPU
@@ -171,9 +186,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
     """
     loaded = load_networks(Path(path), name_family)
     generator = loaded.generator.to(device)
-    stats = latent_stats_for(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
-                             cache_dir=Path(cache_dir) if cache_dir is not None else None, notify=notify)
+    stats, origin = resolve_latent_stats(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
+                                         cache_dir=Path(cache_dir) if cache_dir is not None else None, notify=notify)
+    assert stats is not None  # with compute=True it is found, computed or an error
     generator.latent_stats = stats.to(device)
+    generator.latent_stats_origin = origin
     generator.source = str(loaded.path)
     generator.source_sha256 = file_sha256(loaded.path)
     if fast is None:
@@ -191,17 +208,15 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
     written path.
     """
     loaded = src if isinstance(src, LoadedNetworks) else load_networks(Path(src))
-    stats = latent_stats_for(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
-                             cache_dir=Path(cache_dir) if cache_dir is not None else None, samples=samples,
-                             notify=notify)
-    if gaussian_fit is not None:
-        stats_note = f"from {Path(gaussian_fit).name}"
-    elif loaded.latent_stats is not None:
+    stats, origin = resolve_latent_stats(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
+                                         cache_dir=Path(cache_dir) if cache_dir is not None else None,
+                                         samples=samples, notify=notify)
+    if origin == IN_THE_FILE:
         stats_note = loaded.metadata.get("latent_stats", "carried over")
-    elif _fit_beside(loaded) is not None:
-        stats_note = f"from {PULSE_GAUSSIAN_FIT}"
-    else:
+    elif origin in (CACHED, COMPUTED):
         stats_note = f"computed by pulse: {samples} samples, seed {PULSE_SEED}"
+    else:  # read from a file: the one given, or gaussian_fit.pt beside the checkpoint
+        stats_note = f"from {Path(gaussian_fit).name if gaussian_fit is not None else PULSE_GAUSSIAN_FIT}"
     generator = loaded.generator
     from .. import __version__
 
@@ -238,9 +253,9 @@ def count_parameters(generator: Generator) -> int:
 
 def describe(path: str | Path, *, cache_dir: str | Path | None = None) -> dict[str, object]:
     """Facts about a checkpoint for `pulse weights info` (loads the networks, computes nothing)."""
-    from .formats import FORMAT_DESCRIPTIONS
-
     loaded = load_networks(Path(path))
+    _stats, stats_origin = resolve_latent_stats(loaded, cache_dir=Path(cache_dir) if cache_dir is not None else None,
+                                                compute=False)
     g = loaded.generator
     return {
         "path": str(loaded.path),
@@ -256,6 +271,6 @@ def describe(path: str | Path, *, cache_dir: str | Path | None = None) -> dict[s
         "size_bytes": os.path.getsize(loaded.path),
         "sha256": file_sha256(loaded.path),
         "mapping": str(loaded.mapping_path) if loaded.mapping_path is not None else None,
-        "latent_stats": latent_stats_origin(loaded, cache_dir=Path(cache_dir) if cache_dir is not None else None),
+        "latent_stats": stats_origin,
         "metadata": dict(loaded.metadata),
     }

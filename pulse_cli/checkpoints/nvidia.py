@@ -1,6 +1,8 @@
 """Translate NVIDIA's network pickles into plain state dicts, without NVIDIA's code or TensorFlow.
 
-Formats (all read through `safe_pickle.load_restricted_pickle`, so nothing in a file is executed):
+Formats (all read through `safe_pickle.load_restricted_pickle`, so nothing in a file is executed), told
+apart by `classify_pickle` (unpickled objects) and `sniff_pickle` (a file's first bytes) from one set of
+markers:
 
 * ``sg2ada``  stylegan2-ada-pytorch / stylegan3-repo StyleGAN2 pickles: a dict whose ``G_ema`` is a
   persistent object; we walk its ``_parameters`` / ``_buffers`` / ``_modules`` to rebuild exactly
@@ -25,35 +27,44 @@ from typing import Any
 import numpy as np
 import torch
 
-from pulse_cli.checkpoints.safe_pickle import (
+from .formats import (
+    FORMAT_SG1_TF,
+    FORMAT_SG2_TF,
+    FORMAT_SG2ADA,
+    FORMAT_SG3,
+    SG3_KEY_PREFIXES,
+    SG3_MESSAGE,
+    TF_PICKLE_OTHER,
+)
+from .safe_pickle import (
+    PERSISTENT_OBJECT_GLOBAL,
+    TF_NETWORK_GLOBAL,
     PersistentObject,
     TFNetworkState,
     load_restricted_pickle,
 )
 
 __all__ = [
+    "classify_pickle",
     "detect_pickle_format",
+    "errors_name_file",
     "read_sg2ada_pickle",
     "read_tf_network_pickle",
     "sg1_tf_to_pulse",
     "sg2_tf_to_nvidia",
+    "sg2ada_state_dict",
+    "sniff_pickle",
+    "tf_gs_state",
 ]
 
 PathLike = str | os.PathLike[str]
 
-FORMAT_SG2ADA = "sg2ada"
-FORMAT_SG3 = "sg3"
-FORMAT_SG1_TF = "sg1-tf"
-FORMAT_SG2_TF = "sg2-tf"
-
-_SG3_MESSAGE = (
-    "StyleGAN3 generators are not supported: they have no noise inputs (PULSE optimises per-layer noise) "
-    "and a different synthesis network; use a StyleGAN2 or StyleGAN v1 checkpoint"
-)
-
-# StyleGAN3's synthesis network: a Fourier-feature `input` layer and layers named L{idx}_{size}_{ch}.
-_SG3_KEY = re.compile(r"^synthesis\.(input\.|L\d+_\d+_\d+\.)")
-_SG3_CLASSES = {"SynthesisInput"}
+# The markers. Class names and TF variable names also stand as plain strings early in the file, which is
+# what lets `sniff_pickle` guess without unpickling.
+SG3_CLASSES = ("SynthesisInput",)  # StyleGAN3's Fourier-feature input layer
+# (format, a part of a variable name that only this generation's synthesis network has), first match wins:
+# StyleGAN2 modulates ('4x4/Conv/mod_weight'), StyleGAN v1 has StyleMod layers ('4x4/Const/StyleMod/weight').
+TF_SYNTHESIS_MARKERS = ((FORMAT_SG2_TF, "mod_weight"), (FORMAT_SG1_TF, "StyleMod"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,14 +137,14 @@ def _iter_classes(obj: PersistentObject, depth: int = 0) -> Iterator[str]:
 
 
 def _is_sg3(g_ema: PersistentObject, keys: Any = None) -> bool:
-    if any(c in _SG3_CLASSES for c in _iter_classes(g_ema)):
+    if any(c in SG3_CLASSES for c in _iter_classes(g_ema)):
         return True
     synthesis = (g_ema.state.get("_modules") or {}).get("synthesis")
     if isinstance(synthesis, PersistentObject):
         names = (synthesis.state.get("_modules") or {}).keys()
         if "input" in names or any(re.match(r"L\d+_\d+_\d+$", n) for n in names):
             return True
-    return keys is not None and any(_SG3_KEY.match(k) for k in keys)
+    return keys is not None and any(k.startswith(SG3_KEY_PREFIXES) for k in keys)
 
 
 def _tf_gs(obj: Any) -> TFNetworkState | None:
@@ -146,26 +157,38 @@ def _tf_gs(obj: Any) -> TFNetworkState | None:
     return None
 
 
-def _classify(obj: Any) -> str | None:
+def classify_pickle(obj: Any) -> str | None:
+    """The format of an unpickled network pickle: "sg2ada", "sg3", "sg1-tf", "sg2-tf", or None."""
     if isinstance(obj, Mapping) and isinstance(obj.get("G_ema"), PersistentObject):
         return FORMAT_SG3 if _is_sg3(obj["G_ema"]) else FORMAT_SG2ADA
     gs = _tf_gs(obj)
     if gs is not None:
         synthesis = _tf_component(_tf_state_dict(gs), "synthesis")
-        names = set(synthesis["variables"]) if synthesis is not None else set()
-        if any(n.endswith("/mod_weight") for n in names):
-            return FORMAT_SG2_TF
-        if any(n.endswith("/StyleMod/weight") for n in names):
-            return FORMAT_SG1_TF
+        names = synthesis["variables"] if synthesis is not None else {}
+        for fmt, marker in TF_SYNTHESIS_MARKERS:
+            if any(marker in name.split("/") for name in names):
+                return fmt
     return None
 
 
-# --------------------------------------------------------------------------------------------------
-# Format detection
+def sniff_pickle(head: bytes) -> str | None:
+    """`classify_pickle`'s guess from a pickle's first bytes (no unpickling): the same markers, as strings.
+
+    "tf-pickle" for a TensorFlow pickle whose generation the first bytes do not show.
+    """
+    if PERSISTENT_OBJECT_GLOBAL[0].encode() in head:
+        return FORMAT_SG3 if any(c.encode() in head for c in SG3_CLASSES) else FORMAT_SG2ADA
+    if TF_NETWORK_GLOBAL[0].encode() in head:
+        # The synthesis network's source and variable names come early in NVIDIA's TF pickles.
+        for fmt, marker in TF_SYNTHESIS_MARKERS:
+            if marker.encode() in head:
+                return fmt
+        return TF_PICKLE_OTHER
+    return None
 
 
 @contextmanager
-def _errors_name_file(name: str) -> Iterator[None]:
+def errors_name_file(name: str) -> Iterator[None]:
     """Structural problems found after unpickling become one-line ValueErrors naming the file."""
     try:
         yield
@@ -181,8 +204,8 @@ def detect_pickle_format(path: PathLike) -> str:
     """Return "sg2ada", "sg3", "sg1-tf" or "sg2-tf" from the file's content (never its name)."""
     name = Path(path).name
     obj = load_restricted_pickle(path)
-    with _errors_name_file(name):
-        fmt = _classify(obj)
+    with errors_name_file(name):
+        fmt = classify_pickle(obj)
     if fmt is None:
         raise ValueError(
             f"{name} is a readable pickle but not a network format we know (expected a "
@@ -204,22 +227,27 @@ def read_sg2ada_pickle(path: PathLike, network: str = "G_ema") -> dict[str, Any]
     """
     name = Path(path).name
     obj = load_restricted_pickle(path)
-    with _errors_name_file(name):
+    with errors_name_file(name):
         return _read_sg2ada(obj, name, network)
+
+
+def sg2ada_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
+    """`G_ema.state_dict()` of an unpickled stylegan2-ada-pytorch pickle (`name`: the file, for messages)."""
+    return _read_sg2ada(obj, name, "G_ema")["state_dict"]
 
 
 def _read_sg2ada(obj: Any, name: str, network: str) -> dict[str, Any]:
     if not (isinstance(obj, Mapping) and isinstance(obj.get(network), PersistentObject)):
-        fmt = _classify(obj)
+        fmt = classify_pickle(obj)
         hint = f" (it looks like a {fmt} pickle)" if fmt else ""
         raise ValueError(f"{name} is not a stylegan2-ada-pytorch network pickle with {network}{hint}")
     net: PersistentObject = obj[network]
     if _is_sg3(net):
-        raise ValueError(f"{name}: {_SG3_MESSAGE}")
+        raise ValueError(f"{name}: {SG3_MESSAGE}")
     state_dict: dict[str, torch.Tensor] = {}
     _walk_persistent_module(net, "", state_dict)
     if _is_sg3(net, state_dict.keys()):
-        raise ValueError(f"{name}: {_SG3_MESSAGE}")
+        raise ValueError(f"{name}: {SG3_MESSAGE}")
     if "mapping.w_avg" not in state_dict or not any(k.endswith(".noise_const") for k in state_dict):
         raise ValueError(f"{name}: {network} is not a StyleGAN2 generator (no mapping.w_avg / noise buffers)")
     init_kwargs = _plain(net.state.get("_init_kwargs") or {})
@@ -270,6 +298,14 @@ def _tf_component(gs: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
+def tf_gs_state(obj: Any) -> dict[str, Any]:
+    """The Gs network state (see `read_tf_network_pickle`) of an unpickled TensorFlow pickle."""
+    gs = _tf_gs(obj)
+    if gs is None:
+        raise ValueError("not a TensorFlow network pickle (expected a (G, D, Gs) tuple)")
+    return _tf_state_dict(gs)
+
+
 def read_tf_network_pickle(path: PathLike) -> dict[str, Any]:
     """Read a StyleGAN v1/v2 TensorFlow pickle and return the Gs network state as plain data.
 
@@ -277,11 +313,9 @@ def read_tf_network_pickle(path: PathLike) -> dict[str, Any]:
     "components": {"synthesis": {...same...}, "mapping": {...}}}.
     """
     name = Path(path).name
-    gs = _tf_gs(load_restricted_pickle(path))
-    if gs is None:
-        raise ValueError(f"{name} is not a TensorFlow network pickle (expected a (G, D, Gs) tuple)")
-    with _errors_name_file(name):
-        return _tf_state_dict(gs)
+    obj = load_restricted_pickle(path)
+    with errors_name_file(name):
+        return tf_gs_state(obj)
 
 
 def _require_component(gs_state: Mapping[str, Any], kind: str) -> dict[str, Any]:

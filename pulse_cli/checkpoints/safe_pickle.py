@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,12 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import first_line
+from .io import refused_global
+
 try:  # numpy >= 2 moved the C core; pickles name either spelling.
     from numpy._core import multiarray as _np_multiarray
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
 
 __all__ = [
+    "PERSISTENT_OBJECT_GLOBAL",
+    "TF_NETWORK_GLOBAL",
     "CorruptCheckpointError",
     "PersistentObject",
     "TFNetworkState",
@@ -123,11 +127,11 @@ def _load_storage_from_bytes(blob: Any) -> Any:
         return torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's safe loader refused something inside the blob: report it as unsafe, naming the global.
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None:
+        refused = refused_global(exc)
+        if refused is None:
             raise
         raise UnsafeCheckpointError(
-            f"an embedded tensor blob references {found.group(1)}, which a checkpoint never needs"
+            f"an embedded tensor blob references {refused}, which a checkpoint never needs"
         ) from None
 
 
@@ -212,6 +216,10 @@ class _FrozenCallable:
         return f"<allowed {self._fn.__name__}>"
 
 
+# The globals that make a PersistentObject / a TFNetworkState; `nvidia.sniff_pickle` looks for these names.
+PERSISTENT_OBJECT_GLOBAL = ("torch_utils.persistence", "_reconstruct_persistent_obj")
+TF_NETWORK_GLOBAL = ("dnnlib.tflib.network", "Network")
+
 _NUMPY_MULTIARRAY = {"scalar": _FrozenCallable(_np_scalar), "_reconstruct": _FrozenCallable(_np_reconstruct)}
 
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -220,8 +228,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset,
     ("_codecs", "encode"): _FrozenCallable(_codecs_encode),
     ("dnnlib.util", "EasyDict"): EasyDictStub,
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _FrozenCallable(_reconstruct_persistent_obj),
-    ("dnnlib.tflib.network", "Network"): TFNetworkState,
+    PERSISTENT_OBJECT_GLOBAL: _FrozenCallable(_reconstruct_persistent_obj),
+    TF_NETWORK_GLOBAL: TFNetworkState,
     ("torch._utils", "_rebuild_tensor_v2"): _FrozenCallable(_rebuild_tensor_v2),
     ("torch._utils", "_rebuild_tensor"): _FrozenCallable(_rebuild_tensor),
     ("torch._utils", "_rebuild_parameter"): _FrozenCallable(_rebuild_parameter),
@@ -269,11 +277,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def _short_reason(exc: BaseException) -> str:
-    msg = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
 def load_restricted_pickle(path: str | os.PathLike[str]) -> object:
     """Unpickle `path` allowing only the globals NVIDIA's network pickles need.
 
@@ -285,7 +288,7 @@ def load_restricted_pickle(path: str | os.PathLike[str]) -> object:
     try:
         size = p.stat().st_size
     except OSError as exc:
-        raise CorruptCheckpointError(f"cannot read {name}: {_short_reason(exc)}") from None
+        raise CorruptCheckpointError(f"cannot read {name}: {first_line(exc)}") from None
     if size == 0:
         raise CorruptCheckpointError(f"cannot read {name}: the file is empty (0 bytes)")
     with p.open("rb") as fh:
@@ -311,5 +314,5 @@ def load_restricted_pickle(path: str | os.PathLike[str]) -> object:
             ) from None
         except Exception as exc:  # EOFError, UnpicklingError, struct errors, bad opcodes, ...
             raise CorruptCheckpointError(
-                f"cannot read {name}: not a readable pickle, truncated or corrupt ({_short_reason(exc)})"
+                f"cannot read {name}: not a readable pickle, truncated or corrupt ({first_line(exc)})"
             ) from None

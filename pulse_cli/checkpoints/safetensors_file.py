@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from ..errors import first_line
 from ..files.atomic import atomic_write_bytes
 from ..networks.generator import Generator, LatentStats
-from .io import CheckpointError
+from .errors import CheckpointError
 
 FORMAT_NAME = "pulse-generator"
 FORMAT_VERSION = 1
@@ -89,8 +90,7 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], LatentStats | None, 
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # SafetensorError, OSError, bad JSON, ...: all mean "not readable"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({reason})") from None
+        raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({first_line(exc)})") from None
     version = metadata.get("format_version")
     if version is not None:
         try:
