@@ -116,7 +116,8 @@ def download_command(
     except WeightsUsageError as exc:
         raise fail(str(exc)) from None
     except AllSourcesFailed as exc:
-        raise fail(f"{exc.failures[-1]} (every source failed)", FAILED) from None
+        every = " (every source failed)" if len(exc.failures) > 1 else ""
+        raise fail(f"{exc.failures[-1]}{every}", FAILED) from None
     except DownloadError as exc:
         raise fail(str(exc), FAILED) from None
     except KeyboardInterrupt:
