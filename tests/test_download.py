@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -14,20 +15,23 @@ from pathlib import Path
 
 import pytest
 
+from pulse_cli.weights import download as download_module
 from pulse_cli.weights.download import (
+    AllSourcesFailed,
     DownloadError,
     download,
+    download_first,
     read_record,
     record_path,
     sha256_file,
     verify_file,
     write_record,
 )
+from pulse_cli.weights.registry import Source
 
 DATA = random.Random(20200615).randbytes(300_000)
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
-CHUNK = 16 * 1024  # small chunks so every transfer takes several reads
-FAST = dict(progress=False, backoff=0.0, chunk_size=CHUNK, timeout=5.0)
+FAST = dict(progress=False, backoff=0.0, timeout=5.0)
 
 
 @dataclass
@@ -77,8 +81,6 @@ def _make_handler(served: Served) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                 else:
                     self._send_ranged(body)
-            elif path == "/norange.bin":
-                self._send_plain(200, body)
             elif path == "/flaky.bin":
                 if n == 1:
                     self._send_plain(500, b"oops")
@@ -150,7 +152,7 @@ def test_success_writes_file_and_record(server, tmp_path):
     result = download(f"{base}/file.bin", dest, **FAST)
     assert dest.read_bytes() == DATA
     assert result.path == dest and result.sha256 == DATA_SHA and result.size == len(DATA)
-    assert result.resumed is False
+    assert result.url == f"{base}/file.bin"
     assert record_path(dest).read_text() == f"{DATA_SHA}  w.pkl\n"
     assert _leftovers(dest.parent) == ["w.pkl", "w.pkl.sha256"]
     assert served.ranges("/file.bin") == [None]
@@ -162,8 +164,9 @@ def test_matching_pin_succeeds(server, tmp_path):
     assert result.sha256 == DATA_SHA
 
 
-def test_progress_bar_goes_to_stderr(server, tmp_path, capsys):
+def test_progress_bar_goes_to_stderr(server, tmp_path, capsys, monkeypatch):
     base, _ = server
+    monkeypatch.setattr(download_module, "_Bar", functools.partial(download_module._Bar, delay=0))
     download(f"{base}/file.bin", tmp_path / "w.pkl", **{**FAST, "progress": True})
     out, err = capsys.readouterr()
     assert out == ""
@@ -192,73 +195,45 @@ def test_checksum_mismatch_leaves_nothing(server, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_cut_transfer_is_resumed_with_range(server, tmp_path):
+def test_cut_transfer_is_retried_from_zero(server, tmp_path):
     base, served = server
     dest = tmp_path / "w.pkl"
     result = download(f"{base}/cut.bin", dest, sha256=DATA_SHA, **FAST)
-    assert served.ranges("/cut.bin") == [None, f"bytes={len(DATA) // 2}-"]
-    assert result.resumed is True
-    assert dest.read_bytes() == DATA
+    assert served.ranges("/cut.bin") == [None, None]  # no resume: the second attempt starts over
+    assert dest.read_bytes() == DATA and result.sha256 == DATA_SHA
     assert _leftovers(tmp_path) == ["w.pkl", "w.pkl.sha256"]
 
 
-def test_cut_transfer_without_retries_keeps_part_for_later(server, tmp_path):
+def test_cut_transfer_leaves_nothing_and_a_rerun_succeeds(server, tmp_path):
     base, served = server
     dest = tmp_path / "w.pkl"
-    with pytest.raises(DownloadError, match="cut short"):
+    with pytest.raises(DownloadError, match="IncompleteRead|Connection broken") as info:
         download(f"{base}/cut.bin", dest, retries=0, **FAST)
-    part = tmp_path / "w.pkl.part"
-    assert part.read_bytes() == DATA[: len(DATA) // 2]
+    assert "\n" not in str(info.value)
+    assert _leftovers(tmp_path) == []  # no partial file, no record of half a file
     result = download(f"{base}/cut.bin", dest, retries=0, **FAST)
-    assert result.resumed is True and dest.read_bytes() == DATA
-    assert not part.exists()
+    assert result.sha256 == DATA_SHA and dest.read_bytes() == DATA
+    assert _leftovers(tmp_path) == ["w.pkl", "w.pkl.sha256"]
 
 
-def test_existing_part_is_resumed(server, tmp_path):
+@pytest.mark.parametrize("stale_name", ["w.pkl.part", "w.pkl12345678.part", ".w.pkl.download-abcd1234"])
+def test_stale_partial_file_of_another_file_never_reaches_the_result(server, tmp_path, stale_name):
+    """Old pulse versions resumed `<name>.part` without If-Range, splicing another file's bytes in and then
+    trusting the spliced digest. Now every call starts from zero in its own staging folder."""
     base, served = server
     dest = tmp_path / "w.pkl"
-    (tmp_path / "w.pkl.part").write_bytes(DATA[:100_000])
-    result = download(f"{base}/file.bin", dest, **FAST)
-    assert served.ranges("/file.bin") == ["bytes=100000-"]
-    assert result.resumed is True
-    assert dest.read_bytes() == DATA
-    assert read_record(dest) == DATA_SHA
-
-
-def test_complete_part_gets_416_and_is_finished(server, tmp_path):
-    base, served = server
-    dest = tmp_path / "w.pkl"
-    (tmp_path / "w.pkl.part").write_bytes(DATA)
-    result = download(f"{base}/file.bin", dest, **FAST)
-    assert served.ranges("/file.bin") == [f"bytes={len(DATA)}-"]
-    assert result.resumed is True and dest.read_bytes() == DATA
-
-
-def test_part_longer_than_remote_restarts(server, tmp_path):
-    base, served = server
-    dest = tmp_path / "w.pkl"
-    (tmp_path / "w.pkl.part").write_bytes(DATA + b"junk")
-    result = download(f"{base}/file.bin", dest, **FAST)
-    assert served.ranges("/file.bin") == [f"bytes={len(DATA) + 4}-", None]
-    assert result.resumed is False and dest.read_bytes() == DATA
-
-
-def test_corrupt_part_with_pin_leaves_nothing(server, tmp_path):
-    base, _ = server
-    (tmp_path / "w.pkl.part").write_bytes(b"\0" * 1000)  # wrong prefix: resume gives wrong bytes
-    with pytest.raises(DownloadError, match="checksum mismatch"):
-        download(f"{base}/file.bin", tmp_path / "w.pkl", sha256=DATA_SHA, **FAST)
-    assert _leftovers(tmp_path) == []
-
-
-def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
-    base, served = server
-    dest = tmp_path / "w.pkl"
-    (tmp_path / "w.pkl.part").write_bytes(b"\xff" * 50_000)  # even a wrong prefix is discarded
-    result = download(f"{base}/norange.bin", dest, sha256=DATA_SHA, **FAST)
-    assert served.ranges("/norange.bin") == ["bytes=50000-"]
-    assert result.resumed is False
-    assert dest.read_bytes() == DATA
+    stale = tmp_path / stale_name
+    other = b"\xff" * 100_000  # the first bytes of some other file with the same name
+    if stale_name.startswith("."):
+        stale.mkdir()
+        (stale / "w.pkl").write_bytes(other)
+    else:
+        stale.write_bytes(other)
+    result = download(f"{base}/file.bin", dest, **FAST)  # no pin: what arrives is trusted, so it must be right
+    assert served.ranges("/file.bin") == [None]
+    assert dest.read_bytes() == DATA and result.sha256 == DATA_SHA == read_record(dest)
+    assert verify_file(dest).status == "ok"
+    assert sorted(_leftovers(tmp_path)) == sorted(["w.pkl", "w.pkl.sha256", stale_name])  # not ours: untouched
 
 
 def test_5xx_then_ok_is_retried(server, tmp_path):
@@ -294,7 +269,7 @@ def test_connection_refused_is_an_error(tmp_path):
     url = f"http://127.0.0.1:{port}/x.bin"
     with pytest.raises(DownloadError, match="2 attempts") as info:
         download(url, tmp_path / "w.pkl", **{**FAST, "retries": 1})
-    assert url in str(info.value)
+    assert url in str(info.value) and "connection failed" in str(info.value)
     assert _leftovers(tmp_path) == []
 
 
@@ -314,7 +289,7 @@ def test_recorded_sha256_is_used_as_pin(server, tmp_path):
 
     # Already there and matching the record: nothing is fetched.
     again = download(url, dest, **FAST)
-    assert again.sha256 == DATA_SHA and served.hits["/file.bin"] == 1
+    assert again.sha256 == DATA_SHA and again.url is None and served.hits["/file.bin"] == 1
 
     # File gone, record kept, server now serves something else: the record catches it.
     dest.unlink()
@@ -377,3 +352,110 @@ def test_write_record_is_sha256sum_format(tmp_path):
     assert _leftovers(tmp_path) == ["w.pkl.sha256"]  # no temp file left
     with pytest.raises(ValueError):
         write_record(path, "abc")
+
+
+# --------------------------------------------------------------------------- Google Drive (gdown) and fallbacks
+
+DRIVE_ID = "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
+
+
+@pytest.fixture
+def fake_gdown(monkeypatch):
+    """Replace gdown.download (no network); `behave(output)` decides what one call does."""
+    import gdown
+
+    calls: list[dict] = []
+    state = {"behave": lambda output: Path(output).write_bytes(DATA)}
+
+    def fake_download(url=None, output=None, quiet=False, id=None, **kwargs):
+        calls.append({"url": url, "id": id, "output": output, "quiet": quiet, **kwargs})
+        state["behave"](output)
+        return output
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    return calls, state
+
+
+def test_drive_source_passes_the_file_id_to_gdown(fake_gdown, tmp_path):
+    calls, _ = fake_gdown
+    dest = tmp_path / "w.pkl"
+    result = download(Source("gdrive", DRIVE_ID, verified=True), dest, **FAST)
+    assert [c["id"] for c in calls] == [DRIVE_ID] and calls[0]["url"] is None and calls[0]["quiet"] is True
+    assert Path(calls[0]["output"]).parent != tmp_path  # gdown writes into the private staging folder
+    assert result.url == f"https://drive.google.com/uc?id={DRIVE_ID}" and result.sha256 == DATA_SHA
+    assert _leftovers(tmp_path) == ["w.pkl", "w.pkl.sha256"]
+
+
+def _quota(output):
+    from gdown.exceptions import FileURLRetrievalError
+
+    Path(output + "abcdefgh.part").write_bytes(DATA[:1000])  # gdown keeps partial files for its own resume
+    raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.\nTry later.")
+
+
+def _offline(output):
+    import requests
+
+    raise requests.ConnectionError("HTTPSConnectionPool(host='drive.google.com', port=443): Max retries exceeded")
+
+
+def _html(output):
+    Path(output).write_bytes(b"\n  <!DOCTYPE html><html><title>Google Drive - Virus scan warning</title></html>")
+
+
+@pytest.mark.parametrize("behave,reason", [
+    (_quota, "Too many users"),
+    (_offline, "connection failed"),
+    (_html, "HTML page arrived"),
+])
+def test_drive_refusals_are_one_line_with_the_manual_route(fake_gdown, tmp_path, behave, reason):
+    _, state = fake_gdown
+    state["behave"] = behave
+    with pytest.raises(DownloadError) as info:
+        download(Source("gdrive", DRIVE_ID, verified=True), tmp_path / "w.pkl", **FAST)
+    message = str(info.value)
+    assert "\n" not in message and reason in message
+    assert f"https://drive.google.com/uc?id={DRIVE_ID}" in message and "pulse weights convert FILE DEST" in message
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("behave", [_quota, _offline, _html])
+def test_drive_failure_falls_back_to_the_next_source(fake_gdown, server, tmp_path, behave):
+    calls, state = fake_gdown
+    state["behave"] = behave
+    base, served = server
+    heard = []
+    sources = [Source("gdrive", DRIVE_ID, verified=True), Source("url", f"{base}/file.bin", verified=False)]
+    result = download_first(sources, tmp_path / "w.pkl", on_failure=lambda e, last: heard.append((str(e), last)),
+                            **FAST)
+    assert len(calls) == 1 and served.hits["/file.bin"] == 1
+    assert result.url == f"{base}/file.bin" and result.sha256 == DATA_SHA
+    assert len(heard) == 1 and heard[0][1] is False
+    assert _leftovers(tmp_path) == ["w.pkl", "w.pkl.sha256"]
+
+
+def test_every_source_failing_lists_each_and_leaves_nothing(fake_gdown, server, tmp_path):
+    _, state = fake_gdown
+    state["behave"] = _quota
+    base, _ = server
+    heard = []
+    sources = [Source("gdrive", DRIVE_ID, verified=True), Source("url", f"{base}/missing.bin", verified=False)]
+    with pytest.raises(AllSourcesFailed) as info:
+        download_first(sources, tmp_path / "w.pkl", on_failure=lambda e, last: heard.append(last), **FAST)
+    assert [("Too many users" in str(f), "404" in str(f)) for f in info.value.failures] == [(True, False),
+                                                                                          (False, True)]
+    assert heard == [False, True]
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupted_download_leaves_nothing(fake_gdown, tmp_path):
+    _, state = fake_gdown
+
+    def interrupted(output):
+        Path(output).write_bytes(DATA[:5000])
+        raise KeyboardInterrupt
+
+    state["behave"] = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        download(Source("gdrive", DRIVE_ID, verified=True), tmp_path / "w.pkl", **FAST)
+    assert _leftovers(tmp_path) == []

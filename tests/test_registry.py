@@ -8,7 +8,7 @@ import platformdirs
 import pytest
 
 from pulse_cli.weights.locations import cache_dir, user_dir, weights_search_dirs
-from pulse_cli.weights.registry import KNOWN_MODELS, KnownModel, UnknownModelError, find_model
+from pulse_cli.weights.registry import KNOWN_MODELS, KnownModel, Source, UnknownModelError, find_model
 
 
 def test_names_and_filenames_are_unique():
@@ -27,9 +27,37 @@ def test_generators_have_licence_url_and_training_note():
         assert m.resolution == 1024
 
 
+def test_stylegan1_tries_nvidias_drive_file_before_the_unverified_cdn_guess():
+    v1 = find_model("stylegan-ffhq-1024")
+    assert [(s.kind, s.verified) for s in v1.sources] == [("gdrive", True), ("url", False)]
+    drive, cdn = v1.sources
+    assert drive.location == "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
+    assert v1.url == drive.url == "https://drive.google.com/uc?id=1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
+    assert cdn.label == f"{cdn.url} (unverified)" and drive.label == drive.url
+
+
+def test_stylegan2_sources_are_the_ones_nvidia_names():
+    expected = {
+        "stylegan2-ffhq-config-f": "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
+        "stylegan2-ada-ffhq": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+        "stylegan2-ffhq-1024": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+                               "stylegan2-ffhq-1024x1024.pkl",
+    }
+    for name, url in expected.items():
+        assert [(s.kind, s.url, s.verified) for s in find_model(name).sources] == [("url", url, True)]
+
+
+def test_source_validates_kind_and_url():
+    with pytest.raises(ValueError):
+        Source("ftp", "ftp://example.invalid/x.pkl", verified=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Source("url", "example.invalid/x.pkl", verified=False)
+
+
 def test_latent_stats_are_computed_not_downloaded():
     fit = find_model("gaussian-fit-stylegan-ffhq")
-    assert fit.kind == "latent-stats" and fit.url is None and fit.filename == "gaussian_fit.pt"
+    assert fit.kind == "latent-stats" and fit.sources == () and fit.url is None
+    assert fit.filename == "gaussian_fit.pt"
     assert "computes" in fit.note
 
 

@@ -25,6 +25,9 @@ from pulse_cli.weights.local import find_default_checkpoint
 from pulse_cli.weights.locations import weights_search_dirs
 
 SAMPLES = ["--latent-samples", "1024"]  # PULSE uses 10^6; a few suffice to test the plumbing
+DRIVE_ID = "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
+DRIVE_URL = f"https://drive.google.com/uc?id={DRIVE_ID}"
+CDN_V1 = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks/karras2019stylegan-ffhq-1024x1024.pkl"
 
 
 def sha256(path: Path) -> str:
@@ -99,6 +102,23 @@ def test_list_json_and_table(runner: CliRunner, tmp_path: Path) -> None:
     assert table.exit_code == 0 and "stylegan2-ada-ffhq" in table.stdout and "non-commercial" in table.stdout
 
 
+def test_list_shows_sources_in_order_and_the_unverified_one(runner: CliRunner) -> None:
+    rows = {r["name"]: r for r in json.loads(weights(runner, "list", "--json").stdout)}
+    v1 = rows["stylegan-ffhq-1024"]
+    assert [(s["kind"], s["verified"], s["status"]) for s in v1["sources"]] == [
+        ("gdrive", True, "verified"), ("url", False, "unverified")]
+    assert v1["sources"][0]["location"] == DRIVE_ID and v1["url"] == DRIVE_URL
+    assert v1["sources"][1]["url"] == CDN_V1
+    for name in ("stylegan2-ffhq-config-f", "stylegan2-ada-ffhq", "stylegan2-ffhq-1024"):
+        assert [(s["kind"], s["status"]) for s in rows[name]["sources"]] == [("url", "verified")], name
+        assert rows[name]["url"] == rows[name]["sources"][0]["url"]
+    assert rows["gaussian-fit-stylegan-ffhq"]["sources"] == [] and rows["gaussian-fit-stylegan-ffhq"]["url"] is None
+
+    table = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "400"}).stdout  # wide: no folded URLs
+    assert f"{CDN_V1} (unverified)" in table and table.replace("(unverified):", "").count("(unverified)") == 1
+    assert DRIVE_URL in table
+
+
 # ------------------------------------------------------------------------------------------------------ info
 
 
@@ -126,6 +146,32 @@ def test_info_on_converted_file_shows_metadata(runner: CliRunner, converted: Pat
     assert info["format"] == "pulse-safetensors" and info["latent_stats"] == "in the file"
     assert info["licence"] == "test-only licence" and info["source"] == "sg2ada_network.pkl"
     assert len(info["source_sha256"]) == 64
+
+
+def test_info_on_a_model_name_shows_sources_and_the_unverified_label(runner: CliRunner) -> None:
+    text = weights(runner, "info", "stylegan-ffhq-1024")
+    assert text.exit_code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert [line for line in lines if "(unverified)" in line] == [
+        next(line for line in lines if CDN_V1 in line)]
+    assert any(line.startswith("sources:") and DRIVE_URL in line for line in lines)
+    model = json.loads(weights(runner, "info", "stylegan-ffhq-1024", "--json").stdout)
+    assert [s["status"] for s in model["sources"]] == ["verified", "unverified"]
+    assert "(unverified)" not in weights(runner, "info", "stylegan2-ada-ffhq").stdout
+
+
+def test_info_on_a_known_model_file_shows_its_sources(runner: CliRunner, fixtures_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real file is 1024 px; the fixture is a 256 px StyleGAN v1 TF pickle, so the entry is shrunk to match.
+    real = registry.find_model("stylegan-ffhq-1024")
+    monkeypatch.setattr(registry, "KNOWN_MODELS", (registry.KnownModel(**{**real.__dict__, "resolution": 256}),))
+    path = tmp_path / real.filename
+    path.symlink_to(fixtures_dir / "sg1tf_network.pkl")
+    info = json.loads(weights(runner, "info", path, "--json").stdout)
+    assert info["model"] == "stylegan-ffhq-1024" and info["licence"] == real.licence
+    assert [(s["url"], s["status"]) for s in info["sources"]] == [(DRIVE_URL, "verified"), (CDN_V1, "unverified")]
+    text = weights(runner, "info", path).stdout
+    assert f"{CDN_V1} (unverified)" in text and "sources:" in text
 
 
 def test_info_errors_are_one_line_exit_2(runner: CliRunner, tmp_path: Path) -> None:
@@ -240,7 +286,8 @@ def test_download_argument_errors_exit_2(runner: CliRunner, tmp_path: Path) -> N
 def test_download_by_name_converts_with_licence(runner: CliRunner, server: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     real = registry.find_model("stylegan2-ada-ffhq")
-    local = registry.KnownModel(**{**real.__dict__, "url": f"{server}/fixtures/sg2ada_network.pkl"})
+    source = registry.Source("url", f"{server}/fixtures/sg2ada_network.pkl", verified=True)
+    local = registry.KnownModel(**{**real.__dict__, "sources": (source,)})
     monkeypatch.setattr(registry, "KNOWN_MODELS", (local,))
     result = weights(runner, "download", "stylegan2-ada-ffhq", *SAMPLES)  # into the user folder
     assert result.exit_code == 0, result.stderr
@@ -253,6 +300,59 @@ def test_download_by_name_converts_with_licence(runner: CliRunner, server: str, 
     assert find_default_checkpoint(weights_search_dirs()) == converted
     assert weights(runner, "verify").exit_code == 0
     assert json.loads(weights(runner, "list", "--json").stdout)[0]["present"] is True
+
+
+def _drive_refuses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """gdown.download that meets Drive's quota page (no network); returns the file ids it was asked for."""
+    import gdown
+    from gdown.exceptions import FileURLRetrievalError
+
+    asked: list[str] = []
+
+    def refuse(url=None, output=None, quiet=False, id=None, **kwargs):
+        asked.append(id)
+        raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")
+
+    monkeypatch.setattr(gdown, "download", refuse)
+    return asked
+
+
+def _v1_with_sources(monkeypatch: pytest.MonkeyPatch, second_url: str) -> registry.KnownModel:
+    real = registry.find_model("stylegan-ffhq-1024")
+    model = registry.KnownModel(**{**real.__dict__, "resolution": 256, "sources": (
+        real.sources[0], registry.Source("url", second_url, verified=False))})
+    monkeypatch.setattr(registry, "KNOWN_MODELS", (model,))
+    return model
+
+
+def test_download_falls_back_from_drive_to_the_next_source(runner: CliRunner, server: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = _drive_refuses(monkeypatch)
+    (tmp_path / "served").mkdir()
+    url = f"{server}/fixtures/sg2ada_network.pkl"  # any checkpoint will do: the test is about the sources
+    _v1_with_sources(monkeypatch, url)
+    dest = tmp_path / "dl"
+    result = weights(runner, "download", "stylegan-ffhq-1024", "--dest", dest, "--no-convert")
+    assert result.exit_code == 0, result.stderr
+    assert asked == [DRIVE_ID]
+    refused = [line for line in result.stderr.splitlines() if "Google Drive refused" in line]
+    assert len(refused) == 1 and DRIVE_URL in refused[0] and "pulse weights convert FILE DEST" in refused[0]
+    assert "trying the next source" in refused[0]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "karras2019stylegan-ffhq-1024x1024.pkl", "karras2019stylegan-ffhq-1024x1024.pkl.sha256"]
+
+
+def test_download_with_every_source_failing_exit_1_one_line_each(runner: CliRunner, server: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _drive_refuses(monkeypatch)
+    _v1_with_sources(monkeypatch, f"{server}/nothing-here.pkl")
+    dest = tmp_path / "dl"
+    result = weights(runner, "download", "stylegan-ffhq-1024", "--dest", dest)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr  # the licence note, then one line per failed source
+    assert "Google Drive refused" in lines[1] and "404" in lines[2] and "every source failed" in lines[2]
+    assert list(dest.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------------ upsample

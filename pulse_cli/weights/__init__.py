@@ -1,1 +1,2 @@
-"""Known checkpoints, where to look for them, and a resumable, checksummed downloader."""
+"""Known checkpoints and their download sources, where to look for them, checksummed downloads, and the
+`pulse weights` service (install.py) behind the CLI."""

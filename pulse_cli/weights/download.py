@@ -1,20 +1,24 @@
-"""Resumable, checksummed downloads with the standard library (urllib) and a tqdm bar on stderr.
+"""Checksummed downloads from a model's sources: plain URLs through pooch (requests), Google Drive through gdown.
 
 Layout beside `dest`:
-    <name>.part    bytes received so far; a later call resumes it with a `Range` request
-    <name>         only ever appears complete: `.part` is renamed onto it with `os.replace`
-    <name>.sha256  "<hex>  <name>\\n", what arrived (or the pin it matched); later calls use it as the pin
+    .<name>.download-XXXX/  private staging folder for one call; always removed (success, failure, Ctrl-C)
+    <name>                  only ever appears complete and checked: moved from staging with `os.replace`
+    <name>.sha256           "<hex>  <name>\\n", what arrived (or the pin it matched); later calls use it as the pin
+
+There is no resume: every call starts from zero in its own staging folder, so nothing from an earlier or
+different transfer can reach `<name>`.
 """
 
 from __future__ import annotations
 
-import http.client
+import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,13 +28,14 @@ from tqdm import tqdm
 from pulse_cli import __version__
 from pulse_cli.files.atomic import atomic_write_bytes, sha256_file
 
-USER_AGENT = f"pulse-cli/{__version__} (+urllib)"
+from .registry import Source
+
+USER_AGENT = f"pulse-cli/{__version__}"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_CONTENT_RANGE_RE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
-_UNSATISFIED_RANGE_RE = re.compile(r"^bytes\s+\*/(\d+)$")
-# 4xx codes that describe a passing condition rather than a wrong URL.
-_TRANSIENT_4XX = frozenset({408, 425, 429})
+# HTTP statuses worth another attempt: server trouble and "come back later".
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")
 
 
 class DownloadError(Exception):
@@ -42,12 +47,20 @@ class DownloadError(Exception):
         self.status = status
 
 
+class AllSourcesFailed(DownloadError):
+    """Every source of a model failed; `failures` holds one single-line DownloadError per source, in order."""
+
+    def __init__(self, failures: list[DownloadError]) -> None:
+        super().__init__("; ".join(str(f) for f in failures))
+        self.failures = failures
+
+
 @dataclass(frozen=True)
 class DownloadResult:
     path: Path
     sha256: str
     size: int
-    resumed: bool  # True when bytes from an earlier, interrupted transfer were kept
+    url: str | None  # where the bytes came from; None when `path` already matched its pin and nothing was fetched
 
 
 VerifyStatus = Literal["ok", "mismatch", "unrecorded", "bad-record", "missing"]
@@ -121,193 +134,176 @@ def verify_file(path: Path | str) -> VerifyResult:
     return VerifyResult(path, ok, expected, actual, "ok" if ok else "mismatch")
 
 
+# --------------------------------------------------------------------------- one source into a staging file
+
+
+def _fetch_url(url: str, out: Path, *, timeout: float, progress: bool, retries: int, backoff: float) -> None:
+    """`url` into `out` with pooch (requests underneath); transient failures are retried `retries` times."""
+    import pooch
+    import requests
+
+    pooch.get_logger().setLevel(logging.WARNING)  # its INFO lines talk about pooch's own API, not ours
+    attempt = 0
+    while True:
+        bar = _Bar(desc=out.name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                   disable=not progress, leave=False, delay=0.5)  # delay: no bar flashes before a quick error
+        downloader = pooch.HTTPDownloader(progressbar=bar if progress else False, timeout=timeout,
+                                          headers={"User-Agent": USER_AGENT})
+        try:
+            pooch.retrieve(url, known_hash=None, fname=out.name, path=out.parent, downloader=downloader)
+            if _is_html(out):
+                raise DownloadError(f"cannot download {url}: the server sent an HTML page, not the file", url=url)
+            return
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else None
+            reason = f"HTTP {status} {e.response.reason if e.response is not None else ''}".strip()
+            if status not in _RETRYABLE_STATUS:
+                raise DownloadError(f"cannot download {url}: {reason}", url=url, status=status) from None
+            error = reason
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            error = _describe(e)
+        except requests.RequestException as e:  # invalid URL, too many redirects...
+            raise DownloadError(f"cannot download {url}: {_describe(e)}", url=url) from None
+        finally:
+            bar.close()
+        attempt += 1
+        if attempt > retries:
+            raise DownloadError(f"cannot download {url}: {error} (gave up after {attempt} attempts)", url=url)
+        if backoff > 0:
+            time.sleep(min(backoff * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+
+
+class _Bar(tqdm):
+    """A tqdm bar pooch can be handed: pooch tests `if progressbar:`, which plain tqdm refuses without a total."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def drive_help(file_id: str) -> str:
+    return (f"fetch https://drive.google.com/uc?id={file_id} by hand in a browser, then run "
+            f"`pulse weights convert FILE DEST`")
+
+
+def _fetch_gdrive(file_id: str, out: Path, *, timeout: float, progress: bool, retries: int) -> None:
+    """Google Drive file `file_id` into `out` with gdown (confirm pages, cookies); refusals become one line."""
+    import gdown
+    import requests
+    from gdown.exceptions import DownloadError as GdownError
+
+    link = f"https://drive.google.com/uc?id={file_id}"
+    try:
+        gdown.download(id=file_id, output=str(out), quiet=not progress, timeout=timeout, retries=retries)
+    except GdownError as e:  # FileURLRetrievalError: quota exceeded, permission page, no download link
+        reason = _describe(e)
+    except requests.RequestException as e:  # no network, DNS, TLS, HTTP error status
+        reason = _describe(e)
+    else:
+        if not out.is_file():
+            reason = "gdown reported success but wrote no file"
+        elif _is_html(out):
+            reason = "an HTML page arrived instead of the file"
+        else:
+            return
+    raise DownloadError(f"Google Drive refused {link} ({reason}); {drive_help(file_id)}", url=link)
+
+
+def _is_html(path: Path) -> bool:
+    """A quota, login or error page saved in place of a checkpoint (no checkpoint format starts like this)."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith(_HTML_STARTS)
+
+
 # --------------------------------------------------------------------------- download
 
 
-class _Retryable(Exception):
-    """A failure worth another attempt (network hiccup, 5xx, short read)."""
-
-
-class _Fatal(Exception):
-    """A failure no retry will fix (404, HTML instead of a file...)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def download(
-    url: str,
+    source: Source | str,
     dest: Path | str,
     *,
     sha256: str | None = None,
     retries: int = 3,
     timeout: float = 30,
     progress: bool = True,
-    chunk_size: int = 1 << 20,
     backoff: float = 1.0,
 ) -> DownloadResult:
-    """Download `url` to `dest`, resuming `dest.part` if present, and record/check its SHA-256.
+    """Download one source (a `Source` or a URL) to `dest` and record/check its SHA-256.
 
     `sha256` pins the expected digest; when None, a `.sha256` record already beside `dest` is the pin.
-    If `dest` already matches the pin, nothing is fetched. Connection errors, timeouts, 5xx and short
-    reads are retried `retries` times (waiting `backoff * 2**n` s); other 4xx fail at once. A checksum
-    mismatch deletes the partial file so nothing unverified is left behind.
+    If `dest` already matches the pin, nothing is fetched. Connection errors, timeouts and 5xx are retried
+    `retries` times (waiting `backoff * 2**n` s); other 4xx fail at once. An HTML page instead of the file
+    or a checksum mismatch fails too. Whatever fails (Ctrl-C included), nothing new is left beside `dest`.
     """
+    if isinstance(source, str):
+        source = Source("url", source, verified=False) if "://" in source else Source("gdrive", source, False)
     dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
+    url = source.url
     try:
         pin = normalize_sha256(sha256) if sha256 is not None else read_record(dest)
     except ValueError as e:
         raise DownloadError(f"cannot download {url}: {e}", url=url) from None
 
-    if pin is not None and dest.is_file() and sha256_file(dest, chunk_size) == pin:
-        return DownloadResult(dest, pin, dest.stat().st_size, resumed=False)
+    if pin is not None and dest.is_file() and sha256_file(dest) == pin:
+        return DownloadResult(dest, pin, dest.stat().st_size, url=None)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part_was_there = part.exists()
-
-    def drop_empty_part() -> None:
-        # Keep partial data for a later resume, but never leave an empty file this call made.
-        if not part_was_there and part.exists() and part.stat().st_size == 0:
-            part.unlink()
-
-    resumed = False
-    attempt = 0
-    while True:
-        offset = part.stat().st_size if part.exists() else 0
-        try:
-            resumed = _fetch_once(url, part, offset, dest.name, timeout, chunk_size, progress, resumed)
-            break
-        except _Fatal as e:
-            drop_empty_part()
-            raise DownloadError(f"cannot download {url}: {e}", url=url, status=e.status) from None
-        except _Retryable as e:
-            attempt += 1
-            if attempt > retries:
-                drop_empty_part()
-                raise DownloadError(
-                    f"cannot download {url}: {e} (gave up after {attempt} attempts)", url=url
-                ) from None
-            if backoff > 0:
-                time.sleep(min(backoff * 2 ** (attempt - 1), _MAX_BACKOFF_S))
-        except OSError as e:  # local disk trouble (full, permissions): retrying will not help
-            raise DownloadError(f"cannot write {part} while downloading {url}: {e}", url=url) from None
-
-    actual = sha256_file(part, chunk_size)
-    if pin is not None and actual != pin:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"checksum mismatch for {url}: expected {pin}, got {actual}", url=url)
-    size = part.stat().st_size
-    os.replace(part, dest)
-    write_record(dest, actual)
-    return DownloadResult(dest, actual, size, resumed)
-
-
-def _fetch_once(
-    url: str,
-    part: Path,
-    offset: int,
-    label: str,
-    timeout: float,
-    chunk_size: int,
-    progress: bool,
-    resumed: bool,
-) -> bool:
-    """One HTTP request into `part`, continuing at `offset`. Returns the updated `resumed` flag."""
-    headers = {"User-Agent": USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        with e:
-            if e.code == 416 and offset:
-                return _range_not_satisfiable(e, part, offset, resumed)
-            reason = f"HTTP {e.code} {e.reason}".strip()
-            if e.code >= 500 or e.code in _TRANSIENT_4XX:
-                raise _Retryable(reason) from None
-            raise _Fatal(reason, status=e.code) from None
-    except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad status lines
-        raise _Retryable(_describe(e)) from None
-
-    with response:
-        status = response.status
-        content_type = response.headers.get("Content-Type", "")
-        if content_type.split(";")[0].strip().lower() == "text/html":
-            # Google Drive quota pages, login walls, error pages served with 200: not a checkpoint.
-            raise _Fatal(f"server sent an HTML page (HTTP {status}), not the file", status=status)
-        if status == 206:
-            start, total = _parse_content_range(response.headers.get("Content-Range", ""))
-            if start != offset:
-                part.unlink(missing_ok=True)  # cannot splice at the wrong place: start over
-                raise _Retryable(f"server resumed at byte {start}, not {offset}")
-            mode, resumed = "ab", resumed or offset > 0
-        elif status == 200:
-            # A 200 to a Range request means the server ignored it: restart from zero.
-            mode, offset, resumed = "wb", 0, False
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        else:
-            raise _Fatal(f"unexpected HTTP {status}", status=status)
-
-        received = offset
-        with (
-            open(part, mode) as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=label,
-                file=sys.stderr,
-                disable=not progress,
-                leave=False,
-            ) as bar,
-        ):
-            while True:
-                try:
-                    chunk = response.read(chunk_size)
-                except (OSError, http.client.HTTPException) as e:
-                    raise _Retryable(_describe(e)) from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
-
-    # http.client returns b"" (no exception) when a connection with Content-Length closes early.
-    if total is not None and received != total:
-        raise _Retryable(f"transfer cut short at {received} of {total} bytes")
-    return resumed
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+    except OSError as e:
+        raise DownloadError(f"cannot write into {dest.parent} to download {url}: {e}", url=url) from None
+    try:
+        out = staging / dest.name
+        try:
+            if source.kind == "gdrive":
+                _fetch_gdrive(source.location, out, timeout=timeout, progress=progress, retries=retries)
+            else:
+                _fetch_url(url, out, timeout=timeout, progress=progress, retries=retries, backoff=backoff)
+            actual = sha256_file(out)
+            if pin is not None and actual != pin:
+                raise DownloadError(f"checksum mismatch for {url}: expected {pin}, got {actual}", url=url)
+            size = out.stat().st_size
+            os.replace(out, dest)
+        except OSError as e:  # local disk trouble (full, permissions): retrying will not help
+            raise DownloadError(f"cannot write {dest} while downloading {url}: {e}", url=url) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_record(dest, actual)
+    return DownloadResult(dest, actual, size, url=url)
 
 
-def _range_not_satisfiable(e: urllib.error.HTTPError, part: Path, offset: int, resumed: bool) -> bool:
-    """416 for `bytes=offset-`: the partial file is either already complete or longer than the remote."""
-    match = _UNSATISFIED_RANGE_RE.match((e.headers.get("Content-Range") or "").strip())
-    if match and int(match.group(1)) == offset:
-        return True  # every byte was already there
-    part.unlink(missing_ok=True)
-    raise _Retryable("partial file does not fit the remote file; restarting") from None
+def download_first(
+    sources: Iterable[Source],
+    dest: Path | str,
+    *,
+    on_failure: Callable[[DownloadError, bool], None] | None = None,
+    **options: object,
+) -> DownloadResult:
+    """Try `sources` in order until one downloads (see `download` for `options`).
 
-
-def _parse_content_range(value: str) -> tuple[int, int | None]:
-    """`bytes START-END/TOTAL` -> (START, TOTAL or None when the server says `*`)."""
-    match = _CONTENT_RANGE_RE.match(value.strip())
-    if not match:
-        raise _Retryable(f"bad Content-Range header {value!r}")
-    start, _end, total = match.groups()
-    return int(start), (None if total == "*" else int(total))
+    `on_failure(error, last)` hears of each failed source as it happens (`last`: no source is left to try).
+    Raises AllSourcesFailed, listing every failure, when none succeeds.
+    """
+    sources = list(sources)
+    if not sources:
+        raise ValueError("no source to download from")
+    failures: list[DownloadError] = []
+    for i, source in enumerate(sources):
+        try:
+            return download(source, dest, **options)  # type: ignore[arg-type]
+        except DownloadError as e:
+            failures.append(e)
+            if on_failure is not None:
+                on_failure(e, i == len(sources) - 1)
+    raise AllSourcesFailed(failures)
 
 
 def _describe(e: BaseException) -> str:
-    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
-        reason = e.reason
-        return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
-    if isinstance(e, (TimeoutError,)):
+    import requests
+
+    if isinstance(e, requests.Timeout):
         return "timed out"
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    if isinstance(e, requests.ConnectionError):
+        return "connection failed (no network, or the host is unreachable)"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -1,18 +1,22 @@
-"""Checkpoints already on this machine: which one `pulse` uses when none is named."""
+"""Checkpoints already on this machine: which one `pulse` uses when none is named, where copies of the known
+models sit, and which files carry a sha256 record.
+
+Importing this module does not import torch (`pulse weights list` stays quick); the checkpoint code is
+imported by the functions that sniff files.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoints.formats import choose_in_folder
-from ..checkpoints.loading import resolve_checkpoint_path
+from . import registry
 from .locations import weights_search_dirs
-from .registry import KNOWN_MODELS
+from .registry import KnownModel
 
 
 def family_from_name(path: Path) -> str | None:
     """A family for files the content sniff cannot place, from the known models' file names."""
-    for model in KNOWN_MODELS:
+    for model in registry.KNOWN_MODELS:
         if model.kind == "generator" and model.filename == Path(path).name:
             return model.family
     return None
@@ -23,6 +27,8 @@ def find_default_checkpoint(folders: list[Path] | None = None) -> Path | None:
     down; default: `weights_search_dirs()`). Within a folder StyleGAN v1 comes first (as in the PULSE paper),
     then StyleGAN2; files are recognised by name, extension and a light look at their first bytes, never
     hashed or fully loaded."""
+    from ..checkpoints.formats import choose_in_folder
+
     for folder in weights_search_dirs() if folders is None else folders:
         found = choose_in_folder(Path(folder), family_from_name)
         if found is not None:
@@ -32,4 +38,42 @@ def find_default_checkpoint(folders: list[Path] | None = None) -> Path | None:
 
 def resolve_checkpoint(path: Path) -> Path:
     """The checkpoint file a path names: the file itself, or the one `pulse` would pick in a folder."""
+    from ..checkpoints.loading import resolve_checkpoint_path
+
     return resolve_checkpoint_path(Path(path), family_from_name)
+
+
+def local_copies(filename: str, folders: list[Path] | None = None) -> list[Path]:
+    """Where a known model's file (or its converted .safetensors) sits: each folder (default:
+    `weights_search_dirs()`) at top level, then one level down."""
+    stem = Path(filename).stem
+    names = [filename] if filename.endswith(".safetensors") else [filename, f"{stem}.safetensors"]
+    found = []
+    for folder in weights_search_dirs() if folders is None else folders:
+        for name in names:
+            for candidate in [folder / name, *sorted(folder.glob(f"*/{name}"))]:
+                if candidate.is_file():
+                    found.append(candidate)
+    return found
+
+
+def known_model_for(path: Path, family: str | None = None, resolution: int | None = None) -> KnownModel | None:
+    """The registry generator whose file this is, judged by name (and, when given, family and resolution)."""
+    for model in registry.KNOWN_MODELS:
+        if model.kind != "generator":
+            continue
+        names = {model.filename, f"{Path(model.filename).stem}.safetensors"}
+        if Path(path).name in names and family in (None, model.family) and resolution in (None, model.resolution):
+            return model
+    return None
+
+
+def recorded_files(folders: list[Path]) -> list[Path]:
+    """Files with a `<file>.sha256` record in `folders` (top level, then one level down)."""
+    found = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for record in [*sorted(folder.glob("*.sha256")), *sorted(folder.glob("*/*.sha256"))]:
+            found.append(record.with_name(record.name[: -len(".sha256")]))
+    return found

@@ -1,9 +1,10 @@
 """Checkpoints `pulse` knows how to fetch or build. None of them is bundled with `pulse`.
 
 Every generator here was trained by NVIDIA on FFHQ and is licensed for non-commercial use only; the user
-downloads it from NVIDIA's own host. `sha256` is filled in only where a digest is published by the
-source; otherwise it is None and `pulse weights download` records the digest of what arrived (trust on
-first use), which `pulse weights verify` then checks.
+downloads it from where NVIDIA publishes it. Each model lists its download `sources` in the order they are
+tried; a source is `verified` only when NVIDIA's own README or code names it. `sha256` is filled in only
+where a digest is published by the source; otherwise it is None and `pulse weights download` records the
+digest of what arrived (trust on first use), which `pulse weights verify` then checks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Literal
 
 Kind = Literal["generator", "latent-stats"]
 KINDS: tuple[str, ...] = ("generator", "latent-stats")
+SourceKind = Literal["gdrive", "url"]
+SOURCE_KINDS: tuple[str, ...] = ("gdrive", "url")
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -23,9 +26,43 @@ FFHQ_NOTE = (
     "age and ethnicity, so the faces it invents lean toward the groups it saw most."
 )
 CC_BY_NC = "CC BY-NC 4.0 (NVIDIA): non-commercial use only; not bundled with pulse"
+# NVlabs/stylegan README and pretrained_example.py: karras2019stylegan-ffhq-1024x1024.pkl on Google Drive.
+STYLEGAN1_FFHQ_DRIVE_ID = "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
 NVIDIA_SCL_NC = (
     "NVIDIA Source Code License-NC: non-commercial (research/evaluation) use only; not bundled with pulse"
 )
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a model's file can be downloaded from."""
+
+    kind: SourceKind  # "gdrive": `location` is a Google Drive file id; "url": a plain http(s) URL
+    location: str
+    verified: bool  # True only when NVIDIA's own README or code names this address
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"source kind must be one of {SOURCE_KINDS}, not {self.kind!r}")
+        if self.kind == "url" and not self.location.startswith(("https://", "http://")):
+            raise ValueError(f"url source must be http(s): {self.location!r}")
+
+    @property
+    def url(self) -> str:
+        """A link a person can open: the Drive link for a Drive file, else the URL itself."""
+        if self.kind == "gdrive":
+            return f"https://drive.google.com/uc?id={self.location}"
+        return self.location
+
+    @property
+    def label(self) -> str:
+        """`url`, with `(unverified)` after it when no NVIDIA repository names it."""
+        return self.url if self.verified else f"{self.url} (unverified)"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "location": self.location, "url": self.url, "verified": self.verified,
+                "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -33,7 +70,7 @@ class KnownModel:
     name: str  # what users type: `pulse weights download <name>`
     family: str  # generator family, as `Generator.family` ("stylegan1", "stylegan2")
     resolution: int
-    url: str | None  # None: nothing to download, `pulse` builds it (see `note`)
+    sources: tuple[Source, ...]  # tried in this order; empty: nothing to download, `pulse` builds it (`note`)
     filename: str  # name on disk inside a weights search dir
     sha256: str | None  # only when published by the source
     size: int | None  # bytes, only when published by the source
@@ -49,13 +86,24 @@ class KnownModel:
         if self.sha256 is not None and not _SHA256_RE.match(self.sha256):
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
 
+    @property
+    def url(self) -> str | None:
+        """The first source's link (None when there is nothing to download)."""
+        return self.sources[0].url if self.sources else None
+
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         name="stylegan-ffhq-1024",
         family="stylegan1",
         resolution=1024,
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan/networks/karras2019stylegan-ffhq-1024x1024.pkl",
+        sources=(
+            Source("gdrive", STYLEGAN1_FFHQ_DRIVE_ID, verified=True,
+                   note="NVlabs/stylegan README and pretrained_example.py; Drive often refuses (quota)"),
+            Source("url", "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks/karras2019stylegan-ffhq-1024x1024.pkl",
+                   verified=False,
+                   note="guessed from the layout of NVIDIA's StyleGAN2 CDN; no NVIDIA repository names it"),
+        ),
         filename="karras2019stylegan-ffhq-1024x1024.pkl",
         sha256=None,
         size=None,
@@ -64,17 +112,19 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         training_data_note=FFHQ_NOTE,
         kind="generator",
         note=(
-            "The generator PULSE used (TensorFlow pickle: _G, _D, Gs). NVIDIA's README documents it on "
-            "Google Drive (https://drive.google.com/uc?id=1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ, often over "
-            "quota). This CDN address follows the layout of NVIDIA's StyleGAN2 CDN; it is not quoted by NVIDIA "
-            "and could not be checked (no internet where it was written)."
+            "The generator PULSE used (TensorFlow pickle: _G, _D, Gs). NVIDIA documents it only on Google "
+            "Drive (often over quota); the CDN address tried second is a guess that no NVIDIA repository "
+            "names, and could not be checked (no internet where it was written)."
         ),
     ),
     KnownModel(
         name="stylegan2-ffhq-config-f",
         family="stylegan2",
         resolution=1024,
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
+        sources=(
+            Source("url", "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
+                   verified=True, note="NVlabs/stylegan2 README"),
+        ),
         filename="stylegan2-ffhq-config-f.pkl",
         sha256=None,
         size=None,
@@ -88,7 +138,10 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         name="stylegan2-ada-ffhq",
         family="stylegan2",
         resolution=1024,
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+        sources=(
+            Source("url", "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+                   verified=True, note="NVlabs/stylegan2-ada-pytorch README"),
+        ),
         filename="ffhq.pkl",
         sha256=None,
         size=None,
@@ -102,9 +155,9 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         name="stylegan2-ffhq-1024",
         family="stylegan2",
         resolution=1024,
-        url=(
-            "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
-            "stylegan2-ffhq-1024x1024.pkl"
+        sources=(
+            Source("url", "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+                          "stylegan2-ffhq-1024x1024.pkl", verified=True, note="NVlabs/stylegan3 README"),
         ),
         filename="stylegan2-ffhq-1024x1024.pkl",
         sha256=None,
@@ -119,7 +172,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         name="gaussian-fit-stylegan-ffhq",
         family="stylegan1",
         resolution=1024,
-        url=None,
+        sources=(),
         filename="gaussian_fit.pt",
         sha256=None,
         size=None,
