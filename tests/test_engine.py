@@ -116,7 +116,7 @@ def test_records_serialize_in_the_documented_shape():
     assert data["steps_run"] == 5 and data["seconds"] == 2.5
     assert "diversity" not in data  # written only with several samples' numbers
     assert list(data) == ["input", "outputs", "logs", "seed", "checkpoint", "checkpoint_sha256", "status",
-                          "best_l2", "best_step", "steps_run", "seconds", "samples", "error"]
+                          "best_l2", "best_step", "steps_run", "seconds", "samples", "error", "search"]
     record.diversity = {"pairwise_rms_full": 0.2, "pairwise_rms_input": 0.01}
     assert json.loads(json.dumps(to_json(record)))["diversity"]["pairwise_rms_full"] == 0.2
     line = to_json(StepLine(step=0, lr=0.1, loss={"L2": 0.5}, l2=0.5, total=50.0))
