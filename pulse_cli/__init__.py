@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["__version__", "Engine", "load_generator", "pulse_search", "SearchConfig", "SearchResult"]
 
 if TYPE_CHECKING:

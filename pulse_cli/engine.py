@@ -121,6 +121,11 @@ class Engine:
         return self.generator.source_sha256
 
     @property
+    def latent_stats_origin(self) -> str | None:
+        """Where the latent statistics came from ("in the file", "cached", "computed", ...)."""
+        return self.generator.latent_stats_origin
+
+    @property
     def synthesis_path(self) -> str:
         """"fast" or "reference": how the generator is evaluated (recorded so renders match)."""
         return self.generator.synthesis_path

@@ -40,6 +40,7 @@ def test_load_records_the_checkpoint_and_chooses_the_cpu_fast_path(engine: Engin
     assert engine.synthesis_path == "fast"  # "auto" is fast on the CPU
     assert engine.batch_size == 2 and not engine.batch_size_auto
     assert engine.resolution == 128
+    assert engine.latent_stats_origin == "gaussian_fit.pt beside the file"
 
 
 def test_search_then_render_round_trip_is_bit_exact(engine: Engine):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..networks.generator import Generator, LatentStats
 
@@ -91,12 +90,3 @@ class LoadedNetworks:
     metadata: dict[str, str] = field(default_factory=dict)
     use_fit_beside: bool = True
 
-
-def __getattr__(name: str) -> Any:
-    # `choose_in_folder` and `sniff` are imported from here by callers outside the checkpoints package; they
-    # live in `detect`, which imports this module, so they are looked up on first use instead of imported.
-    if name in ("choose_in_folder", "sniff"):
-        from . import detect
-
-        return getattr(detect, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -218,7 +218,7 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
     else:  # read from a file: the one given, or gaussian_fit.pt beside the checkpoint
         stats_note = f"from {Path(gaussian_fit).name if gaussian_fit is not None else PULSE_GAUSSIAN_FIT}"
     generator = loaded.generator
-    from .. import __version__
+    from ..version import __version__
 
     keep = dict(loaded.metadata) if loaded.format == FORMAT_SAFETENSORS else {}
     keep.pop("format", None)

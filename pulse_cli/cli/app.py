@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from ..version import __version__
 from .console import INTERRUPTED
 from .demo import demo_generator
 from .render import render

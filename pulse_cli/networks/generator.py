@@ -40,6 +40,7 @@ class Generator(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.latent_stats: LatentStats | None = None
+        self.latent_stats_origin: str | None = None  # where the statistics came from, for people and logs
         self.source: str | None = None  # path the weights came from, for logs
         self.source_sha256: str | None = None
 

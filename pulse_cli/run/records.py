@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 
 RESULTS_FILE = "results.jsonl"
 OK, NOT_CONVERGED, FAILED, SKIPPED = "ok", "not_converged", "failed", "skipped"

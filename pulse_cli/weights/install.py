@@ -169,7 +169,7 @@ def convert_file(src: Path, dst: Path, *, gaussian_fit: Path | None = None, samp
     """`pulse weights convert`: any supported checkpoint (or a folder holding one) to pulse's .safetensors
     file. `dst` may be a folder (or a name without extension). A known model's provenance is recorded unless
     the file already carries a licence; `licence` and `source` override it."""
-    from ..checkpoints.formats import sniff
+    from ..checkpoints.detect import sniff
     from ..checkpoints.loading import load_networks
     from .local import resolve_checkpoint
 

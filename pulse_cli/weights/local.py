@@ -27,7 +27,7 @@ def find_default_checkpoint(folders: list[Path] | None = None) -> Path | None:
     down; default: `weights_search_dirs()`). Within a folder StyleGAN v1 comes first (as in the PULSE paper),
     then StyleGAN2; files are recognised by name, extension and a light look at their first bytes, never
     hashed or fully loaded."""
-    from ..checkpoints.formats import choose_in_folder
+    from ..checkpoints.detect import choose_in_folder
 
     for folder in weights_search_dirs() if folders is None else folders:
         found = choose_in_folder(Path(folder), family_from_name)
