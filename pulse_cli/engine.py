@@ -13,6 +13,7 @@ searches through one pool: as a search finishes, the next input takes its place.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,17 +62,33 @@ class Finished:
 @dataclass(eq=False)
 class _Slot:
     key: object
+    target: torch.Tensor
+    seed: int
     seconds: float = 0.0
 
 
 StepCallback = Callable[[Sequence[ImageSearch]], None]
+FrameCallback = Callable[[object, int, torch.Tensor], None]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # CUDA raises torch.OutOfMemoryError; MPS and some allocators a RuntimeError that says so.
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 class Engine:
     """A generator on a device, with the search options and batch size every search uses."""
 
     def __init__(self, generator: Generator, *, device: str | torch.device | None = None,
-                 config: SearchConfig = SearchConfig(), batch_size: int = 1, batch_size_auto: bool = False):
+                 config: SearchConfig = SearchConfig(), batch_size: int = 1, batch_size_auto: bool = False,
+                 notify: Callable[[str], None] | None = None):
         """Wrap a loaded generator (see `Engine.load` to read a checkpoint). Searching needs its latent
         statistics (`generator.latent_stats`); rendering does not.
 
@@ -86,6 +103,7 @@ class Engine:
         self.config = config
         self.batch_size = batch_size
         self.batch_size_auto = batch_size_auto
+        self.notify = notify  # told when the batch size has to shrink
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "auto", *,
@@ -107,7 +125,8 @@ class Engine:
         auto = batch_size == "auto"
         size = auto_batch_size(torch_device, family=generator.family, resolution=generator.resolution) \
             if auto else batch_size
-        return cls(generator, device=torch_device, config=config, batch_size=size, batch_size_auto=auto)
+        return cls(generator, device=torch_device, config=config, batch_size=size, batch_size_auto=auto,
+                   notify=notify)
 
     # -- what it is -----------------------------------------------------------------------------
 
@@ -137,42 +156,61 @@ class Engine:
     # -- searching ------------------------------------------------------------------------------
 
     def searches(self, items: Iterable[tuple[object, torch.Tensor, int]], *, stop_at_eps: bool = False,
-                 save_every: int | None = None, on_step: StepCallback | None = None) -> Iterator[Finished]:
+                 save_every: int | None = None, on_step: StepCallback | None = None,
+                 on_frame: FrameCallback | None = None) -> Iterator[Finished]:
         """Search every `(key, target [3, h, w] in [0, 1], seed)`, at most `batch_size` at a time, and yield
         each as it finishes.
 
         Items are drawn lazily, so a long list costs nothing until its turn. A target the generator cannot
-        use fails alone. A step that fails on the device (out of memory, a device error) fails the searches
-        in that batch with a one-line reason and the rest go on. `on_step` sees the active searches after
-        every step.
+        use fails alone. When a step runs out of device memory, the batch is split: its searches start
+        again (same seeds, so the same results) in batches of half the size, and `batch_size` stays
+        reduced; only a search that does not fit alone fails, with a one-line reason. Another device
+        error fails that batch's searches and the rest go on. `on_step` sees the active searches after
+        every step; with `save_every=K`, `on_frame(key, step, image)` gets every K-th iterate's image as
+        it is made (nothing is kept).
         """
         pool = SearchPool(self.generator, config=self.config, device=self.device, stop_at_eps=stop_at_eps,
-                          save_every=save_every)
+                          save_every=save_every,
+                          on_frame=(lambda slot, step, image: on_frame(slot.key, step, image)) if on_frame else None)
         pending = iter(items)
+        retry: deque[_Slot] = deque()  # searches to start again after a batch ran out of memory
         exhausted = False
         while True:
-            while not exhausted and len(pool) < self.batch_size:
+            while len(pool) < self.batch_size and (retry or not exhausted):
+                if retry:
+                    slot = retry.popleft()
+                else:
+                    try:
+                        key, target, seed = next(pending)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    slot = _Slot(key, target, seed)
                 try:
-                    key, target, seed = next(pending)
-                except StopIteration:
-                    exhausted = True
-                    break
-                try:
-                    pool.add(_Slot(key), target, seed)
+                    pool.add(slot, slot.target, slot.seed)
                 except ValueError as exc:
-                    yield Finished(key, None, first_line(exc), 0.0)
+                    yield Finished(slot.key, None, first_line(exc), 0.0)
             if not len(pool):
                 return
             started = time.monotonic()
             try:
                 pool.step()
-            except torch.OutOfMemoryError:
-                reason = (f"out of memory on {self.device} with a batch of {len(pool)}; try a smaller "
-                          f"--batch-size or --device cpu")
-                yield from self._fail(pool, reason)
-                continue
-            except RuntimeError as exc:
-                yield from self._fail(pool, f"search failed on {self.device}: {first_line(exc)}")
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc):
+                    yield from self._fail(pool, f"search failed on {self.device}: {first_line(exc)}")
+                    continue
+                size = len(pool)
+                slots = pool.clear()
+                _release_cached_memory(self.device)
+                if size == 1:
+                    yield Finished(slots[0].key, None, f"out of memory on {self.device} even for one image; "
+                                                       f"try --device cpu", slots[0].seconds)
+                    continue
+                self.batch_size = max(1, size // 2)
+                if self.notify is not None:
+                    self.notify(f"out of memory on {self.device} with a batch of {size}: continuing with "
+                                f"batches of {self.batch_size}")
+                retry.extendleft(reversed(slots))
                 continue
             share = (time.monotonic() - started) / len(pool)
             for slot, _ in pool.active:
@@ -187,8 +225,7 @@ class Engine:
         for slot in pool.clear():
             yield Finished(slot.key, None, reason, slot.seconds)
 
-    def search(self, targets: torch.Tensor, seeds: Sequence[int], *, stop_at_eps: bool = False,
-               save_every: int | None = None) -> list[SearchResult]:
+    def search(self, targets: torch.Tensor, seeds: Sequence[int], *, stop_at_eps: bool = False) -> list[SearchResult]:
         """PULSE on targets [B, 3, h, w] in [0, 1], `seeds[b]` fixing target b's start; results in order.
 
         Raises RuntimeError (with the reason) if a search fails. Each result is what that target gives
@@ -197,8 +234,7 @@ class Engine:
         assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
         assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
         results: dict[object, SearchResult] = {}
-        for done in self.searches(zip(range(len(seeds)), targets, seeds, strict=True), stop_at_eps=stop_at_eps,
-                                  save_every=save_every):
+        for done in self.searches(zip(range(len(seeds)), targets, seeds, strict=True), stop_at_eps=stop_at_eps):
             if done.result is None:
                 raise RuntimeError(f"target {done.key}: {done.error}")
             results[done.key] = done.result

@@ -366,7 +366,7 @@ def test_module_entry_point_and_help_do_not_import_torch():
     assert result.returncode == 0 and "upsample" in result.stdout
 
 
-def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, tmp_path, checkpoint, monkeypatch):
+def test_out_of_memory_splits_the_batch_and_every_input_finishes(runner, tmp_path, checkpoint, monkeypatch):
     import pulse_cli.search.pulse as search_module
 
     src = tmp_path / "in"
@@ -374,22 +374,41 @@ def test_out_of_memory_fails_the_batch_with_advice_and_the_run_goes_on(runner, t
     for k in range(3):
         face(seed=k).save(src / f"{k}.png")
     real_step = search_module.SearchPool.step
-    calls = []
 
-    def oom_on_first_step(self):
-        calls.append(1)
-        if len(calls) == 1:
+    def oom_when_batched(self):
+        if len(self) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real_step(self)
 
-    monkeypatch.setattr(search_module.SearchPool, "step", oom_on_first_step)
+    monkeypatch.setattr(search_module.SearchPool, "step", oom_when_batched)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--batch-size", "2", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert sum("--batch-size" in line for line in result.stderr.splitlines() if line.startswith("error:")) == 2
+    assert "out of memory on cpu with a batch of 2: continuing with batches of 1" in result.stderr
     statuses = {r["input"]: r["status"] for r in read_results(tmp_path / "out")}
-    assert statuses == {"0.png": "failed", "1.png": "failed", "2.png": statuses["2.png"]}
-    assert statuses["2.png"] in ("ok", "not_converged")
+    assert set(statuses) == {"0.png", "1.png", "2.png"}
+    assert set(statuses.values()) <= {"ok", "not_converged"}
+    header, _ = read_log(tmp_path / "out" / "logs" / "2.png.jsonl")
+    assert header["batch_size"] == 1  # the batch size in force when it ran
+
+
+def test_out_of_memory_for_one_image_fails_it_with_advice(runner, tmp_path, checkpoint, monkeypatch):
+    import pulse_cli.search.pulse as search_module
+
+    src = tmp_path / "in"
+    src.mkdir()
+    face().save(src / "a.png")
+
+    def always_oom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(search_module.SearchPool, "step", always_oom)
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, *FAST)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "a.png" in line and "out of memory" in line and "--device cpu" in line
+    (record,) = read_results(tmp_path / "out")
+    assert record["status"] == "failed" and record["outputs"] == [] and record["logs"] == []
 
 
 def test_stop_at_eps_finishes_images_early_and_refills_the_batch(runner, tmp_path, checkpoint):

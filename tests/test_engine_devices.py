@@ -139,14 +139,14 @@ def test_render_reproduces_a_result_bit_for_bit(demo_checkpoint, device, synthes
 # --- out of memory ----------------------------------------------------------------------------------------------
 
 
-def _fail_batches_with_oom(monkeypatch, engine: Engine) -> list[int]:
-    """Make the generator raise torch.OutOfMemoryError whenever it is asked for more than one image."""
+def _oom_above(monkeypatch, engine: Engine, largest: int) -> list[int]:
+    """Make the generator raise torch.OutOfMemoryError whenever it is asked for more than `largest` images."""
     synthesize = engine.generator.synthesize
     calls: list[int] = []
 
     def oom_when_batched(ws, noise):
         calls.append(ws.shape[0])
-        if ws.shape[0] > 1:
+        if ws.shape[0] > largest:
             raise torch.OutOfMemoryError(f"injected: out of memory for a batch of {ws.shape[0]}")
         return synthesize(ws, noise)
 
@@ -154,25 +154,32 @@ def _fail_batches_with_oom(monkeypatch, engine: Engine) -> list[int]:
     return calls
 
 
-def test_out_of_memory_fails_that_batch_and_the_rest_go_on(demo_checkpoint, device, tmp_path, monkeypatch):
-    """The engine's contract: a step that runs out of device memory fails the searches in that batch,
-    each with a one-line reason (naming the device and the batch size), and the rest go on."""
-    engine = _engine(demo_checkpoint, device, "auto", 2, tmp_path)
-    calls = _fail_batches_with_oom(monkeypatch, engine)
-    targets = _targets(3)
-    done = {d.key: d for d in engine.searches((k, targets[k], 20 + k) for k in range(3))}
-    assert sorted(done) == [0, 1, 2]
-    for key in (0, 1):  # the first batch of two
-        assert done[key].result is None
-        assert "out of memory" in done[key].error and device in done[key].error, done[key].error
-        assert "\n" not in done[key].error
-    assert done[2].error is None and done[2].result is not None  # alone: a batch of one fits
-    assert done[2].result.steps_run == STEPS
-    assert calls[0] == 2 and max(calls[1:]) == 1
+def test_out_of_memory_splits_the_batch_and_every_search_finishes(demo_checkpoint, device, tmp_path, monkeypatch):
+    """The engine's contract: a step that runs out of device memory splits the batch and starts its searches
+    again in halves (same seeds), down to one image; the smaller batch size stays for the rest of the run."""
+    engine = _engine(demo_checkpoint, device, "auto", 4, tmp_path)
+    notes: list[str] = []
+    engine.notify = notes.append
+    targets = _targets(5)
+    expected = {k: engine.search(targets[k:k + 1], seeds=[20 + k])[0] for k in range(5)}  # each alone
+    calls = _oom_above(monkeypatch, engine, largest=1)
+    done = {d.key: d for d in engine.searches((k, targets[k], 20 + k) for k in range(5))}
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    for k, d in done.items():
+        assert d.error is None and d.result.steps_run == STEPS
+        # started again from the same seed: the result it gives alone
+        assert torch.equal(d.result.image, expected[k].image)
+    assert calls[:3] == [4, 2, 1] and max(calls[3:]) == 1
+    assert engine.batch_size == 1
+    assert len(notes) == 2 and "batch of 4" in notes[0] and "batches of 1" in notes[1]
 
 
-def test_out_of_memory_in_search_raises_with_the_reason(demo_checkpoint, device, tmp_path, monkeypatch):
+def test_a_search_that_does_not_fit_alone_fails_with_the_reason(demo_checkpoint, device, tmp_path, monkeypatch):
     engine = _engine(demo_checkpoint, device, "auto", 2, tmp_path)
-    _fail_batches_with_oom(monkeypatch, engine)
+    _oom_above(monkeypatch, engine, largest=0)
+    done = list(engine.searches((k, t, k) for k, t in enumerate(_targets(2))))
+    assert [d.result for d in done] == [None, None]
+    for d in done:
+        assert "out of memory" in d.error and device in d.error and "\n" not in d.error
     with pytest.raises(RuntimeError, match="out of memory"):
-        engine.search(_targets(2), seeds=[0, 1])
+        engine.search(_targets(1), seeds=[0])

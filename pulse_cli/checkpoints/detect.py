@@ -158,7 +158,8 @@ _FAMILY_RANK = {"stylegan1": 0, "stylegan2": 1}
 _FORMAT_RANK = {FORMAT_SAFETENSORS: 0, FORMAT_PULSE: 1, FORMAT_LERNAPPARAT: 2}
 
 
-def _candidate_files(folder: Path) -> list[tuple[int, Path]]:
+def candidate_files(folder: Path) -> list[tuple[int, Path]]:
+    """Files in `folder` (depth 0) and its sub-folders (depth 1) that could be generator checkpoints."""
     def usable(p: Path) -> bool:
         name = p.name
         return (not name.startswith(".") and name.endswith(CANDIDATE_SUFFIXES) and name not in _NOT_GENERATORS
@@ -188,7 +189,7 @@ def choose_in_folder(folder: Path, name_family: Callable[[Path], str | None] | N
     light content sniff; `name_family(path)` may supply a family for pickles the sniff cannot place.
     """
     ranked = []
-    for depth, path in _candidate_files(Path(folder)):
+    for depth, path in candidate_files(Path(folder)):
         guess = sniff(path)
         if not guess.is_generator:
             continue

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
 
 USAGE_ERROR = 2
 FAILED = 1
-INTERRUPTED = 130
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -20,3 +25,29 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 def note(message: str) -> None:
     err_console.print(message, markup=False)
+
+
+def printable(text: str) -> str:
+    """Text safe to print: a file name that is not valid UTF-8 shows its odd bytes as `\\udcXX`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (finished outputs kept) but ending with exit code 143."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` in the main thread, so a run stops as it does on Ctrl-C."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,4 +1,4 @@
-"""Terminal feedback on stderr: a tqdm bar over images and one line per failed file."""
+"""Terminal feedback on stderr: a progress bar on a terminal, plain lines elsewhere, one line per failure."""
 
 from __future__ import annotations
 
@@ -6,25 +6,30 @@ from rich.console import Console
 from rich.markup import escape
 from tqdm import tqdm
 
+from ..run.records import SKIPPED, ResultRecord
 from ..run.reporter import Reporter
+from .console import printable
 
 
 class TerminalReporter(Reporter):
+    """On a terminal: a tqdm bar over images (with the current L2). Redirected to a file or a pipe: no
+    carriage-return updates, one plain line per finished input instead."""
+
     def __init__(self, console: Console, *, quiet: bool):
         self.console = console
         self.quiet = quiet
+        self.interactive = console.file.isatty()
         self.bar: tqdm | None = None
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self._write(message)
+            self._write(escape(message))
 
     def start(self, total_searches: int, steps: int) -> None:
-        if self.quiet or total_searches == 0:
+        if self.quiet or total_searches == 0 or not self.interactive:
             return
-        interactive = self.console.file.isatty()
         self.bar = tqdm(total=total_searches, unit="img", desc="upsampling", file=self.console.file,
-                        dynamic_ncols=True, mininterval=0.1 if interactive else 2.0,
+                        dynamic_ncols=True, mininterval=0.1,
                         bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}{postfix}]")
 
     def step(self, finished_fraction: float, l2: float, step: int, steps: int) -> None:
@@ -32,9 +37,15 @@ class TerminalReporter(Reporter):
             self.bar.set_postfix_str(f"step {step}/{steps}, L2 {l2:.4g}", refresh=False)
             self.bar.update(finished_fraction)
 
+    def file_done(self, record: ResultRecord) -> None:
+        if self.quiet or self.interactive or record.status == SKIPPED:
+            return
+        l2 = f"L2 {record.best_l2:.4g}" if record.best_l2 is not None else "L2 -"
+        self._write(escape(f"done {printable(record.input)}: {record.status}, {l2}, {record.seconds:.1f} s"))
+
     def file_failed(self, rel: str, reason: str) -> None:
         # Errors are shown even with --quiet, one line each.
-        self._write(f"[bold red]error:[/] {escape(rel)}: {escape(reason)}", markup=True)
+        self._write(f"[bold red]error:[/] {escape(printable(rel))}: {escape(printable(reason))}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -43,9 +54,9 @@ class TerminalReporter(Reporter):
             self.bar.close()
             self.bar = None
 
-    def _write(self, message: str, markup: bool = False) -> None:
+    def _write(self, markup: str) -> None:
         if self.bar is not None:
             with self.bar.external_write_mode(file=self.console.file):
-                self.console.print(message, markup=markup, highlight=False)
+                self.console.print(markup, highlight=False)
         else:
-            self.console.print(message, markup=markup, highlight=False)
+            self.console.print(markup, highlight=False)

@@ -14,8 +14,9 @@ def render(
     latents: Annotated[Path, typer.Argument(help="A .latents.safetensors file from --save-latents.")],
     out: Annotated[Path, typer.Argument(help="PNG to write.")],
     checkpoint: Annotated[Path | None, typer.Option(
-        envvar="PULSE_CHECKPOINT", show_envvar=True,
-        help="Generator checkpoint. Default: the one recorded in the latents file.")] = None,
+        metavar="PATH", help="Generator checkpoint (it must hold the recorded network). Default: the one "
+                             "recorded in the latents file, else a file with its sha256 in the weights "
+                             "folders (a converted .safetensors counts).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps. Bit-for-bit on the device the "
                                              "result was made on.")] = "cpu",
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Label the PNG as synthetic.")] = True,

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
-from .console import FAILED, INTERRUPTED, err_console, fail
+from .console import FAILED, INTERRUPTED, TERMINATED, Terminated, err_console, fail, printable, sigterm_as_interrupt
 from .options import (
     MODEL,
     OUTPUT,
@@ -162,22 +163,31 @@ def upsample(
 
     if not quiet:
         if how != "given":
-            err_console.print(f"using checkpoint {checkpoint_path} ({how})")
+            err_console.print(f"using checkpoint {printable(str(checkpoint_path))} ({how})", markup=False)
         todo = sum(not j.done for j in jobs)
-        err_console.print(f"{len(jobs)} image(s) in {in_dir}, {len(jobs) - todo} already done; "
-                          f"device {torch_device}")
+        err_console.print(f"{len(jobs)} image(s) in {printable(str(in_dir))}, {len(jobs) - todo} already done; "
+                          f"device {torch_device}", markup=False)
     if not jobs:
-        err_console.print(f"[yellow]warning:[/] no images found in {in_dir}"
+        err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
 
-    summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options={
-        "device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
-        "gaussian_fit": gaussian_fit})
+    with sigterm_as_interrupt():
+        summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options={
+            "device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
+            "gaussian_fit": gaussian_fit})
+    if summary.other_options and not quiet:
+        names = ", ".join(sorted(summary.other_options))
+        count = max(summary.other_options.values())
+        err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
+                          "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
         _print_summary_table(summary)
     if json_summary:
         typer.echo(json.dumps(_summary_object(summary, out_dir)))
-    failed = summary.counts["failed"] > 0 or (strict and summary.counts["not_converged"] > 0)
+    if strict and summary.not_met_eps:
+        err_console.print(f"[bold red]error:[/] {summary.not_met_eps} input(s) did not reach eps "
+                          f"{config.eps:g} (--strict), skipped ones included", markup=True)
+    failed = summary.counts["failed"] > 0 or (strict and summary.not_met_eps > 0)
     raise typer.Exit(FAILED if failed else 0)
 
 
@@ -203,10 +213,11 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
         reporter.close()
         raise fail(f"cannot write {describe_os_error(exc)}; finished outputs are kept, rerun to resume",
                    FAILED) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         reporter.close()
-        err_console.print("interrupted: finished outputs are kept; rerun the same command to resume")
-        raise typer.Exit(INTERRUPTED) from None
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        err_console.print(f"{what}: finished outputs are kept; rerun the same command to resume")
+        raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
 
 
 def _summary_object(summary, out_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import torch
+from PIL import Image
+
 from ..files.atomic import write_jsonl
 from ..files.discovery import OutputPaths
 from ..files.images import save_image_atomic, save_png, to_pil
@@ -19,8 +22,9 @@ def step_line(record: StepRecord) -> StepLine:
     return StepLine(step=record.step, lr=record.lr, loss=record.losses, l2=record.l2, total=record.total)
 
 
-def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, options: RunOptions) -> None:
-    """Every file of one finished search. The image goes last: its presence marks the sample done."""
+def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, options: RunOptions,
+                 frames: list[Image.Image] = ()) -> None:
+    """Every file of one finished search (`frames`: the animation's small frames, with --animate)."""
     status = search_status(result.converged)
     write_jsonl(paths.log, itertools.chain([to_json(header)], (to_json(step_line(r)) for r in result.history)))
     if options.save_latents:
@@ -31,8 +35,8 @@ def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, op
             "l2": result.best_l2, "status": status, "device": header.device,
             "synthesis_path": header.generator["synthesis_path"],
         })
-    if result.frames:
-        _write_frames(paths, result, options)
+    if options.animate:
+        write_animation(paths, frames, result)
     text = None
     if options.metadata:
         text = result_metadata(checkpoint=Path(header.checkpoint).name, checkpoint_sha256=header.checkpoint_sha256,
@@ -41,12 +45,23 @@ def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, op
     save_png(result.image, paths.image, text=text)
 
 
-def _write_frames(paths: OutputPaths, result: SearchResult, options: RunOptions) -> None:
-    frames = [(step, to_pil(image)) for step, image in result.frames]
-    if options.save_every:
-        for step, image in frames:
-            save_image_atomic(image, paths.frames / f"step-{step:04d}.png")
-    if options.animate:
-        from ..files.sheets import save_animation
+# Animation frames are kept this small while the search runs: a 1024 px frame is 3 MiB.
+ANIMATION_SIZE = 256
 
-        save_animation([image for _, image in frames] + [to_pil(result.image)], paths.animation)
+
+def write_frame(paths: OutputPaths, step: int, image: torch.Tensor) -> None:
+    """One --save-every frame, written as the search makes it."""
+    save_image_atomic(to_pil(image), paths.frames / f"step-{step:04d}.png")
+
+
+def animation_frame(image: torch.Tensor) -> Image.Image:
+    frame = to_pil(image)
+    if frame.width > ANIMATION_SIZE:
+        frame = frame.resize((ANIMATION_SIZE, ANIMATION_SIZE), Image.Resampling.LANCZOS)
+    return frame
+
+
+def write_animation(paths: OutputPaths, frames: list[Image.Image], result: SearchResult) -> None:
+    from ..files.sheets import save_animation
+
+    save_animation([*frames, animation_frame(result.image)], paths.animation)

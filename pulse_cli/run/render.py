@@ -11,31 +11,49 @@ from ..files.atomic import sha256_file
 from ..files.images import save_png
 from ..files.latents import load_latents
 from ..files.metadata import result_metadata
-from ..weights.local import resolve_checkpoint
+from ..weights.local import converted_from, find_by_sha256, resolve_checkpoint
 
 
 class RenderError(ValueError):
     """The latents file, its checkpoint or the two together cannot be rendered; one line."""
 
 
+def same_network(path: Path, sha256: str) -> bool:
+    """Whether `path` holds the network of the checkpoint with this sha256: that very file, or pulse's
+    .safetensors converted from it (the conversion keeps every tensor)."""
+    return sha256_file(path) == sha256 or converted_from(path) == sha256
+
+
+def locate_checkpoint(latents: Path, info: dict[str, str], explicit: Path | None = None) -> Path:
+    """The checkpoint to render `latents` with: `explicit` if given (it must hold the recorded network);
+    else the recorded path (absolute since results record it so); else a file in the weights folders with
+    the recorded sha256, or converted from it. An environment variable never overrides the record."""
+    recorded_sha = info.get("checkpoint_sha256") or None
+    if explicit is not None:
+        path = resolve_checkpoint(explicit)
+        if recorded_sha and not same_network(path, recorded_sha):
+            raise RenderError(f"{latents} was made with a checkpoint of sha256 {recorded_sha[:12]}…, which "
+                              f"{path} is not (nor converted from it)")
+        return path
+    recorded = info.get("checkpoint", "")
+    if recorded and Path(recorded).is_file() and (recorded_sha is None or same_network(Path(recorded), recorded_sha)):
+        return Path(recorded)
+    found = find_by_sha256(recorded_sha) if recorded_sha else None
+    if found is None:
+        raise RenderError(f"checkpoint {recorded or '(none recorded)'} of {latents} not found, nor a file with "
+                          f"its sha256 in the weights folders; pass --checkpoint")
+    return found
+
+
 def render_latents_file(latents: Path, out: Path, *, checkpoint: Path | None = None,
                         device: torch.device = torch.device("cpu"), metadata: bool = True) -> Path:
     """Render `latents` (a `--save-latents` file) to the PNG `out`, bit for bit as the search wrote it on the
-    same device. The checkpoint is the one recorded in the file unless `checkpoint` is given; either way its
-    sha256 must match the recorded one. Raises RenderError, LatentsError, CheckpointError (all one line)
-    or OSError when `out` cannot be written."""
+    same device, with the checkpoint `locate_checkpoint` finds. Raises RenderError, LatentsError,
+    CheckpointError (all one line) or OSError when `out` cannot be written."""
     from ..engine import Engine
 
     ws, noise, info = load_latents(latents)
-    path = checkpoint if checkpoint is not None else Path(info.get("checkpoint", ""))
-    if not str(path) or not path.exists():
-        raise RenderError(f"checkpoint {path} recorded in {latents} not found; pass --checkpoint")
-    path = resolve_checkpoint(path)
-    digest = sha256_file(path)
-    recorded = info.get("checkpoint_sha256")
-    if recorded and recorded != digest:
-        raise RenderError(f"{latents} was made with a checkpoint of sha256 {recorded[:12]}…, "
-                          f"but {path} has {digest[:12]}…")
+    path = locate_checkpoint(latents, info, checkpoint)
     # Rendering needs no latent statistics, but the search's own evaluation path.
     generator = load_networks(path).generator.use_fast_path(info.get("synthesis_path", "reference") == "fast")
     try:
@@ -44,7 +62,7 @@ def render_latents_file(latents: Path, out: Path, *, checkpoint: Path | None = N
         raise RenderError(f"{latents} does not fit this generator ({exc})") from None
     text = None
     if metadata:
-        text = result_metadata(checkpoint=path.name, checkpoint_sha256=digest,
+        text = result_metadata(checkpoint=path.name, checkpoint_sha256=info.get("checkpoint_sha256") or None,
                                seed=int(info.get("seed", -1)), image_seed=int(info.get("image_seed", -1)),
                                steps=int(info.get("steps", -1)), l2=float(info.get("l2", "nan")),
                                status=info.get("status", "unknown"), input_sha256=info.get("input_sha256", ""))

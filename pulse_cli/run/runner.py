@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..engine import Engine
 from ..errors import describe_os_error
@@ -19,7 +20,7 @@ from ..files.atomic import append_jsonl, sha256_file
 from ..files.discovery import sheet_path
 from ..files.images import ImageError, load_rgb
 from ..search.pulse import ImageSearch, SearchConfig, SearchResult
-from .outputs import write_sample
+from .outputs import animation_frame, write_frame, write_sample
 from .plan import Job, RunOptions, derive_seed
 from .records import (
     FAILED,
@@ -71,6 +72,8 @@ class _Search:
     input: _Input
     sample: int
     seed: int
+    animation: list[Image.Image] = field(default_factory=list)  # small frames, with --animate
+    frame_error: str | None = None  # a frame that could not be written fails the input
 
 
 class Runner:
@@ -139,8 +142,17 @@ class Runner:
             self.reporter.step(len(active) / steps, min(s.history[-1].l2 for s in active),
                                max(s.step for s in active), steps)
 
+        def on_frame(search: _Search, step: int, image: torch.Tensor) -> None:
+            try:
+                if self.options.save_every:
+                    write_frame(search.input.job.outputs[search.sample], step, image)
+            except OSError as exc:
+                search.frame_error = search.frame_error or describe_os_error(exc)
+            if self.options.animate:
+                search.animation.append(animation_frame(image))
+
         for done in self.engine.searches(items(), stop_at_eps=self.options.stop_at_eps,
-                                         save_every=self._frame_interval(), on_step=on_step):
+                                         save_every=self._frame_interval(), on_step=on_step, on_frame=on_frame):
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
@@ -150,8 +162,13 @@ class Runner:
                 self.reporter.step((steps - done.result.steps_run) / steps, done.result.best_l2, steps, steps)
             if item.failed:
                 continue
+            if search.frame_error:
+                self._fail(item, search.frame_error)
+                continue
             try:
-                write_sample(item.job.outputs[search.sample], self._header(search), done.result, self.options)
+                write_sample(item.job.outputs[search.sample], self._header(search), done.result, self.options,
+                             search.animation)
+                search.animation = []
                 item.finished[search.sample] = (search.seed, done.result, done.seconds)
                 if len(item.finished) == self.options.samples:
                     self._finish(item)

@@ -98,7 +98,6 @@ class SearchResult:
     best_total: float
     steps_run: int
     history: list[StepRecord] = field(default_factory=list)
-    frames: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (step, [3, R, R]) with save_every
 
 
 @dataclass
@@ -132,7 +131,10 @@ class ImageSearch:
     """One image's search state: latents, noise, optimiser, learning-rate schedule and best iterates."""
 
     def __init__(self, G: Generator, target: torch.Tensor, seed: int, config: SearchConfig,
-                 device: torch.device, save_every: int | None = None):
+                 device: torch.device, save_every: int | None = None,
+                 on_frame: Callable[[int, torch.Tensor], None] | None = None):
+        """With `save_every=K`, `on_frame(step, image [3, R, R] on the CPU)` gets every K-th iterate as it
+        is made: frames are handed on, never held for the whole search."""
         assert target.ndim == 3 and target.shape[0] == 3, target.shape
         self.config = config
         self.target = target.to(device)
@@ -155,9 +157,9 @@ class ImageSearch:
             self.noise.append(tensor)
         self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
         self.step = 0
-        self.save_every = save_every
+        self.save_every = save_every if on_frame is not None else None
+        self.on_frame = on_frame
         self.history: list[StepRecord] = []
-        self.frames: list[tuple[int, torch.Tensor]] = []
         self._best_converged: _Iterate | None = None  # lowest total among iterates meeting eps
         self._best_l2: _Iterate | None = None  # lowest L2 overall
 
@@ -185,7 +187,7 @@ class ImageSearch:
         if self._best_l2 is None or l2 < self._best_l2.l2:
             self._best_l2 = self._snapshot(l2, total)
         if self.save_every and self.step % self.save_every == 0:
-            self.frames.append((self.step, image.detach().clamp(0, 1).cpu()))
+            self.on_frame(self.step, image.detach().clamp(0, 1).cpu())
 
     def advance(self) -> None:
         for group in self.optimizer.opt.param_groups:
@@ -201,8 +203,7 @@ class ImageSearch:
         image = render(G, ws, best.noise)
         return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
                             converged=self.converged, best_step=best.step, best_l2=best.l2,
-                            best_total=best.total, steps_run=self.step, history=self.history,
-                            frames=self.frames)
+                            best_total=best.total, steps_run=self.step, history=self.history)
 
 
 StepCallback = Callable[[int, Sequence[ImageSearch]], None]
@@ -264,7 +265,9 @@ class SearchPool:
     """
 
     def __init__(self, G: Generator, *, config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
-                 stop_at_eps: bool = False, save_every: int | None = None):
+                 stop_at_eps: bool = False, save_every: int | None = None,
+                 on_frame: Callable[[object, int, torch.Tensor], None] | None = None):
+        """`on_frame(key, step, image)` gets every `save_every`-th iterate of each search as it is made."""
         config.validate()
         if G.latent_stats is None:
             raise ValueError("the generator has no latent statistics (gaussian fit)")
@@ -273,6 +276,7 @@ class SearchPool:
         self.device = torch.device(device)
         self.stop_at_eps = stop_at_eps
         self.save_every = save_every
+        self.on_frame = on_frame
         self.stats = G.latent_stats.to(self.device)
         self.terms = parse_loss(config.loss)
         self.downsamplers: dict[int, BicubicDownsample] = {}
@@ -288,7 +292,8 @@ class SearchPool:
         size = target.shape[-1]
         if size not in self.downsamplers:
             self.downsamplers[size] = BicubicDownsample(self.G.resolution // size).to(self.device)
-        search = ImageSearch(self.G, target, seed, self.config, self.device, self.save_every)
+        frame = (lambda step, image: self.on_frame(key, step, image)) if self.on_frame is not None else None
+        search = ImageSearch(self.G, target, seed, self.config, self.device, self.save_every, frame)
         self.active.append((key, search))
 
     def step(self) -> None:
@@ -313,16 +318,18 @@ class SearchPool:
 def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
                  config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
                  on_step: StepCallback | None = None, save_every: int | None = None,
+                 on_frame: Callable[[int, int, torch.Tensor], None] | None = None,
                  stop_at_eps: bool = False) -> list[SearchResult]:
     """Run PULSE on a batch of targets [B, 3, h, w] in [0, 1]; one result per target, in order.
 
     `seeds[b]` fixes target b's random start. The generator's resolution must be a multiple of the
-    targets' size. With `save_every=K` each result carries the current iterate's image every K steps;
+    targets' size. With `save_every=K`, `on_frame(b, step, image)` gets target b's iterate every K steps;
     with `stop_at_eps` a target stops at its first iterate that meets eps.
     """
     assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
     assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
-    pool = SearchPool(G, config=config, device=device, stop_at_eps=stop_at_eps, save_every=save_every)
+    pool = SearchPool(G, config=config, device=device, stop_at_eps=stop_at_eps, save_every=save_every,
+                      on_frame=on_frame)
     for b, (target, seed) in enumerate(zip(targets, seeds, strict=True)):
         pool.add(b, target, seed)
     results: dict[object, SearchResult] = {}

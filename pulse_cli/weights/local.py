@@ -77,3 +77,27 @@ def recorded_files(folders: list[Path]) -> list[Path]:
         for record in [*sorted(folder.glob("*.sha256")), *sorted(folder.glob("*/*.sha256"))]:
             found.append(record.with_name(record.name[: -len(".sha256")]))
     return found
+
+
+def converted_from(path: Path) -> str | None:
+    """The sha256 of the file a pulse .safetensors was converted from (its `source_sha256`), read from the
+    header alone; None for other files."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    from ..checkpoints.safetensors_file import header_metadata, read_header
+
+    header = read_header(Path(path))
+    return header_metadata(header).get("source_sha256") if header is not None else None
+
+
+def find_by_sha256(sha256: str, folders: list[Path] | None = None) -> Path | None:
+    """A checkpoint in the weights folders (default: `weights_search_dirs()`) that is the file with this
+    sha256 by its `<file>.sha256` record, or a pulse .safetensors converted from it. Nothing is hashed."""
+    from ..checkpoints.detect import candidate_files
+    from .download import read_record
+
+    for folder in weights_search_dirs() if folders is None else folders:
+        for _, path in candidate_files(Path(folder)):
+            if read_record(path) == sha256 or converted_from(path) == sha256:
+                return path
+    return None
