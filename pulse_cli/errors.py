@@ -1,4 +1,4 @@
-"""Exceptions as one-line messages, for the one-line errors every command prints."""
+"""Text for one-line messages: exceptions as one line, file names that may not be valid UTF-8."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def describe_os_error(exc: OSError) -> str:
     """A failed read or write as one line that names the file: `cannot write OUT/a.png: No space left`."""
     reason = exc.strerror or first_line(exc)
     return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+def printable(text: str) -> str:
+    """Text safe to print: a file name that is not valid UTF-8 shows its odd bytes as `\\udcXX`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

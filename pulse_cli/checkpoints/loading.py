@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import describe_os_error
 from ..files.atomic import sha256_file
 from ..networks.generator import Generator, LatentStats
 from . import safetensors_file
@@ -147,7 +148,11 @@ def resolve_latent_stats(loaded: LoadedNetworks, *, gaussian_fit: Path | None = 
             return None, NONE_FOUND
         raise CheckpointError(_no_stats_message(loaded))
     entry = _cache_entry(loaded, Path(cache_dir), samples) if cache_dir is not None else None
-    if entry is not None and entry.is_file():
+    try:
+        cached = entry is not None and entry.is_file()
+    except OSError:  # an unusable cache folder (no permission, a file in the way): compute instead
+        cached = False
+    if cached:
         try:
             return check_stats_fit(read_gaussian_fit(entry), generator, entry), CACHED
         except CheckpointError:
@@ -159,7 +164,12 @@ def resolve_latent_stats(loaded: LoadedNetworks, *, gaussian_fit: Path | None = 
                f"({samples:,} samples, once per checkpoint)")
     stats = compute_latent_stats(generator.map, generator.z_dim, samples=samples, device=generator.device)
     if entry is not None:
-        save_latent_stats(stats, entry)
+        try:
+            save_latent_stats(stats, entry)
+        except OSError as exc:  # the statistics are good; only the cache is unusable
+            if notify is not None:
+                notify(f"warning: could not cache the latent statistics ({describe_os_error(exc)}); "
+                       f"they will be computed again next time (set PULSE_HOME to a writable folder)")
     return stats, COMPUTED
 
 

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
+from ..errors import printable  # noqa: F401  (re-exported for the commands)
+
 USAGE_ERROR = 2
 FAILED = 1
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
@@ -25,11 +27,6 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 def note(message: str) -> None:
     err_console.print(message, markup=False)
-
-
-def printable(text: str) -> str:
-    """Text safe to print: a file name that is not valid UTF-8 shows its odd bytes as `\\udcXX`."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Terminated(KeyboardInterrupt):

@@ -13,7 +13,7 @@ CAPTION_HEIGHT = 16
 PADDING = 4
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
-SHEET_NOTICE = "Synthetic faces invented by PULSE: each fits the input, none is the real person."
+SHEET_NOTICE = "Synthetic faces invented by PULSE; none is the real person."
 
 
 @dataclass(frozen=True)

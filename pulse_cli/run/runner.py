@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..engine import Engine
 from ..errors import describe_os_error
-from ..files.atomic import append_jsonl, sha256_file
+from ..files.atomic import append_jsonl, remove_stale_temp_files, sha256_file
 from ..files.discovery import sheet_path
 from ..files.images import ImageError, load_rgb
 from ..search.pulse import ImageSearch, SearchConfig, SearchResult
@@ -104,6 +104,7 @@ class Runner:
     def run(self, jobs: Sequence[Job]) -> RunSummary:
         started = time.monotonic()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.out_dir)  # left by runs of this host that were killed
         searches: list[_Search] = []
         for job in jobs:
             if job.done:
@@ -275,6 +276,7 @@ class Runner:
             record = by_input.get(job.rel)
             if record is None or record.status == FAILED or not all(o.image.is_file() for o in job.outputs):
                 continue
+            l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
-                                 [s.best_l2 for s in record.samples] or None))
+                                 l2 if l2 and None not in l2 else None, bool(record.met_eps)))
         write_run_sheets(self.out_dir, rows)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import printable
 from ..files.images import load_rgb, save_image_atomic, to_pil
-from ..files.sheets import Tile, grid_sheet
+from ..files.sheets import SHEET_NOTICE, Tile, grid_sheet
 from ..search.downsample import BicubicDownsample
 from .records import OK, SampleRecord
 
@@ -48,7 +49,9 @@ def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, do
         mark = "ok" if sample.status == OK else "> eps"
         top.append(Tile(to_pil(images[k]), f"#{k} L2 {sample.best_l2:.4f} {mark}"))
         bottom.append(Tile(to_pil(downscaled[k]), f"#{k} downscaled"))
-    save_image_atomic(grid_sheet([top, bottom], tile_size=max(SHEET_TILE, min(size, 256))), path)
+    met = sum(sample.status == OK for sample in samples)
+    title = f"{met} of {len(samples)} met eps. {SHEET_NOTICE}"
+    save_image_atomic(grid_sheet([top, bottom], tile_size=max(SHEET_TILE, min(size, 256)), title=title), path)
 
 
 @dataclass
@@ -59,18 +62,22 @@ class SheetRow:
     name: str
     results: list[Path]
     l2: list[float] | None
+    met_eps: bool
 
 
 def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow]) -> None:
-    """OUT/sheet.png (or sheet-001.png, … for many inputs): every input beside its results."""
+    """OUT/sheet.png (or sheet-001.png, … for many inputs): every input beside its results, each captioned
+    with its L2; the header says how many inputs' results met eps."""
     tiles = []
     for row in rows:
-        line = [Tile(to_pil(load_rgb(row.input)), row.name[:18])]
+        line = [Tile(to_pil(load_rgb(row.input)), printable(row.name)[:18])]
         for k, image in enumerate(row.results):
             caption = f"#{k}" + (f" L2 {row.l2[k]:.4f}" if row.l2 else "")
             line.append(Tile(to_pil(load_rgb(image)), caption))
         tiles.append(line)
+    met = sum(row.met_eps for row in rows)
+    title = f"{met} of {len(rows)} inputs met eps. {SHEET_NOTICE}"
     pages = [tiles[i:i + SHEET_ROWS_PER_PAGE] for i in range(0, len(tiles), SHEET_ROWS_PER_PAGE)]
     for n, page in enumerate(pages, start=1):
         name = "sheet.png" if len(pages) == 1 else f"sheet-{n:03d}.png"
-        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE), Path(out_dir) / name)
+        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE, title=title), Path(out_dir) / name)
