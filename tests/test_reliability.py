@@ -409,3 +409,101 @@ def _time_one_run(src, out, checkpoint, args, env) -> float:
     started = time.monotonic()
     subprocess.run(_command(src, out, checkpoint, *args), env=env, capture_output=True, timeout=180, check=True)
     return time.monotonic() - started
+
+
+# --- pulse render finds what the run used ---------------------------------------------------------------------
+
+
+def _render(latents: Path, out: Path, *extra: str):
+    return CliRunner().invoke(app, ["render", str(latents), str(out), *extra])
+
+
+def test_render_works_from_another_folder_and_ignores_pulse_checkpoint(runner, tmp_path, demo_checkpoint,
+                                                                        monkeypatch):
+    # the run names its checkpoint by a path relative to where it started
+    local = tmp_path / "weights"
+    local.mkdir()
+    for name in ("synthesis.pt", "mapping.pt", "gaussian_fit.pt"):
+        (local / name).write_bytes((demo_checkpoint.parent / name).read_bytes())
+    src = faces(tmp_path / "in", 1)
+    result = upsample(runner, "in", "out", "--checkpoint", "weights/synthesis.pt", *FAST, "--save-latents")
+    assert result.exit_code == 0, result.stderr
+    (record,) = strict_lines(tmp_path / "out" / "results.jsonl")
+    assert record["checkpoint"] == str(local / "synthesis.pt")  # recorded absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    other = tmp_path / "other"
+    from pulse_cli.checkpoints.demo import write_demo_checkpoint
+
+    monkeypatch.setenv("PULSE_CHECKPOINT", str(write_demo_checkpoint(other, seed=5)))  # must not win
+    rendered = _render(tmp_path / "out" / "0.png.latents.safetensors", elsewhere / "again.png")
+    assert rendered.exit_code == 0, rendered.stderr
+    assert np.array_equal(np.asarray(Image.open(elsewhere / "again.png")),
+                          np.asarray(Image.open(tmp_path / "out" / "0.png.png")))
+    assert src.is_dir()
+
+
+def test_render_finds_a_converted_checkpoint_by_the_recorded_sha256(runner, tmp_path, demo_checkpoint,
+                                                                    monkeypatch):
+    from pulse_cli.checkpoints.loading import convert_checkpoint
+
+    local = tmp_path / "weights" / "pulse"
+    local.mkdir(parents=True)
+    for name in ("synthesis.pt", "mapping.pt", "gaussian_fit.pt"):
+        (local / name).write_bytes((demo_checkpoint.parent / name).read_bytes())
+    src = faces(tmp_path / "in", 1)
+    assert upsample(runner, src, tmp_path / "out", "--checkpoint", local / "synthesis.pt", *FAST,
+                    "--save-latents").exit_code == 0
+    # the user converts the checkpoint and deletes the original: the converted file holds the same network
+    converted = convert_checkpoint(local / "synthesis.pt", tmp_path / "weights" / "demo.safetensors",
+                                   cache_dir=tmp_path / "cache")
+    for name in ("synthesis.pt", "mapping.pt", "gaussian_fit.pt"):
+        (local / name).unlink()
+    rendered = _render(tmp_path / "out" / "0.png.latents.safetensors", tmp_path / "again.png")
+    assert rendered.exit_code == 0, rendered.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")),
+                          np.asarray(Image.open(tmp_path / "out" / "0.png.png")))
+    explicit = _render(tmp_path / "out" / "0.png.latents.safetensors", tmp_path / "again2.png",
+                       "--checkpoint", str(converted))
+    assert explicit.exit_code == 0, explicit.stderr
+    converted.unlink()
+    missing = _render(tmp_path / "out" / "0.png.latents.safetensors", tmp_path / "again3.png")
+    assert missing.exit_code == 2 and "--checkpoint" in one_error_line(missing.stderr)
+
+
+# --- honest surfaces --------------------------------------------------------------------------------------------
+
+
+def test_sheet_headers_say_how_many_results_met_eps(runner, tmp_path, demo_checkpoint, monkeypatch):
+    import pulse_cli.run.sheets as sheets
+
+    titles: list[str] = []
+    real = sheets.grid_sheet
+
+    def recording(grid, *, tile_size, title):
+        titles.append(title)
+        return real(grid, tile_size=tile_size, title=title)
+
+    monkeypatch.setattr(sheets, "grid_sheet", recording)
+    src = faces(tmp_path / "in", 2)
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, "--eps", "0",
+                      "--samples", "2", "--sheet")
+    assert result.exit_code == 0
+    assert titles[:2] == ["0 of 2 met eps. Synthetic faces invented by PULSE; none is the real person."] * 2
+    assert titles[2].startswith("0 of 2 inputs met eps.")
+    assert not any("each fits" in title for title in titles)
+
+
+def test_upsample_help_reads_well_at_80_columns(runner):
+    result = CliRunner().invoke(app, ["upsample", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0
+    text = result.stdout
+    for panel in ("Model", "Search", "Output", "Transparency", "Performance"):
+        assert f"─ {panel} ─" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    for option in ("--trainable-noise-layers", "--bad-noise-layers", "--save-latents", "--stop-at-eps",
+                   "--batch-size", "--synthesis", "--gaussian-fit", "--no-metadata"):
+        assert option in text, option  # never cut short
+    flags = [line for line in text.splitlines() if any(f in line for f in ("--strict", "--sheet", "--quiet"))]
+    assert flags and not any("<bool>" in line for line in flags)
