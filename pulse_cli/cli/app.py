@@ -13,6 +13,7 @@ import typer
 from ..version import __version__
 from .console import INTERRUPTED
 from .demo import demo_generator
+from .options import Command, Group
 from .render import render
 from .upsample import HELP as UPSAMPLE_HELP
 from .upsample import upsample
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=Group,
 )
 
 
@@ -44,9 +46,9 @@ def main_callback(
     """Batch PULSE face depixelizer."""
 
 
-app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True)(upsample)
-app.command("render", no_args_is_help=True)(render)
-app.command("demo-generator")(demo_generator)
+app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True, cls=Command)(upsample)
+app.command("render", no_args_is_help=True, cls=Command)(render)
+app.command("demo-generator", cls=Command)(demo_generator)
 app.add_typer(weights_app, name="weights")
 
 

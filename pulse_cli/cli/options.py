@@ -8,9 +8,30 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 # --help panels
 MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", "Transparency", "Performance"
+
+
+def _bare_help(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # --help is a flag: no value placeholder
+    return option
+
+
+class Command(TyperCommand):
+    """A command whose --help shows no `<bool>` placeholder."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _bare_help(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """A command group whose --help shows no `<bool>` placeholder."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _bare_help(super().get_help_option(ctx))
 
 
 def flag(*names: str, help: str, panel: str) -> Any:

@@ -14,10 +14,12 @@ from typing import Annotated, Any
 import typer
 
 from .console import FAILED, fail, note
+from .options import Command, Group
 
 PULSE_SAMPLES = 1_000_000  # as latent_stats.PULSE_SAMPLES, without importing torch for --help
 
 weights_app = typer.Typer(
+    cls=Group,
     name="weights",
     help="List, download, verify, inspect and convert generator checkpoints (none ships with pulse).",
     no_args_is_help=True,
@@ -36,9 +38,9 @@ def _out_console():
 # --------------------------------------------------------------------------------------------- list
 
 
-@weights_app.command("list")
+@weights_app.command("list", cls=Command)
 def list_command(
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Known checkpoints: name, family, resolution, sources (in the order tried), licence, and whether a copy
     is present locally."""
@@ -72,7 +74,7 @@ def _source_label(row: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------- download
 
 
-@weights_app.command("download", no_args_is_help=True)
+@weights_app.command("download", no_args_is_help=True, cls=Command)
 def download_command(
     target: Annotated[str, typer.Argument(metavar="NAME|URL", help="A name from `pulse weights list`, or a URL.",
                                           show_default=False)],
@@ -80,8 +82,9 @@ def download_command(
     = None,
     dest: Annotated[Path | None, typer.Option(help="Folder to download into. Default: the user weights folder "
                                                    "(PULSE_HOME or the platform cache dir).")] = None,
-    convert: Annotated[bool, typer.Option("--convert/--no-convert", help="Convert to pulse's .safetensors file "
-                                                                         "with latent statistics.")] = True,
+    convert: Annotated[bool, typer.Option("--convert/--no-convert", metavar="",
+                                          help="Convert to pulse's .safetensors file with latent statistics.")]
+    = True,
     latent_samples: Annotated[int, typer.Option(min=2, help="Samples for the latent statistics (PULSE: 10^6).")]
     = PULSE_SAMPLES,
 ) -> None:
@@ -142,11 +145,11 @@ def download_command(
 # --------------------------------------------------------------------------------------------- verify
 
 
-@weights_app.command("verify")
+@weights_app.command("verify", cls=Command)
 def verify_command(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders. Default: every file with a "
                                                             "sha256 record in the weights folders.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Check files against the sha256 recorded beside them (`<file>.sha256`). Exit 1 on any mismatch."""
     from ..weights.download import verify_file
@@ -181,11 +184,11 @@ def verify_command(
 # --------------------------------------------------------------------------------------------- info
 
 
-@weights_app.command("info", no_args_is_help=True)
+@weights_app.command("info", no_args_is_help=True, cls=Command)
 def info_command(
     path: Annotated[Path, typer.Argument(help="A checkpoint file (any supported format) or folder, or the "
                                               "name of a known model.", show_default=False)],
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print a JSON object on stdout.")] = False,
 ) -> None:
     """What a checkpoint is: format, family, resolution, latents, noise layers, size, sha256, licence; for a
     known model's name, its registry entry and download sources (in the order tried)."""
@@ -247,7 +250,7 @@ def _print_model(model: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------- convert
 
 
-@weights_app.command("convert", no_args_is_help=True)
+@weights_app.command("convert", no_args_is_help=True, cls=Command)
 def convert_command(
     src: Annotated[Path, typer.Argument(help="Any supported checkpoint (or a folder holding one).",
                                         show_default=False)],
@@ -262,7 +265,7 @@ def convert_command(
     licence: Annotated[str | None, typer.Option(help="Licence to record in the file's metadata.")] = None,
     source: Annotated[str | None, typer.Option(help="Where the weights came from (URL), for the metadata.")]
     = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DST if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace DST if it exists.")] = False,
 ) -> None:
     """Convert any supported checkpoint to pulse's single .safetensors file (no pickle), latent statistics and
     metadata included. The result loads fast and records where it came from."""
