@@ -507,3 +507,29 @@ def test_upsample_help_reads_well_at_80_columns(runner):
         assert option in text, option  # never cut short
     flags = [line for line in text.splitlines() if any(f in line for f in ("--strict", "--sheet", "--quiet"))]
     assert flags and not any("<bool>" in line for line in flags)
+
+
+def test_no_output_name_can_be_taken_twice_whatever_the_inputs_are_called():
+    """Every file a run may write, for inputs named to collide with the tool's own files, is distinct."""
+    from pathlib import PurePosixPath
+
+    from pulse_cli.files.discovery import output_paths, sheet_path
+
+    names = ["z.png", "sheets/z.png", "sheets/z.png.sheet", "sheet", "sheet-001", "sheet.png", "logs/z.png",
+             "logs/z.png.jsonl", "z.png.sample0", "z.png.sample0.png", "frames/z.png/step-0000",
+             "frames/z.png/step-0000.png", "z.png.search.gif", "z.png.latents", "z.png.latents.safetensors",
+             "results.jsonl", "Z.PNG", "z.png.image", "z.png.image.png", "a.jpg", "a.png"]
+    out = Path("/out")
+    for samples in (1, 2):
+        taken: dict[Path, str] = {out / "results.jsonl": "results", out / "sheet.png": "run sheet",
+                                  out / "sheet-001.png": "run sheet page"}
+        for name in names:
+            rel = PurePosixPath(name)
+            files = [sheet_path(out, rel)]
+            for k in range(samples):
+                paths = output_paths(out, rel, sample=k, samples=samples)
+                files += [paths.image, paths.log, paths.latents, paths.animation,
+                          *(paths.frames / f"step-{s:04d}.png" for s in range(2))]
+            for path in files:
+                assert path not in taken, f"{name} and {taken[path]} both write {path}"
+                taken[path] = name

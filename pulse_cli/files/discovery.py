@@ -77,10 +77,20 @@ class OutputPaths:
     animation: Path  # OUT/<stem>.search.gif (with --animate)
 
 
+def result_stem(rel: PurePosixPath) -> str:
+    """The name an input's outputs are made from: its relative path, extension kept (so `a.jpg` and `a.png`
+    never share outputs). An input without an image extension (recognised by its content) gets `.image`
+    added: the tool's own files (`sheet.png`, `<stem>.sheet.png`, `<stem>.sample<k>.png`,
+    `frames/<stem>/step-NNNN.png`) never end in an image extension + `.png`, so no input's result can
+    take one of their names, whatever the input files and folders are called."""
+    name = rel.as_posix()
+    return name if rel.suffix.lower() in IMAGE_SUFFIXES else f"{name}.image"
+
+
 def output_paths(out_dir: Path, rel: PurePosixPath, *, sample: int, samples: int) -> OutputPaths:
-    """`OUT/<rel>.png` and `OUT/logs/<rel>.jsonl`; the input's own extension stays in the name so
-    that `a.jpg` and `a.png` never map to one output. With several samples: `<rel>.sample<k>.png`."""
-    stem = rel.as_posix() if samples == 1 else f"{rel.as_posix()}.sample{sample}"
+    """`OUT/<stem>.png` and `OUT/logs/<stem>.jsonl` (see `result_stem`); with several samples
+    `<stem>.sample<k>.png`."""
+    stem = result_stem(rel) if samples == 1 else f"{result_stem(rel)}.sample{sample}"
     out_dir = Path(out_dir)
     return OutputPaths(image=out_dir / f"{stem}.png", log=out_dir / "logs" / f"{stem}.jsonl",
                        latents=out_dir / f"{stem}.latents.safetensors", frames=out_dir / "frames" / stem,
@@ -88,7 +98,6 @@ def output_paths(out_dir: Path, rel: PurePosixPath, *, sample: int, samples: int
 
 
 def sheet_path(out_dir: Path, rel: PurePosixPath) -> Path:
-    """Per-input contact sheet: OUT/sheets/<rel>.sheet.png. The `.sheet` keeps it apart from the result of
-    an input that itself sits in a folder called `sheets` (`OUT/sheets/<rel>.png`): inputs have image
-    extensions, so no input's result can end in `.sheet.png`."""
-    return Path(out_dir) / "sheets" / f"{rel.as_posix()}.sheet.png"
+    """Per-input contact sheet: OUT/sheets/<stem>.sheet.png, apart from the result of an input that itself
+    sits in a folder called `sheets` (see `result_stem`)."""
+    return Path(out_dir) / "sheets" / f"{result_stem(rel)}.sheet.png"
