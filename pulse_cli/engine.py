@@ -30,6 +30,7 @@ from .weights.local import family_from_name
 from .weights.locations import cache_dir as default_cache_dir
 
 Synthesis = Literal["auto", "fast", "reference"]
+WAIT_FOR_ITEMS = 0.5  # seconds between asks when the items have nothing ready and no search is active
 # "auto": the fast evaluation where it has been verified, which is only the CPU (no GPU was available to
 # verify CUDA or MPS against the reference path).
 _FAST = {"auto": None, "fast": True, "reference": False}
@@ -155,13 +156,15 @@ class Engine:
 
     # -- searching ------------------------------------------------------------------------------
 
-    def searches(self, items: Iterable[tuple[object, torch.Tensor, int]], *, stop_at_eps: bool = False,
+    def searches(self, items: Iterable[tuple[object, torch.Tensor, int] | None], *, stop_at_eps: bool = False,
                  save_every: int | None = None, on_step: StepCallback | None = None,
                  on_frame: FrameCallback | None = None) -> Iterator[Finished]:
         """Search every `(key, target [3, h, w] in [0, 1], seed)`, at most `batch_size` at a time, and yield
         each as it finishes.
 
-        Items are drawn lazily, so a long list costs nothing until its turn. A target the generator cannot
+        Items are drawn lazily, so a long list costs nothing until its turn; an item may be None, meaning
+        nothing is ready yet (the active searches go on, or, with none, the engine waits briefly and asks
+        again). A target the generator cannot
         use fails alone. When a step runs out of device memory, the batch is split: its searches start
         again (same seeds, so the same results) in batches of half the size, and `batch_size` stays
         reduced; only a search that does not fit alone fails, with a one-line reason. Another device
@@ -181,17 +184,23 @@ class Engine:
                     slot = retry.popleft()
                 else:
                     try:
-                        key, target, seed = next(pending)
+                        item = next(pending)
                     except StopIteration:
                         exhausted = True
                         break
-                    slot = _Slot(key, target, seed)
+                    if item is None:
+                        if not len(pool):
+                            time.sleep(WAIT_FOR_ITEMS)
+                        break
+                    slot = _Slot(*item)
                 try:
                     pool.add(slot, slot.target, slot.seed)
                 except ValueError as exc:
                     yield Finished(slot.key, None, first_line(exc), 0.0)
             if not len(pool):
-                return
+                if exhausted and not retry:
+                    return
+                continue
             started = time.monotonic()
             try:
                 pool.step()

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import printable  # noqa: F401  (re-exported for the commands)
 
@@ -20,8 +21,9 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
-    """Print `error: message` on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    """Print `error: message` on stderr and return the Exit to raise. The message is plain text: brackets
+    in it (paths, `pulse-depixelizer[align]`) are printed as they are."""
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", markup=True)
     return typer.Exit(code)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files.atomic import read_jsonl
+from ..files.atomic import JsonlTail
 from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths
 from .records import DONE, FAILED, RESULTS_FILE
 
@@ -34,6 +34,7 @@ class RunOptions:
     animate: bool = False
     sheet: bool = False
     stop_at_eps: bool = False  # an image leaves the batch at its first iterate meeting eps
+    shard: tuple[int, int] | None = None  # (K, N): only the inputs of shard K of N
 
 
 @dataclass
@@ -54,33 +55,67 @@ class Job:
         return self.input.rel.as_posix()
 
 
-def finished_records(results_file: Path) -> dict[str, dict[str, Any]]:
-    """Per input, the latest record of an earlier run that finished it (ok or not_converged), unless a
-    later run failed it. Skipped records repeat an earlier one and change nothing."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(results_file):
-        rel, status = record.get("input"), record.get("status")
-        if not isinstance(rel, str):
-            continue
-        if status in DONE:
-            latest[rel] = record
-        elif status == FAILED:
-            latest.pop(rel, None)
-    return latest
+class FinishedIndex:
+    """Per input, the latest record that finished it (ok or not_converged), unless a later one failed it;
+    skipped records repeat an earlier one and change nothing. `refresh()` reads only what other processes
+    sharing the folder appended since, so checking again before each input stays cheap."""
+
+    def __init__(self, results_file: Path):
+        self._tail = JsonlTail(results_file)
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.since_start: dict[str, dict[str, Any]] = {}  # only what was appended after the first read
+        self._read(self.latest)
+
+    def refresh(self) -> None:
+        self._read(self.latest, self.since_start)
+
+    def _read(self, *views: dict[str, dict[str, Any]]) -> None:
+        for record in self._tail.new_records():
+            rel, status = record.get("input"), record.get("status")
+            if not isinstance(rel, str):
+                continue
+            for view in views:
+                if status in DONE:
+                    view[rel] = record
+                elif status == FAILED:
+                    view.pop(rel, None)
+
+    def finished(self, job: Job, out_dir: Path, *, since_start: bool = False) -> dict[str, Any] | None:
+        """The record that finished `job` (with `since_start`, only one appended after this index was made,
+        e.g. by another process of the same --overwrite run), if the outputs it lists are the job's and all
+        exist."""
+        record = (self.since_start if since_start else self.latest).get(job.rel)
+        if record is None:
+            return None
+        names = [o.image.relative_to(out_dir).as_posix() for o in job.outputs]
+        if record.get("outputs") != names or not all(o.image.is_file() for o in job.outputs):
+            return None
+        return record
 
 
-def plan_jobs(in_dir: Path, out_dir: Path, options: RunOptions) -> list[Job]:
-    """Discover inputs and see which are done: an input is done when an earlier run recorded it finished
-    (the record is written last, after every output) and the outputs it lists are all there."""
-    inputs = discover_inputs(in_dir, recursive=options.recursive, exclude=out_dir)
-    earlier = {} if options.overwrite else finished_records(Path(out_dir) / RESULTS_FILE)
+def in_shard(rel: str, shard: tuple[int, int] | None) -> bool:
+    """Whether input `rel` belongs to shard K of N: a stable hash of its path, so adding files moves no
+    other file to another shard."""
+    if shard is None:
+        return True
+    k, n = shard
+    digest = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % n == k - 1
+
+
+def plan_jobs(in_dir: Path, out_dir: Path, options: RunOptions, index: FinishedIndex | None = None) -> list[Job]:
+    """Discover inputs (those of this shard, with --shard) and see which are done: an input is done when an
+    earlier run recorded it finished (the record is written last, after every output) and the outputs it
+    lists are all there."""
+    inputs = [i for i in discover_inputs(in_dir, recursive=options.recursive, exclude=out_dir)
+              if in_shard(i.rel.as_posix(), options.shard)]
+    if index is None:
+        index = FinishedIndex(Path(out_dir) / RESULTS_FILE)
     jobs = []
     for item in inputs:
-        outputs = [output_paths(out_dir, item.rel, sample=k, samples=options.samples)
-                   for k in range(options.samples)]
-        record = earlier.get(item.rel.as_posix())
-        names = [o.image.relative_to(out_dir).as_posix() for o in outputs]
-        if record is not None and (record.get("outputs") != names or not all(o.image.is_file() for o in outputs)):
-            record = None
-        jobs.append(Job(item, outputs, record))
+        job = Job(item, [output_paths(out_dir, item.rel, sample=k, samples=options.samples)
+                         for k in range(options.samples)])
+        if not options.overwrite:
+            job.earlier = index.finished(job, Path(out_dir))
+        jobs.append(job)
     return jobs

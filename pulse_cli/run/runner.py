@@ -17,11 +17,12 @@ from PIL import Image
 from ..engine import Engine
 from ..errors import describe_os_error
 from ..files.atomic import append_jsonl, remove_stale_temp_files, sha256_file
-from ..files.discovery import sheet_path
+from ..files.claims import Claim, claim_path, try_claim
+from ..files.discovery import result_stem, sheet_path
 from ..files.images import ImageError, load_rgb
 from ..search.pulse import ImageSearch, SearchConfig, SearchResult
 from .outputs import animation_frame, write_frame, write_sample
-from .plan import Job, RunOptions, derive_seed
+from .plan import FinishedIndex, Job, RunOptions, derive_seed
 from .records import (
     FAILED,
     RESULTS_FILE,
@@ -58,11 +59,12 @@ class RunSummary:
 
 @dataclass(eq=False)
 class _Input:
-    """An input being searched: its target and the samples finished so far."""
+    """An input being searched: its claim, its target and the samples finished so far."""
 
     job: Job
     target: torch.Tensor
     input_sha256: str
+    claim: Claim
     failed: bool = False
     finished: dict[int, tuple[int, SearchResult, float]] = field(default_factory=dict)  # sample -> seed, ...
 
@@ -102,28 +104,25 @@ class Runner:
     # -- the run ---------------------------------------------------------------------------------
 
     def run(self, jobs: Sequence[Job]) -> RunSummary:
+        """Every job: skipped if done, else searched and recorded. Inputs are claimed one at a time (see
+        `files.claims`), so any number of processes may share OUT: each input is searched by one of them;
+        an input another process holds is taken up later, once it is free, unless it got finished."""
         started = time.monotonic()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.out_dir)  # left by runs of this host that were killed
-        searches: list[_Search] = []
+        self.index = FinishedIndex(self.out_dir / RESULTS_FILE)
+        todo = []
         for job in jobs:
             if job.done:
                 self._emit(self._skipped(job))
-                continue
-            assert self.engine is not None, "jobs to do need an engine"
-            try:
-                target = load_rgb(job.input.path, self.engine.resolution)
-                item = _Input(job, target, sha256_file(job.input.path))
-            except (ImageError, OSError) as exc:
-                self._emit(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
-                continue
-            searches.extend(_Search(item, k, derive_seed(self.options.seed, job.rel, k))
-                            for k in range(self.options.samples))
+            else:
+                todo.append(job)
         steps = self.config.steps
-        self.reporter.start(len(searches), steps)
+        self.reporter.start(len(todo) * self.options.samples, steps)
         try:
-            if searches:
-                self._search_all(searches, steps)
+            if todo:
+                assert self.engine is not None, "jobs to do need an engine"
+                self._search_all(todo, steps)
         finally:
             self.reporter.close()
         if self.options.sheet:
@@ -131,13 +130,47 @@ class Runner:
         self.summary.seconds = time.monotonic() - started
         return self.summary
 
-    def _search_all(self, searches: list[_Search], steps: int) -> None:
+    def _take(self, job: Job) -> _Input | None | bool:
+        """Claim `job` and read its target: the input to search; None when it needs no search (finished
+        meanwhile by another process, or failed to load: recorded); False when another process holds it."""
+        claim = try_claim(claim_path(self.out_dir, result_stem(job.input.rel)))
+        if claim is None:
+            return False
+        self.index.refresh()
+        if self.index.finished(job, self.out_dir, since_start=self.options.overwrite) is not None:
+            # another process sharing OUT did it
+            claim.release(finished=True)
+            self.reporter.step(self.options.samples, float("nan"), self.config.steps, self.config.steps)
+            return None
+        try:
+            target = load_rgb(job.input.path, self.engine.resolution)
+            return _Input(job, target, sha256_file(job.input.path), claim)
+        except (ImageError, OSError) as exc:
+            self._emit(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
+            claim.release(finished=True)
+            return None
+
+    def _search_all(self, todo: list[Job], steps: int) -> None:
         assert self.engine is not None
 
-        def items() -> Iterator[tuple[_Search, torch.Tensor, int]]:
-            for search in searches:
-                if not search.input.failed:  # a batch-mate's failure already failed this input
-                    yield search, search.input.target, search.seed
+        def items() -> Iterator[tuple[_Search, torch.Tensor, int] | None]:
+            waiting = list(todo)
+            while waiting:
+                busy = []
+                for job in waiting:
+                    item = self._take(job)
+                    if item is False:
+                        busy.append(job)
+                        continue
+                    if item is None:
+                        continue
+                    for k in range(self.options.samples):
+                        if not item.failed:  # a batch-mate's failure already failed this input
+                            seed = derive_seed(self.options.seed, job.rel, k)
+                            yield _Search(item, k, seed), item.target, seed
+                if busy:
+                    yield None  # held by other processes: nothing ready now, ask again soon
+                waiting = busy
 
         def on_step(active: Sequence[ImageSearch]) -> None:
             self.reporter.step(len(active) / steps, min(s.history[-1].l2 for s in active),
@@ -181,6 +214,7 @@ class Runner:
             item.failed = True
             item.finished.clear()
             self._emit(self._failed(item.job, reason))
+            item.claim.release(finished=True)
 
     def _frame_interval(self) -> int | None:
         if self.options.save_every:
@@ -268,6 +302,7 @@ class Runner:
                               samples)
         item.finished.clear()  # the images are written; free them
         self._emit(record)
+        item.claim.release(finished=True)
 
     def _write_run_sheets(self, jobs: Sequence[Job]) -> None:
         by_input = {r.input: r for r in self.summary.records}
