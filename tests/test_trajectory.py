@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_pulse_checkpoint
 
+from pulse_cli.engine import Engine
 from pulse_cli.networks.generator import LatentStats
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.search.downsample import BicubicDownsample
@@ -122,6 +124,21 @@ def test_reference_search_follows_the_original_bit_for_bit(index: int, trajector
         generated = BicubicDownsample(reference_G.resolution // case["target"].shape[-1])(image)
         l2 = mean_squared_error(generated, case["target"][None]).item()
     assert l2 == case["l2_after_last_step"]
+
+
+def test_engine_reference_mode_follows_the_original(trajectory: dict, config, fixtures_dir: Path,
+                                                     tmp_path: Path, one_thread) -> None:
+    """The same through the public entry point: the fixture's networks written as synthesis.pt +
+    mapping.pt, loaded by `Engine.load(..., synthesis="reference")` with PULSE's gaussian_fit.pt."""
+    ref = torch.load(fixtures_dir / "pulse_reference_fixture.pt", map_location="cpu", weights_only=True)
+    path = write_pulse_checkpoint(tmp_path, ref["synthesis_state_dict"], ref["mapping_state_dict"])
+    engine = Engine.load(path, device="cpu", config=config, synthesis="reference", batch_size=1,
+                         gaussian_fit=fixtures_dir / "pulse_gaussian_fit.pt", cache_dir=tmp_path / "cache")
+    assert engine.synthesis_path == "reference"
+    case = trajectory["cases"][0]
+    result = engine.search(case["target"][None], [case["seed"]])[0]
+    assert torch.equal(torch.tensor([s.l2 for s in result.history], dtype=torch.float64), case["l2"])
+    assert torch.equal(torch.tensor([s.total for s in result.history], dtype=torch.float64), case["total"])
 
 
 # The fast path's distance from the original trajectory, measured on these three cases (one thread):
