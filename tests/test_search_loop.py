@@ -220,7 +220,9 @@ def test_returns_the_best_iterate_not_the_last(G: StyleGAN1Generator, targets: t
         # after step `step` the parameters are those that step `step + 1` renders
         states[step + 1] = [(s.latent.detach().clone(), [n.detach().clone() for n in s.noise]) for s in searches]
 
-    results = pulse_search(G, targets, seeds=[0, 1, 2], config=WILD, on_step=capture)
+    # Seeds 6-8: two of the three end above their best (0-2 stopped doing so when the reference path took
+    # the original's gradient summation order, a rounding-level change to every trajectory).
+    results = pulse_search(G, targets, seeds=[6, 7, 8], config=WILD, on_step=capture)
     not_last = 0
     for b, r in enumerate(results):
         l2s = [h.l2 for h in r.history]

@@ -49,6 +49,18 @@ class Blur(nn.Module):
         return F.conv2d(x, kernel, padding=1, groups=x.shape[1])
 
 
+def upscale2d(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upscale written as the original's view/expand/copy, not `F.interpolate`.
+
+    Both give the same values, but their backward passes sum each 2x2 block of gradients in different
+    orders (the expand's backward reduces over the two inserted dims). Matching the original here is
+    what makes a search on the reference path follow the original's trajectory bit for bit.
+    """
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h, 1, w, 1).expand(-1, -1, -1, 2, -1, 2)
+    return x.contiguous().view(n, c, 2 * h, 2 * w)
+
+
 class ScaledConv(nn.Module):
     """3x3 (or 1x1) conv with equalised learning rate; optionally upsampling x2 then blurring."""
 
@@ -70,7 +82,7 @@ class ScaledConv(nn.Module):
             w = fold_transposed(weight)
             x = F.conv_transpose2d(x, w, stride=2, padding=(w.shape[-1] - 1) // 2)
         else:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = upscale2d(x)
             x = F.conv2d(x, weight, padding=self.weight.shape[-1] // 2)
         x = self.intermediate(x)
         return x + self.bias.view(1, -1, 1, 1)
