@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ..version import __version__
+from .align import align
 from .console import INTERRUPTED
 from .demo import demo_generator
 from .render import render
@@ -46,6 +47,7 @@ def main_callback(
 
 app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True)(upsample)
 app.command("render", no_args_is_help=True)(render)
+app.command("align", no_args_is_help=True)(align)
 app.command("demo-generator")(demo_generator)
 app.add_typer(weights_app, name="weights")
 
