@@ -11,12 +11,15 @@ The 68-point model was trained on the iBUG 300-W data set, whose licence exclude
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import first_line
 
 INSTALL_HINT = "pip install 'pulse-depixelizer[align]'"
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -50,9 +53,9 @@ def import_dlib():
     try:
         import dlib
     except ImportError as exc:
-        raise MissingExtra(f"pulse align needs dlib (the 'align' extra): {INSTALL_HINT} "
-                           f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'no dlib'})"
-                           ) from None
+        # A broken install (say, a missing shared library) is worth naming; plain absence is not.
+        detail = "" if isinstance(exc, ModuleNotFoundError) else f" ({first_line(exc)})"
+        raise MissingExtra(f"pulse align needs dlib (the 'align' extra): {INSTALL_HINT}{detail}") from None
     return dlib
 
 
@@ -87,17 +90,23 @@ def check_installed() -> None:
     predictor_path()
 
 
+@functools.lru_cache(maxsize=1)
+def _load_models(path: str):
+    """dlib's detector and the shape predictor; kept for the process (reading the model takes ~1 s)."""
+    dlib = import_dlib()
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(path)
+
+
 class FaceDetector:
-    """dlib's HOG face detector and 68-point shape predictor, loaded once (the model takes ~1 s)."""
+    """dlib's HOG face detector and 68-point shape predictor."""
 
     def __init__(self, *, min_score: float = DEFAULT_MIN_SCORE):
-        dlib = import_dlib()
         self.min_score = float(min_score)
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(predictor_path()))
+        self._detector, self._predictor = _load_models(str(predictor_path()))
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an 8-bit RGB photo ([H, W, 3]), in dlib's order, those scoring at least `min_score`.
+        """Faces in an 8-bit RGB photo ([H, W, 3]) scoring at least `min_score`, numbered as PULSE numbered
+        them: dlib's order, best score first; equal scores (the same face twice) left to right, then top down.
 
         dlib's own threshold is 0 (what PULSE used); a negative `min_score` lowers it to match."""
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -109,4 +118,4 @@ class FaceDetector:
             shape = self._predictor(rgb, box)
             landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
             found.append(Detection((box.left(), box.top(), box.right(), box.bottom()), float(score), landmarks))
-        return found
+        return sorted(found, key=lambda d: (-d.score, d.box[0], d.box[1]))

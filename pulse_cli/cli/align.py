@@ -77,7 +77,7 @@ def align(
             raise UsageError(str(exc)) from None
         check_output_folder(crops)
     except UsageError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(printable(str(exc)))) from None  # fail() reads markup: '[align]' must stay text
 
     from ..align.run import align_photos
 
@@ -89,8 +89,8 @@ def align(
     except OSError as exc:  # faces.jsonl itself could not be written
         from ..errors import describe_os_error
 
-        raise fail(f"cannot write {describe_os_error(exc)}; finished crops are kept, rerun to resume",
-                   FAILED) from None
+        message = f"cannot write {describe_os_error(exc)}; finished crops are kept, rerun to resume"
+        raise fail(escape(printable(message)), FAILED) from None
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         err_console.print(f"{what}: finished crops are kept; rerun the same command to resume")
