@@ -305,3 +305,15 @@ def test_cli_default_min_score_is_the_library_default():
     from pulse_cli.cli import align as align_command
 
     assert align_command.DEFAULT_MIN_SCORE == DEFAULT_MIN_SCORE
+
+
+def test_pulse_upsample_takes_the_crops_as_they_are(runner, tmp_path, astronaut, demo_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / "astronaut.png")
+    assert align_cli(runner, photos, tmp_path / "crops").exit_code == 0
+    result = runner.invoke(app, ["upsample", str(tmp_path / "crops"), str(tmp_path / "out"), "--checkpoint",
+                                 str(demo_checkpoint), "--steps", "2", "--json", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["total"] == 1  # the crop; faces.jsonl is not an image
+    assert (tmp_path / "out" / "astronaut.png.face0.png.png").is_file()
