@@ -290,6 +290,17 @@ def test_missing_extra_exits_2_with_the_install_hint(runner, tmp_path, photos, m
     assert result.exit_code == 2 and "landmark model" in result.stderr and "pip install" in result.stderr
 
 
+def test_landmark_model_can_be_given_by_path(monkeypatch, tmp_path):
+    from pulse_cli.align.detect import MissingExtra
+
+    real = predictor_path()
+    monkeypatch.setenv("PULSE_LANDMARKS_MODEL", str(real))
+    assert predictor_path() == real
+    monkeypatch.setenv("PULSE_LANDMARKS_MODEL", str(tmp_path / "none.dat"))
+    with pytest.raises(MissingExtra, match="PULSE_LANDMARKS_MODEL=.*is not a file"):
+        predictor_path()
+
+
 def test_help_mentions_the_licence_and_pulse_help_loads_neither_torch_nor_dlib(runner):
     result = runner.invoke(app, ["align", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

@@ -54,7 +54,7 @@ def align(
     bicubic downsampler. Needs the extra: pip install 'pulse-depixelizer\\[align]'.
 
     [bold]Licence:[/] the 68-point landmark model was trained on the iBUG 300-W data set, whose terms
-    exclude commercial use.
+    exclude commercial use. PULSE_LANDMARKS_MODEL=PATH uses another 68-point dlib model file instead.
 
     Exit codes: 0 every photo was handled (faces or none); 1 a photo failed (or, with --strict, had no
     face); 2 usage error (bad PHOTOS/CROPS or --size, the extra not installed).
