@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ..version import __version__
+from .align import align
 from .console import INTERRUPTED
 from .demo import demo_generator
 from .options import Command, Group
@@ -48,6 +49,7 @@ def main_callback(
 
 app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True, cls=Command)(upsample)
 app.command("render", no_args_is_help=True, cls=Command)(render)
+app.command("align", no_args_is_help=True, cls=Command)(align)
 app.command("demo-generator", cls=Command)(demo_generator)
 app.add_typer(weights_app, name="weights")
 

@@ -1,0 +1,8 @@
+"""`pulse align`: real photos in, FFHQ-aligned face crops out, as PULSE's own aligner makes them.
+
+- `detect`: dlib's HOG detector and 68-point landmarks (the optional `align` extra), model file location.
+- `ffhq`: the FFHQ alignment (NVIDIA's ffhq-dataset procedure, as PULSE's `shape_predictor.py` runs it).
+- `run`: a folder of photos to crops and `faces.jsonl` (`align_photos`), resumable.
+
+Nothing here is imported by `pulse --help`; dlib is imported only when a detector is made.
+"""
