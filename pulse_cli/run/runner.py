@@ -119,11 +119,14 @@ class Runner:
                 todo.append(job)
         steps = self.config.steps
         self.reporter.start(len(todo) * self.options.samples, steps)
+        self._claims: list[Claim] = []
         try:
             if todo:
                 assert self.engine is not None, "jobs to do need an engine"
                 self._search_all(todo, steps)
         finally:
+            for claim in self._claims:  # stopped early (Ctrl-C, an error): let others have them
+                claim.release()
             self.reporter.close()
         if self.options.sheet:
             self._write_run_sheets(jobs)
@@ -136,6 +139,7 @@ class Runner:
         claim = try_claim(claim_path(self.out_dir, result_stem(job.input.rel)))
         if claim is None:
             return False
+        self._claims.append(claim)
         self.index.refresh()
         if self.index.finished(job, self.out_dir, since_start=self.options.overwrite) is not None:
             # another process sharing OUT did it
