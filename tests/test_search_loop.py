@@ -437,7 +437,7 @@ PINNED_PULSE_L2 = [
 
 def test_pulse_mode_l2_curve_is_pinned(G64: StyleGAN1Generator, targets: torch.Tensor,
                                        float64_default: None) -> None:
-    for config in (SearchConfig(steps=10, eps=1e-3),):
+    for config in (SearchConfig(steps=10, eps=1e-3), SearchConfig(steps=10, eps=1e-3, mode="pulse")):
         results = pulse_search(G64, targets[:2].double(), seeds=[0, 1], config=config)
         for result, pinned in zip(results, PINNED_PULSE_L2, strict=True):
             assert [h.l2 for h in result.history] == pytest.approx(pinned, rel=1e-12, abs=0)
