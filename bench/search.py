@@ -1,16 +1,18 @@
 """The yardstick of `--search robust`: how often each search mode finds a face, how fast, and how real.
 
-    python bench/search.py                  # the full run: pulse vs robust (3 seeds) + ablation, ~25 min
+    python bench/search.py                  # the full run: pulse vs robust (3 seeds) + ablation, ~30 min
     python bench/search.py --part main      # only pulse vs robust
     python bench/search.py --part ablation  # only the ablation (StyleGAN v1 16x16 targets, 2 seeds)
     python bench/search.py --quick          # fewer targets and seeds, for a smoke run
 
 Targets with a perfect answer: images rendered by the shared 256-px StyleGAN v1 fixture generator
 (PULSE layout) and by the 64-px StyleGAN2 fixture generator (rosinality_g_ema.pt) from random latents
-and noise (this script's seeds), downscaled to 16x16 and 32x32 by the project's BicubicDownsample and
-rounded to 8 bits as if read from a PNG. Targets without one: the real crops in examples/crops/ (the
-best L2 reached is reported). Every search runs eps 1e-3 for 100 steps (PULSE's settings otherwise);
-reaching 2e-3 is read from the same runs' L2 curves. Writes bench/search_results.json and prints tables.
+and noise (this script's seeds; 10 StyleGAN v1 and 14 StyleGAN2 targets), downscaled to 16x16 and
+32x32 by the project's BicubicDownsample and rounded to 8 bits as if read from a PNG. Targets without
+one: the real crops in examples/crops/, searched with the StyleGAN2 generator (the best L2 reached is
+reported). The ablation runs on the StyleGAN v1 16x16 targets with one seed. Every search runs eps 1e-3
+for 100 steps (PULSE's settings otherwise); reaching 2e-3 is read from the same runs' L2 curves.
+Writes bench/search_results.json and prints tables.
 """
 
 from __future__ import annotations
@@ -210,14 +212,14 @@ def main() -> None:
     G1, G2 = sg1_generator(), sg2_generator(args.cache)
     sets = {  # name -> (generator, [(target name, target)])
         "sg1-16": (G1, [(f"sg1-16-{k}", t) for k, t in
-                        enumerate(generated_targets(G1, TARGET_SEED_BASE["sg1"], 12 // scale, 16))]),
+                        enumerate(generated_targets(G1, TARGET_SEED_BASE["sg1"], 8 // scale, 16))]),
         "sg1-32": (G1, [(f"sg1-32-{k}", t) for k, t in
-                        enumerate(generated_targets(G1, TARGET_SEED_BASE["sg1"], 4 // scale or 1, 32))]),
+                        enumerate(generated_targets(G1, TARGET_SEED_BASE["sg1"], 2 // scale or 1, 32))]),
         "sg2-16": (G2, [(f"sg2-16-{k}", t) for k, t in
-                        enumerate(generated_targets(G2, TARGET_SEED_BASE["sg2"], 6 // scale, 16))]),
+                        enumerate(generated_targets(G2, TARGET_SEED_BASE["sg2"], 10 // scale, 16))]),
         "sg2-32": (G2, [(f"sg2-32-{k}", t) for k, t in
-                        enumerate(generated_targets(G2, TARGET_SEED_BASE["sg2"], 2 // scale or 1, 32))]),
-        "crops (sg1)": (G1, list(crop_targets().items())),
+                        enumerate(generated_targets(G2, TARGET_SEED_BASE["sg2"], 4 // scale or 1, 32))]),
+        "crops (sg2)": (G2, list(crop_targets().items())),
     }
     results: dict = {"config": {"eps": EPS, "steps": STEPS, "seeds": list(seeds), "quick": args.quick,
                                 "robust_options": dataclasses.asdict(RobustOptions()),
