@@ -48,11 +48,17 @@ def noise_regularisation(noise: Sequence[torch.Tensor]) -> torch.Tensor:
     For each map and each scale (halved by 2x2 average pooling down to 8x8): the squared mean of the map
     times itself shifted by one pixel, along x and along y (wrapping around). White noise scores near 0.
     """
-    total = noise[0].new_zeros(noise[0].shape[0])
+    # Maps of one size go through the pyramid together (as channels): the same sums, fewer small ops.
+    by_size: dict[int, list[torch.Tensor]] = {}
     for n in noise:
+        by_size.setdefault(n.shape[-1], []).append(n)
+    total = noise[0].new_zeros(noise[0].shape[0])
+    for maps in by_size.values():
+        n = torch.cat(maps, 1) if len(maps) > 1 else maps[0]
         while True:
-            total = total + (n * torch.roll(n, shifts=1, dims=3)).mean((1, 2, 3)).pow(2)
-            total = total + (n * torch.roll(n, shifts=1, dims=2)).mean((1, 2, 3)).pow(2)
+            x = (n * torch.roll(n, shifts=1, dims=3)).mean((2, 3)).pow(2)
+            y = (n * torch.roll(n, shifts=1, dims=2)).mean((2, 3)).pow(2)
+            total = total + (x + y).sum(1)
             if n.shape[-1] <= 8:
                 break
             n = F.avg_pool2d(n, kernel_size=2)
