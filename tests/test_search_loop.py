@@ -420,3 +420,53 @@ def test_generator_without_latent_stats_is_rejected() -> None:
     bare = StyleGAN1Generator.from_state_dicts(synthesis, mapping)
     with pytest.raises(ValueError, match="latent statistics"):
         pulse_search(bare, torch.rand(1, 3, 8, 8), seeds=[0], config=FAST)
+
+
+# --- `--search pulse` is pinned -----------------------------------------------------------------------------
+
+# The unclamped L2 of every step of two 10-step searches (eps 1e-3, every other option PULSE's default) on
+# this module's tiny generator in float64, recorded ONCE from the code as it was before `--search robust`
+# existed (commit d07c7d3). They pin today's behaviour: `pulse` mode must keep computing exactly this.
+# float64 makes the curve independent of the thread count (float32 differs at ~1e-6 between 1 and 2
+# threads, and this search amplifies such differences), so the tolerance can be ~bit level.
+PINNED_PULSE_L2 = [
+    [0.4480525293953723, 0.38299217648549994, 0.25127963304535433, 0.1588650125615053, 0.14090935848399877,
+     0.17012270773097538, 0.15457200434340604, 0.1267094350515746, 0.1008557522730103, 0.08335106776791285],
+    [0.3561905240373013, 0.24922160533346005, 0.13209540895473681, 0.09230756940875527, 0.12241755080380667,
+     0.150043116203378, 0.13329883982868831, 0.10468335090362064, 0.08010302959703518, 0.06807174464055597],
+]
+
+
+def test_pulse_mode_l2_curve_is_pinned(G64: StyleGAN1Generator, targets: torch.Tensor,
+                                       float64_default: None) -> None:
+    for config in (SearchConfig(steps=10, eps=1e-3), SearchConfig(steps=10, eps=1e-3, mode="pulse")):
+        results = pulse_search(G64, targets[:2].double(), seeds=[0, 1], config=config)
+        for result, pinned in zip(results, PINNED_PULSE_L2, strict=True):
+            assert [h.l2 for h in result.history] == pytest.approx(pinned, rel=1e-12, abs=0)
+
+
+# The same on the shared 256-px StyleGAN v1 fixture generator (PULSE layout, reference path) in float64,
+# on a 16x16 target it made itself: recorded once from the code before `--search robust` (commit d07c7d3).
+PINNED_PULSE_L2_256 = [0.3396282556001335, 0.17683922191506637, 0.14086866822055674, 0.1588766485595709,
+                       0.09126557198179135, 0.0861014211968562]
+
+
+def test_pulse_mode_l2_curve_is_pinned_on_the_256px_fixture(fixtures_dir) -> None:
+    ref = torch.load(fixtures_dir / "pulse_reference_fixture.pt", map_location="cpu", weights_only=True)
+    gen = StyleGAN1Generator.from_state_dicts(ref["synthesis_state_dict"], ref["mapping_state_dict"])
+    gen.use_fast_path(False)
+    stats = compute_latent_stats(gen.map, gen.z_dim, samples=4096)  # float32, as when it was recorded
+    gen = gen.double()
+    gen.latent_stats = LatentStats(stats.mean.double(), stats.std.double())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the search draws its start in the default dtype
+    try:
+        rng = torch.Generator().manual_seed(123)
+        with torch.no_grad():
+            ws = gen.map(torch.randn(1, gen.z_dim, generator=rng))[:, None].expand(-1, gen.num_ws, -1)
+            noise = [torch.randn(s, generator=rng) for s in gen.noise_shapes(1)]
+            target = BicubicDownsample(16)(((gen.synthesize(ws, noise) + 1) / 2).clamp(0, 1))
+        (result,) = pulse_search(gen, target, seeds=[7], config=SearchConfig(steps=6, eps=1e-3))
+    finally:
+        torch.set_default_dtype(previous)
+    assert [h.l2 for h in result.history] == pytest.approx(PINNED_PULSE_L2_256, rel=1e-12, abs=0)

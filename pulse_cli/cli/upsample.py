@@ -74,6 +74,10 @@ def upsample(
     loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
                                       help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
     = "100*L2+0.05*GEOCROSS",
+    search: Annotated[str, typer.Option("--search", metavar="[pulse|robust]", rich_help_panel=SEARCH,
+                                        help="pulse: PULSE as published. robust: every noise layer trained "
+                                             "and kept white, L2 aimed at half of eps (reaches eps more "
+                                             "often, in fewer steps).")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
                                       help=f"Base learning rate (above 0, at most {MAX_LR:g}).")] = 0.4,
     lr_schedule: Annotated[LrSchedule, typer.Option(metavar="NAME", rich_help_panel=SEARCH,
@@ -147,7 +151,8 @@ def upsample(
         config = SearchConfig(loss=loss, eps=eps, steps=steps, lr=lr, lr_schedule=lr_schedule.value,
                               optimizer=optimizer.value, noise_type=noise_type.value,
                               trainable_noise_layers=trainable_noise_layers,
-                              bad_noise_layers=parse_noise_layers(bad_noise_layers), tile_latent=tile_latent)
+                              bad_noise_layers=parse_noise_layers(bad_noise_layers), tile_latent=tile_latent,
+                              mode=search)
         batch = parse_batch_size(batch_size)
         try:
             config.validate()

@@ -19,6 +19,7 @@ from .downsample import BicubicDownsample
 from .limits import MAX_LR, MAX_STEPS
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
+from .robust import SEARCH_MODES, RobustOptions, noise_regularisation
 
 NOISE_TYPES = ("trainable", "fixed", "zero")
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
@@ -27,7 +28,10 @@ MIN_TARGET_SIZE = 4
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """PULSE's hyper-parameters; the defaults are the paper's."""
+    """PULSE's hyper-parameters; the defaults are the paper's.
+
+    `mode="pulse"` is the paper's search; `mode="robust"` adds `RobustOptions` (see search/robust.py).
+    """
 
     loss: str = "100*L2+0.05*GEOCROSS"
     eps: float = 2e-3
@@ -39,6 +43,7 @@ class SearchConfig:
     trainable_noise_layers: int = 5
     bad_noise_layers: tuple[int, ...] = (-1,)  # negative counts from the last layer
     tile_latent: bool = False
+    mode: str = "pulse"
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason for any value the search cannot use (nan and inf too)."""
@@ -57,6 +62,8 @@ class SearchConfig:
             raise ValueError(f"unknown noise type {self.noise_type!r}; known: {', '.join(NOISE_TYPES)}")
         if self.trainable_noise_layers < 0:
             raise ValueError("trainable noise layers must be >= 0")
+        if self.mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {self.mode!r}; known: {', '.join(SEARCH_MODES)}")
 
     def check_generator(self, num_noise_layers: int) -> None:
         """The options that depend on the generator: noise layer indices and counts."""
@@ -132,11 +139,14 @@ class ImageSearch:
 
     def __init__(self, G: Generator, target: torch.Tensor, seed: int, config: SearchConfig,
                  device: torch.device, save_every: int | None = None,
-                 on_frame: Callable[[int, torch.Tensor], None] | None = None):
+                 on_frame: Callable[[int, torch.Tensor], None] | None = None,
+                 robust: RobustOptions | None = None):
         """With `save_every=K`, `on_frame(step, image [3, R, R] on the CPU)` gets every K-th iterate as it
-        is made: frames are handed on, never held for the whole search."""
+        is made: frames are handed on, never held for the whole search. In `robust` mode, `robust`
+        overrides the default `RobustOptions` (the benchmark's ablations); in `pulse` mode it is ignored."""
         assert target.ndim == 3 and target.shape[0] == 3, target.shape
         self.config = config
+        self.robust = (robust or RobustOptions()) if config.mode == "robust" else None
         self.target = target.to(device)
         # Start drawn on the CPU from the image's own seed, so it is the same on every device.
         rng = torch.Generator().manual_seed(seed)
@@ -144,16 +154,21 @@ class ImageSearch:
         self.latent = torch.randn((1, latent_rows, G.w_dim), generator=rng).to(device).requires_grad_(True)
         shapes = G.noise_shapes(1)
         zeroed = config.zeroed_noise_layers(len(shapes))
+        all_noise = self.robust is not None and self.robust.train_all_noise
         self.noise: list[torch.Tensor] = []
+        self.trainable_layers: list[int] = []
         trainable: list[torch.Tensor] = []
         for i, shape in enumerate(shapes):
             if config.noise_type == "zero" or i in zeroed:
                 tensor = torch.zeros(shape, device=device)
             else:
                 tensor = torch.randn(shape, generator=rng).to(device)
-                if config.noise_type == "trainable" and i < config.trainable_noise_layers:
+                if config.noise_type == "trainable" and (all_noise or i < config.trainable_noise_layers):
+                    if self.robust is not None and self.robust.renormalise_noise:
+                        tensor = _centred(tensor, _map_norm(tensor))
                     tensor.requires_grad_(True)
                     trainable.append(tensor)
+                    self.trainable_layers.append(i)
             self.noise.append(tensor)
         self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
         self.step = 0
@@ -194,6 +209,11 @@ class ImageSearch:
             group["lr"] = self.current_lr()
         self.optimizer.step()
         self.optimizer.zero_grad()
+        if self.robust is not None and self.robust.renormalise_noise:
+            # the projector's renormalisation, kept on each map's sphere: mean 0, initial radius
+            with torch.no_grad():
+                for param, radius in zip(self.optimizer.params[1:], self.optimizer.radii[1:], strict=True):
+                    param.copy_(_centred(param, radius))
         self.step += 1
 
     def result(self, G: Generator, stats: LatentStats) -> SearchResult:
@@ -204,6 +224,16 @@ class ImageSearch:
         return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
                             converged=self.converged, best_step=best.step, best_l2=best.l2,
                             best_total=best.total, steps_run=self.step, history=self.history)
+
+
+def _map_norm(noise: torch.Tensor) -> torch.Tensor:
+    return (noise.pow(2).sum((2, 3), keepdim=True) + 1e-9).sqrt()
+
+
+def _centred(noise: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Each map [b, c] with its mean removed, scaled to `radius` (its sphere)."""
+    centred = noise - noise.mean((2, 3), keepdim=True)
+    return centred * (radius / _map_norm(centred))
 
 
 StepCallback = Callable[[int, Sequence[ImageSearch]], None]
@@ -233,9 +263,17 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
         index = torch.tensor(members, device=image.device)
         generated_lr = downsamplers[size](image.index_select(0, index))
         target = torch.stack([searches[i].target for i in members])
-        eps = searches[members[0]].config.eps
+        first = searches[members[0]]  # one config per pool
+        eps = first.config.eps
+        robust = first.robust
+        clamp = eps if robust is None else eps * robust.hinge
         total, values = loss_terms(terms, ws=ws.index_select(0, index), generated_lr=generated_lr,
-                                   target=target, eps=eps)
+                                   target=target, eps=clamp)
+        if robust is not None and first.trainable_layers:
+            regulariser = noise_regularisation([noise[i].index_select(0, index) for i in first.trainable_layers])
+            values["NOISE"] = regulariser
+            if robust.noise_reg_weight:
+                total = total + robust.noise_reg_weight * regulariser
         totals.append(total)
         with torch.no_grad():
             l2 = mean_squared_error(generated_lr, target).tolist()
@@ -266,9 +304,14 @@ class SearchPool:
 
     def __init__(self, G: Generator, *, config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
                  stop_at_eps: bool = False, save_every: int | None = None,
-                 on_frame: Callable[[object, int, torch.Tensor], None] | None = None):
-        """`on_frame(key, step, image)` gets every `save_every`-th iterate of each search as it is made."""
+                 on_frame: Callable[[object, int, torch.Tensor], None] | None = None,
+                 robust: RobustOptions | None = None):
+        """`on_frame(key, step, image)` gets every `save_every`-th iterate of each search as it is made.
+        `robust` overrides the default `RobustOptions` of `mode="robust"` (benchmark ablations)."""
         config.validate()
+        if robust is not None:
+            robust.validate()
+        self.robust = robust
         if G.latent_stats is None:
             raise ValueError("the generator has no latent statistics (gaussian fit)")
         self.G = G
@@ -293,7 +336,8 @@ class SearchPool:
         if size not in self.downsamplers:
             self.downsamplers[size] = BicubicDownsample(self.G.resolution // size).to(self.device)
         frame = (lambda step, image: self.on_frame(key, step, image)) if self.on_frame is not None else None
-        search = ImageSearch(self.G, target, seed, self.config, self.device, self.save_every, frame)
+        search = ImageSearch(self.G, target, seed, self.config, self.device, self.save_every, frame,
+                             robust=self.robust)
         self.active.append((key, search))
 
     def step(self) -> None:
@@ -319,7 +363,7 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
                  config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
                  on_step: StepCallback | None = None, save_every: int | None = None,
                  on_frame: Callable[[int, int, torch.Tensor], None] | None = None,
-                 stop_at_eps: bool = False) -> list[SearchResult]:
+                 stop_at_eps: bool = False, robust: RobustOptions | None = None) -> list[SearchResult]:
     """Run PULSE on a batch of targets [B, 3, h, w] in [0, 1]; one result per target, in order.
 
     `seeds[b]` fixes target b's random start. The generator's resolution must be a multiple of the
@@ -329,7 +373,7 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
     assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
     assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
     pool = SearchPool(G, config=config, device=device, stop_at_eps=stop_at_eps, save_every=save_every,
-                      on_frame=on_frame)
+                      on_frame=on_frame, robust=robust)
     for b, (target, seed) in enumerate(zip(targets, seeds, strict=True)):
         pool.add(b, target, seed)
     results: dict[object, SearchResult] = {}
