@@ -77,7 +77,7 @@ def align(
             raise UsageError(str(exc)) from None
         check_output_folder(crops)
     except UsageError as exc:
-        raise fail(escape(printable(str(exc)))) from None  # fail() reads markup: '[align]' must stay text
+        raise fail(str(exc)) from None
 
     from ..align.run import align_photos
 
@@ -90,7 +90,7 @@ def align(
         from ..errors import describe_os_error
 
         message = f"cannot write {describe_os_error(exc)}; finished crops are kept, rerun to resume"
-        raise fail(escape(printable(message)), FAILED) from None
+        raise fail(message, FAILED) from None
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         err_console.print(f"{what}: finished crops are kept; rerun the same command to resume")

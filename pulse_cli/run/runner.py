@@ -259,6 +259,8 @@ class Runner:
         names = []
         recorded = earlier.get("search")
         if isinstance(recorded, dict):
+            # an option added after the earlier run had its default value then
+            recorded = {**search_options(SearchConfig()), **recorded}
             names += [k for k in sorted(set(recorded) | set(self.search)) if recorded.get(k) != self.search.get(k)]
         if earlier.get("seed") != self.options.seed:
             names.append("seed")
