@@ -328,3 +328,34 @@ def test_pulse_upsample_takes_the_crops_as_they_are(runner, tmp_path, astronaut,
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["total"] == 1  # the crop; faces.jsonl is not an image
     assert (tmp_path / "out" / "astronaut.png.face0.png.png").is_file()
+
+
+def test_upsample_align_goes_from_photos_to_results_in_one_command(runner, tmp_path, astronaut, demo_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / "astronaut.png")
+    Image.new("RGB", (64, 64), (120, 130, 140)).save(photos / "blank.png")  # no face: no crop, no failure
+    out = tmp_path / "out"
+    args = ["upsample", str(photos), str(out), "--align", "--checkpoint", str(demo_checkpoint), "--steps", "2",
+            "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert (out / "crops" / "faces.jsonl").is_file()
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["input"] == "astronaut.png.face0.png" and record["status"] in ("ok", "not_converged")
+    with Image.open(out / "astronaut.png.face0.png.png") as image:
+        assert image.size == (128, 128)
+    again = runner.invoke(app, args)  # resumable: both halves skip what is done
+    assert again.exit_code == 0
+    assert json.loads((out / "results.jsonl").read_text().splitlines()[-1])["status"] == "skipped"
+
+
+def test_upsample_align_without_the_extra_is_a_usage_error(runner, tmp_path, demo_checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 64)).save(photos / "a.png")
+    result = runner.invoke(app, ["upsample", str(photos), str(tmp_path / "out"), "--align", "--checkpoint",
+                                 str(demo_checkpoint)])
+    assert result.exit_code == 2
+    assert "pip install 'pulse-depixelizer[align]'" in result.stderr

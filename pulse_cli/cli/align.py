@@ -178,3 +178,39 @@ def _print_summary_table(summary) -> None:
     table.add_row(str(c["ok"]), str(summary.faces), str(c["no_face"]), str(c["failed"]), str(c["skipped"]),
                   str(summary.photos), f"{summary.seconds:.1f}")
     err_console.print(table)
+
+
+def check_align_extra() -> None:
+    """UsageError (exit 2, before anything loads) when the 'align' extra is missing."""
+    from ..align.detect import MissingExtra, check_installed
+
+    try:
+        check_installed()
+    except MissingExtra as exc:
+        raise UsageError(str(exc)) from None
+
+
+def align_into(photos: Path, crops: Path, *, recursive: bool, overwrite: bool, quiet: bool) -> int:
+    """`pulse upsample --align`'s first half: align `photos` into `crops` with the defaults of `pulse align`,
+    printing as it does; returns how many photos failed."""
+    from ..align.run import align_photos
+
+    reporter = _TerminalReporter(quiet=quiet)
+    try:
+        with sigterm_as_interrupt():
+            summary = align_photos(photos, crops, recursive=recursive, overwrite=overwrite, reporter=reporter)
+    except OSError as exc:
+        from ..errors import describe_os_error
+
+        raise fail(f"cannot write {describe_os_error(exc)}; finished crops are kept, rerun to resume",
+                   FAILED) from None
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        err_console.print(f"{what}: finished crops are kept; rerun the same command to resume")
+        raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
+    finally:
+        reporter.close()
+    if not quiet:
+        err_console.print(f"aligned {summary.photos} photo(s): {summary.faces} new face crop(s) in "
+                          f"{escape(printable(str(crops)))}")
+    return summary.counts.get("failed", 0)

@@ -104,6 +104,10 @@ def upsample(
     stop_at_eps: Annotated[bool, flag("--stop-at-eps", panel=SEARCH,
                                       help="Stop an image at its first iterate that meets eps; the next input "
                                            "takes its place in the batch.")] = False,
+    align: Annotated[bool, flag("--align", panel=MODEL,
+                                help="IN holds photos: find and align their faces first (as 'pulse align "
+                                     "IN OUT/crops', 16 px crops), then upsample the crops. Needs the "
+                                     "'align' extra.")] = False,
     # -- output
     recursive: Annotated[bool, flag("--recursive", "-r", panel=OUTPUT,
                                     help="Include sub-folders (mirrored in OUT).")] = False,
@@ -141,6 +145,10 @@ def upsample(
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
         check_output_folder(out_dir)
+        if align:
+            from .align import check_align_extra
+
+            check_align_extra()
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
@@ -159,12 +167,18 @@ def upsample(
             torch_device = resolve_device(device)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive,
+        options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
                              animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
-        jobs = plan_jobs(in_dir, out_dir, options)
     except UsageError as exc:
         raise fail(str(exc)) from None
+    photos_failed = 0
+    if align:  # the crops are then the inputs; they sit in OUT/crops, which no output is written into
+        from .align import align_into
+
+        photos_failed = align_into(in_dir, out_dir / "crops", recursive=recursive, overwrite=overwrite, quiet=quiet)
+        in_dir = out_dir / "crops"
+    jobs = plan_jobs(in_dir, out_dir, options)
 
     if not quiet:
         if how != "given":
@@ -192,7 +206,7 @@ def upsample(
     if strict and summary.not_met_eps:
         err_console.print(f"[bold red]error:[/] {summary.not_met_eps} input(s) did not reach eps "
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
-    failed = summary.counts["failed"] > 0 or (strict and summary.not_met_eps > 0)
+    failed = summary.counts["failed"] > 0 or photos_failed > 0 or (strict and summary.not_met_eps > 0)
     raise typer.Exit(FAILED if failed else 0)
 
 
