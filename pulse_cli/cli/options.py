@@ -145,3 +145,38 @@ def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
         raise UsageError(f"no checkpoint found (looked in {where}); pass --checkpoint PATH or set "
                          f"PULSE_CHECKPOINT (see the README's 'Weights' section)")
     return found, f"found in {found.parent}"
+
+
+def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """`K/N` (1 <= K <= N), or `auto` / `auto/N` from a scheduler's array index: Slurm's
+    SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN), or Kubernetes'
+    JOB_COMPLETION_INDEX (0-based) with the count given as `auto/N`."""
+    if spec is None:
+        return None
+    env = os.environ if environ is None else environ
+    text = spec.strip().lower()
+    if text == "auto" or text.startswith("auto/"):
+        count_text = text[5:] if text.startswith("auto/") else None
+        if "SLURM_ARRAY_TASK_ID" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+            k = int(env["SLURM_ARRAY_TASK_ID"]) - first + 1
+            n = int(count_text or env.get("SLURM_ARRAY_TASK_COUNT", "0") or 0)
+        elif "JOB_COMPLETION_INDEX" in env:
+            k = int(env["JOB_COMPLETION_INDEX"]) + 1
+            n = int(count_text or env.get("PULSE_SHARD_COUNT", "0") or 0)
+        else:
+            raise UsageError("--shard auto: no SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX in the environment; "
+                             "use --shard K/N")
+        if n < 1:
+            raise UsageError("--shard auto: the shard count is unknown; give it as --shard auto/N")
+    else:
+        k_text, sep, n_text = text.partition("/")
+        try:
+            k, n = int(k_text), int(n_text)
+        except ValueError:
+            raise UsageError(f"--shard {spec!r}: use K/N (e.g. 2/8), auto or auto/N") from None
+        if not sep:
+            raise UsageError(f"--shard {spec!r}: use K/N (e.g. 2/8), auto or auto/N")
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard {k}/{n}: K must be from 1 to N")
+    return k, n

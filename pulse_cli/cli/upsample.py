@@ -29,6 +29,7 @@ from .options import (
     flag,
     parse_batch_size,
     parse_noise_layers,
+    parse_shard,
 )
 
 HELP = """Upsample every face crop in IN into OUT.
@@ -131,6 +132,10 @@ def upsample(
     animate: Annotated[bool, flag("--animate", panel=TRANSPARENCY,
                                   help="Write OUT/<rel>.search.gif of the search.")] = False,
     # -- performance
+    shard: Annotated[str | None, typer.Option(metavar="K/N|auto", rich_help_panel=PERFORMANCE, show_default=False,
+                                              help="Only the inputs of shard K of N (by a stable hash of each "
+                                                   "path); auto reads Slurm's or Kubernetes' array index. "
+                                                   "Shards and other processes may share OUT.")] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE", rich_help_panel=PERFORMANCE,
                                         help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     batch_size: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
@@ -168,6 +173,7 @@ def upsample(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
+                             shard=parse_shard(shard),
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
                              animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
     except UsageError as exc:

@@ -320,4 +320,5 @@ class Runner:
             l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps)))
-        write_run_sheets(self.out_dir, rows)
+        shard = self.options.shard
+        write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}")

@@ -65,7 +65,7 @@ class SheetRow:
     met_eps: bool
 
 
-def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow]) -> None:
+def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet") -> None:
     """OUT/sheet.png (or sheet-001.png, … for many inputs): every input beside its results, each captioned
     with its L2; the header says how many inputs' results met eps."""
     tiles = []
@@ -79,5 +79,5 @@ def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow]) -> None:
     title = f"{met} of {len(rows)} inputs met eps. {SHEET_NOTICE}"
     pages = [tiles[i:i + SHEET_ROWS_PER_PAGE] for i in range(0, len(tiles), SHEET_ROWS_PER_PAGE)]
     for n, page in enumerate(pages, start=1):
-        name = "sheet.png" if len(pages) == 1 else f"sheet-{n:03d}.png"
-        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE, title=title), Path(out_dir) / name)
+        file = f"{name}.png" if len(pages) == 1 else f"{name}-{n:03d}.png"
+        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE, title=title), Path(out_dir) / file)
