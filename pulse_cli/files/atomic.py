@@ -192,6 +192,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
+    return _objects(data)
+
+
+def _objects(data: bytes) -> list[dict[str, Any]]:
+    """The lines of `data` that are JSON objects; anything else (a torn or damaged line) is passed over."""
     records = []
     for line in data.split(b"\n"):
         try:
@@ -222,12 +227,4 @@ class JsonlTail:
         if end == 0:
             return []
         self.offset += end
-        records = []
-        for line in data[:end].split(b"\n"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                records.append(value)
-        return records
+        return _objects(data[:end])
