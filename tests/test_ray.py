@@ -128,3 +128,12 @@ def test_a_ray_run_and_a_plain_process_share_out(local_ray, monkeypatch, tmp_pat
     assert plain.wait(timeout=300) == 0
     assert result.exit_code == 0, result.output
     _check(out, reference, names)
+
+
+def test_a_worker_that_cannot_load_the_model_fails_the_run_in_one_line(local_ray, monkeypatch, tmp_path):
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 2), tmp_path / "out", bad, "--ray", "local"))
+    assert result.exit_code == 1
+    assert "a Ray worker failed: " in result.output and "not a recognised generator checkpoint" in result.output

@@ -229,7 +229,7 @@ def upsample(
             summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options={
                 **engine_options, "device": device}, ray={
                 "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else 1})
+                "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else None})
         else:
             summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options=engine_options)
     if summary.other_options and not quiet:
@@ -258,10 +258,13 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
     reporter = TerminalReporter(err_console, quiet=quiet)
     try:
         if ray is not None:
-            from ..run.ray_backend import run_on_ray
+            from ..run.ray_backend import RayRunError, run_on_ray
 
-            return run_on_ray(jobs, out_dir, checkpoint, options, engine_options=engine_options, reporter=reporter,
-                              **ray)
+            try:
+                return run_on_ray(jobs, out_dir, checkpoint, options, engine_options=engine_options,
+                                  reporter=reporter, **ray)
+            except RayRunError as exc:
+                raise fail(f"{exc}; finished outputs are kept, rerun to resume", FAILED) from None
         engine = None
         if any(not j.done for j in jobs):
             try:

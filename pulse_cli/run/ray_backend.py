@@ -45,6 +45,10 @@ def ray_available() -> bool:
     return all(find_spec(name) is not None for name in ("ray", "pyarrow", "pandas"))
 
 
+class RayRunError(Exception):
+    """Ray or a worker failed in a way no retry mends (a worker's model would not load, the cluster went)."""
+
+
 class _HeldClaim:
     """A worker's claim: `release(finished=True)` (its record is made) keeps the lock until the driver has
     appended the record; a plain release (the input was not finished) lets go at once."""
@@ -156,6 +160,23 @@ def _absolute(job: Job, out_dir: Path, options: RunOptions) -> Job:
                job.earlier)
 
 
+def _rows(dataset: Any) -> Any:
+    """The dataset's rows; a failure no retry mended as a RayRunError (one line, for the user)."""
+    import ray.exceptions
+
+    try:
+        yield from dataset.iter_rows()
+    except ray.exceptions.RayError as exc:
+        # the worker's own exception is the last "module.SomeError: message" line of Ray's report
+        import re
+
+        text = "\n".join(str(e) for e in (exc, exc.__cause__) if e is not None)
+        found = [m.group(2) for m in re.finditer(r"^\s*([\w.]+(?:Error|Exception)): (.+)$", text, re.M)
+                 if not m.group(1).startswith("ray.")]
+        reason = found[-1] if found else type(exc).__name__
+        raise RayRunError(f"a Ray worker failed: {reason}") from exc
+
+
 def _remove_claim_files(todo: Sequence[Job], out_dir: Path, wait: float = 10.0) -> None:
     """Remove the claim files of the inputs now recorded, once the stopping workers have let go of them."""
     import time
@@ -197,7 +218,7 @@ def init_ray(address: str, cpus: int) -> bool:
 
 def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, options: RunOptions, *,
                engine_options: dict[str, Any], address: str = "local", workers: int | None = None,
-               gpus_per_worker: float | None = None, threads: int = 1, rows_per_call: int = 1,
+               gpus_per_worker: float | None = None, threads: int = 1, rows_per_call: int | None = None,
                reporter: Reporter | None = None) -> RunSummary:
     """Every job: skipped if done, else searched by a pool of Ray workers; the records appended here."""
     import time
@@ -235,19 +256,23 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
             if workers is None:
                 workers = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1) // threads)
             workers = max(1, min(workers, len(todo)))
+            if rows_per_call is None:  # --batch-size auto: a GPU worker's pool wants several inputs at a time
+                rows_per_call = 16 if gpus else 1
             reporter.note(f"ray: {workers} worker(s), {threads} thread(s)"
                           + (f", {gpus:g} GPU(s)" if gpus else "") + " each")
             data = ray.data.from_items([{"job": pickle.dumps(_absolute(j, out_dir, options))} for j in todo],
                                        override_num_blocks=min(len(todo), 200))
+            if engine_options.get("gaussian_fit") is not None:  # a worker's working folder is not this one's
+                engine_options = {**engine_options, "gaussian_fit": Path(engine_options["gaussian_fit"]).resolve()}
             searched = data.map_batches(
                 Searcher, batch_size=rows_per_call, compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=threads, num_gpus=gpus or None,
-                fn_constructor_kwargs={"checkpoint": str(checkpoint), "out_dir": str(out_dir.resolve()),
+                fn_constructor_kwargs={"checkpoint": str(Path(checkpoint).resolve()), "out_dir": str(out_dir.resolve()),
                                        "options": options, "engine_options": engine_options,
                                        "threads": threads, "die_once": os.environ.get(DIE_ONCE_ENV)})
             steps = config.steps
             seen: set[str] = set()
-            for row in searched.iter_rows():
+            for row in _rows(searched):
                 rel = row["input"]
                 record: ResultRecord | None = pickle.loads(bytes(row["record"]))
                 if rel in seen:  # a retried batch whose first attempt's rows did arrive: recorded once
