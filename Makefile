@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test test-quick demo lint bench bench-quick bench-search check-gpu clean
+.PHONY: install test test-quick demo lint bench bench-quick bench-search bench-scale check-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-quick: install
 # --search pulse vs robust on generator-made targets and the example crops (~30 min on 2 CPU cores).
 bench-search: install
 	$(BIN)/python bench/search.py
+
+# Images per hour with 1 and 2 processes (--shard, a shared OUT) and --ray local --workers 2 (~3 min on 2 cores).
+bench-scale: install
+	$(BIN)/python bench/scale.py
 
 # First run on a GPU machine: the engine's device tests with the GPU required (PULSE_REQUIRE_GPU=1 turns
 # "no CUDA/MPS device" from a skip into a failure), then the quick benchmark on the GPU.

@@ -145,7 +145,33 @@ def upsample(
                                                      help="fast (same function, ~3x faster on a CPU), reference "
                                                           "(the original's operations) or auto (fast where "
                                                           "verified: the CPU).")] = SynthesisPath.auto,
+    ray_address: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS|local", rich_help_panel=PERFORMANCE,
+                                                    show_default=False,
+                                                    help="Search on a Ray cluster (ADDRESS, e.g. auto or "
+                                                         "ray://head:10001) or a Ray instance started for this "
+                                                         "run (local). OUT must be shared with the workers. "
+                                                         "Needs the 'ray' extra.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, metavar="N", rich_help_panel=PERFORMANCE,
+                                                show_default=False,
+                                                help="With --ray: worker processes, each loading the model "
+                                                     "once. Default: one per GPU, else one per CPU core / "
+                                                     "threads.")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(min=0.0, metavar="G", rich_help_panel=PERFORMANCE,
+                                                          show_default=False,
+                                                          help="With --ray: GPUs per worker (fractions share "
+                                                               "a GPU). Default: 1 where the cluster has "
+                                                               "GPUs, else 0.")] = None,
+    threads_per_worker: Annotated[int, typer.Option(min=1, metavar="T", rich_help_panel=PERFORMANCE,
+                                                    help="With --ray: torch threads (and Ray CPUs) per "
+                                                         "worker.")] = 1,
 ) -> None:
+    if ray_address is not None:
+        from ..run.ray_backend import ray_available
+
+        if not ray_available():
+            raise fail("--ray needs Ray: pip install 'pulse-depixelizer[ray]'")
+    elif workers is not None or gpus_per_worker is not None or threads_per_worker != 1:
+        raise fail("--workers, --gpus-per-worker and --threads-per-worker go with --ray")
     try:
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
@@ -196,10 +222,16 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
 
+    engine_options = {"device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
+                      "gaussian_fit": gaussian_fit}
     with sigterm_as_interrupt():
-        summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options={
-            "device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
-            "gaussian_fit": gaussian_fit})
+        if ray_address is not None:  # the workers resolve the device (theirs may have GPUs this one lacks)
+            summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options={
+                **engine_options, "device": device}, ray={
+                "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else None})
+        else:
+            summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options=engine_options)
     if summary.other_options and not quiet:
         names = ", ".join(sorted(summary.other_options))
         count = max(summary.other_options.values())
@@ -216,7 +248,8 @@ def upsample(
     raise typer.Exit(FAILED if failed else 0)
 
 
-def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any]):
+def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
+         ray: dict[str, Any] | None = None):
     from ..engine import Engine
     from ..errors import describe_os_error
     from ..run.runner import Runner
@@ -224,6 +257,14 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
 
     reporter = TerminalReporter(err_console, quiet=quiet)
     try:
+        if ray is not None:
+            from ..run.ray_backend import RayRunError, run_on_ray
+
+            try:
+                return run_on_ray(jobs, out_dir, checkpoint, options, engine_options=engine_options,
+                                  reporter=reporter, **ray)
+            except RayRunError as exc:
+                raise fail(f"{exc}; finished outputs are kept, rerun to resume", FAILED) from None
         engine = None
         if any(not j.done for j in jobs):
             try:

@@ -1,0 +1,139 @@
+"""`pulse upsample --ray`: the same results as one process, on a local Ray instance (started once here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pulse_cli.cli import app
+from pulse_cli.run import ray_backend
+
+
+def _faces(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for k in range(count):
+        rng = np.random.default_rng(k)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k:02d}.png")
+    return folder
+
+
+def _args(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
+    return ["upsample", str(src), str(out), "--checkpoint", str(checkpoint), "--device", "cpu", "--steps", "3",
+            "--quiet", *extra]
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _same_images(a: Path, b: Path, names: list[str]) -> bool:
+    return all(np.array_equal(np.asarray(Image.open(a / f"{n}.png")), np.asarray(Image.open(b / f"{n}.png")))
+               for n in names)
+
+
+def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path, demo_checkpoint):
+    monkeypatch.setattr(ray_backend, "ray_available", lambda: False)
+    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
+                                           "--ray", "local"))
+    assert result.exit_code == 2
+    assert "pip install 'pulse-depixelizer[ray]'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_worker_options_need_ray(tmp_path, demo_checkpoint):
+    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
+                                           "--workers", "2"))
+    assert result.exit_code == 2
+    assert "--ray" in result.output
+
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for the module (starting one takes seconds); `--ray local` reuses it."""
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory, demo_checkpoint):
+    """8 crops and a plain one-process run of them (one thread: bit-identical with a worker's)."""
+    tmp = tmp_path_factory.mktemp("single")
+    src = _faces(tmp / "in", 8)
+    reference = tmp / "single"
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_CHECKPOINT"}
+    env.update(PULSE_HOME=str(tmp / "home"), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "pulse_cli", *_args(src, reference, demo_checkpoint)], env=env,
+                   check=True, timeout=300)
+    return src, reference, sorted(p.name for p in src.iterdir())
+
+
+def _check(out: Path, reference: Path, names: list[str]) -> None:
+    records = _records(out)
+    assert sorted(r["input"] for r in records) == names  # each input exactly once
+    assert all(r["status"] in ("ok", "not_converged") for r in records)
+    by_input = {r["input"]: r for r in _records(reference)}
+    assert all(r["best_l2"] == by_input[r["input"]]["best_l2"] for r in records)
+    assert _same_images(out, reference, names)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_ray_run_makes_a_single_process_runs_results_and_resumes(local_ray, monkeypatch, tmp_path,
+                                                                   demo_checkpoint, single_run):
+    src, reference, names = single_run
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    _check(out, reference, names)
+    assert not list((out / ".claims").iterdir())
+    again = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "2"))
+    assert again.exit_code == 0, again.output
+    assert [r["status"] for r in _records(out)[len(names):]] == ["skipped"] * len(names)
+
+
+def test_a_worker_that_dies_has_its_inputs_retried_each_recorded_once(local_ray, monkeypatch, tmp_path,
+                                                                     demo_checkpoint, single_run):
+    src, reference, names = single_run
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    marker = tmp_path / "died"
+    # the first call to finish exits its worker after writing its outputs, before returning their records
+    monkeypatch.setenv(ray_backend.DIE_ONCE_ENV, str(marker))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    assert marker.exists()  # a worker did die
+    _check(out, reference, names)
+
+
+def test_a_ray_run_and_a_plain_process_share_out(local_ray, monkeypatch, tmp_path, demo_checkpoint, single_run):
+    src, reference, names = single_run
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_CHECKPOINT"}
+    env.update(PULSE_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    plain = subprocess.Popen([sys.executable, "-m", "pulse_cli", *_args(src, out, demo_checkpoint)], env=env)
+    result = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "1"))
+    assert plain.wait(timeout=300) == 0
+    assert result.exit_code == 0, result.output
+    _check(out, reference, names)
+
+
+def test_a_worker_that_cannot_load_the_model_fails_the_run_in_one_line(local_ray, monkeypatch, tmp_path):
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 2), tmp_path / "out", bad, "--ray", "local"))
+    assert result.exit_code == 1
+    assert "a Ray worker failed: " in result.output and "not a recognised generator checkpoint" in result.output
