@@ -14,24 +14,22 @@ from typer.core import TyperCommand, TyperGroup
 MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", "Transparency", "Performance"
 
 
-def _bare_help(option: Any) -> Any:
-    if option is not None:
-        option.metavar = ""  # --help is a flag: no value placeholder
-    return option
+class _BareHelp:
+    """--help is a flag: shown without a value placeholder (Typer's own shows `<bool>`)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
 
 
-class Command(TyperCommand):
+class Command(_BareHelp, TyperCommand):
     """A command whose --help shows no `<bool>` placeholder."""
 
-    def get_help_option(self, ctx: Any) -> Any:
-        return _bare_help(super().get_help_option(ctx))
 
-
-class Group(TyperGroup):
+class Group(_BareHelp, TyperGroup):
     """A command group whose --help shows no `<bool>` placeholder."""
-
-    def get_help_option(self, ctx: Any) -> Any:
-        return _bare_help(super().get_help_option(ctx))
 
 
 def flag(*names: str, help: str, panel: str) -> Any:

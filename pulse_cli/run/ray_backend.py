@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..files.atomic import remove_stale_temp_files
 from ..files.claims import Claim, claim_path, try_claim
 from ..files.discovery import InputFile, output_paths, result_stem
 from .plan import FinishedIndex, Job, RunOptions
@@ -115,7 +114,7 @@ class _WorkerRunner(Runner):
             item.claim = held  # type: ignore[assignment]
         return item
 
-    def _emit(self, record: ResultRecord) -> None:
+    def record(self, record: ResultRecord) -> None:
         self._records.append(record)
         if record.status == FAILED:
             self._failed_rels.add(record.input)
@@ -228,14 +227,7 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
     out_dir = Path(out_dir)
     config = engine_options["config"]
     recorder = Runner(None, out_dir, options=options, checkpoint=checkpoint, config=config, reporter=reporter)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(out_dir)
-    todo = []
-    for job in jobs:
-        if job.done:
-            recorder._emit(recorder._skipped(job))
-        else:
-            todo.append(job)
+    todo = recorder.begin(jobs)
     reporter.start(len(todo) * options.samples, config.steps)
     shutdown = False
     try:
@@ -281,7 +273,7 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
                 reporter.step(options.samples, record.best_l2 if record and record.best_l2 is not None
                               else float("nan"), steps, steps)
                 if record is not None:
-                    recorder._emit(record)
+                    recorder.record(record)
             del searched, data
             if shutdown:  # the workers go, and with them their claims
                 ray.shutdown()
@@ -293,7 +285,4 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
             import ray
 
             ray.shutdown()
-    if options.sheet:
-        recorder._write_run_sheets(jobs)
-    recorder.summary.seconds = time.monotonic() - started
-    return recorder.summary
+    return recorder.end(jobs, started)

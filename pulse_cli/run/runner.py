@@ -108,15 +108,7 @@ class Runner:
         `files.claims`), so any number of processes may share OUT: each input is searched by one of them;
         an input another process holds is taken up later, once it is free, unless it got finished."""
         started = time.monotonic()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(self.out_dir)  # left by runs of this host that were killed
-        self.index = FinishedIndex(self.out_dir / RESULTS_FILE)
-        todo = []
-        for job in jobs:
-            if job.done:
-                self._emit(self._skipped(job))
-            else:
-                todo.append(job)
+        todo = self.begin(jobs)
         steps = self.config.steps
         self.reporter.start(len(todo) * self.options.samples, steps)
         self._claims: list[Claim] = []
@@ -128,6 +120,24 @@ class Runner:
             for claim in self._claims:  # stopped early (Ctrl-C, an error): let others have them
                 claim.release()
             self.reporter.close()
+        return self.end(jobs, started)
+
+    def begin(self, jobs: Sequence[Job]) -> list[Job]:
+        """The start of a run, whoever searches (this runner or Ray workers): OUT ready, temporary files of
+        killed runs removed, done jobs recorded as skipped. Returns the jobs to search."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.out_dir)  # left by runs of this host that were killed
+        self.index = FinishedIndex(self.out_dir / RESULTS_FILE)
+        todo = []
+        for job in jobs:
+            if job.done:
+                self.record(self._skipped(job))
+            else:
+                todo.append(job)
+        return todo
+
+    def end(self, jobs: Sequence[Job], started: float) -> RunSummary:
+        """The end of a run: the run sheets (with --sheet) and the summary."""
         if self.options.sheet:
             self._write_run_sheets(jobs)
         self.summary.seconds = time.monotonic() - started
@@ -150,7 +160,7 @@ class Runner:
             target = load_rgb(job.input.path, self.engine.resolution)
             return _Input(job, target, sha256_file(job.input.path), claim)
         except (ImageError, OSError) as exc:
-            self._emit(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
+            self.record(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
             claim.release(finished=True)
             return None
 
@@ -210,14 +220,14 @@ class Runner:
                 item.finished[search.sample] = (search.seed, done.result, done.seconds)
                 if len(item.finished) == self.options.samples:
                     self._finish(item)
-            except OSError as exc:  # this input's files: it fails, the run goes on (results.jsonl: see _emit)
+            except OSError as exc:  # this input's files: it fails, the run goes on (results.jsonl: see record)
                 self._fail(item, describe_os_error(exc))
 
     def _fail(self, item: _Input, reason: str) -> None:
         if not item.failed:
             item.failed = True
             item.finished.clear()
-            self._emit(self._failed(item.job, reason))
+            self.record(self._failed(item.job, reason))
             item.claim.release(finished=True)
 
     def _frame_interval(self) -> int | None:
@@ -266,7 +276,7 @@ class Runner:
             names.append("seed")
         return names
 
-    def _emit(self, record: ResultRecord) -> None:
+    def record(self, record: ResultRecord) -> None:
         """Append the input's record: written last, it is what marks the input done. An OSError here
         ends the run (the caller reports it): without its record an input is not done."""
         append_jsonl(self.out_dir / RESULTS_FILE, to_json(record))
@@ -307,7 +317,7 @@ class Runner:
             write_input_sheet(sheet_path(self.out_dir, item.job.input.rel), item.target, images, downscaled,
                               samples)
         item.finished.clear()  # the images are written; free them
-        self._emit(record)
+        self.record(record)
         item.claim.release(finished=True)
 
     def _write_run_sheets(self, jobs: Sequence[Job]) -> None:
