@@ -39,3 +39,14 @@ def float64_default():
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def runner(monkeypatch, tmp_path):
+    """Typer's CliRunner in a clean environment: a private PULSE_HOME, no PULSE_CHECKPOINT, cwd tmp_path."""
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("PULSE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()

@@ -7,6 +7,7 @@ FFHQ 1024 manifest in test_stylegan1.py), so it does not come from the code unde
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 TINY_CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8}  # resolution 32 -> num_ws 8
 TINY_W_DIM = 32
@@ -173,3 +175,55 @@ def write_fake_stylegan3_pickle(path: Path, monkeypatch) -> Path:
     path.write_bytes(pickle.dumps({"G": generator, "D": None, "G_ema": generator, "augment_pipe": None},
                                   protocol=4))
     return path
+
+
+def random_crop(size: int = 16, seed: int = 0) -> Image.Image:
+    """A small RGB input of seeded noise: the CLI tests' stand-in for a face crop."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def write_crops(folder: Path, count: int, size: int = 16, name: str = "{k}.png") -> Path:
+    """`count` random crops in `folder` (created), named by `name.format(k=...)`, seeds 0..count-1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        random_crop(size, seed=k).save(folder / name.format(k=k))
+    return folder
+
+
+def read_records(out: Path) -> list[dict]:
+    """Every line of OUT/results.jsonl."""
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def same_images(a: Path, b: Path, names: list[str]) -> bool:
+    """Whether the result images of `names` are pixel-identical in two output folders."""
+    return all(np.array_equal(np.asarray(Image.open(a / f"{n}.png")), np.asarray(Image.open(b / f"{n}.png")))
+               for n in names)
+
+
+def tiny_generator():
+    """A tiny StyleGAN v1 with random weights and latent statistics from a few samples (as PULSE makes them)."""
+    from pulse_cli.checkpoints.latent_stats import compute_latent_stats
+    from pulse_cli.networks.stylegan1 import StyleGAN1Generator
+
+    gen = StyleGAN1Generator.from_state_dicts(*random_state_dicts())
+    gen.latent_stats = compute_latent_stats(gen.map, gen.z_dim, samples=4096)
+    return gen
+
+
+def in_float64(generator):
+    """A float64 copy of a generator and its statistics (where batching changes results by ~1e-13)."""
+    import copy
+
+    from pulse_cli.networks.generator import LatentStats
+
+    gen = copy.deepcopy(generator).double()
+    gen.latent_stats = LatentStats(generator.latent_stats.mean.double(), generator.latent_stats.std.double())
+    return gen
+
+
+def three_targets() -> torch.Tensor:
+    """Three 8x8 crops of a real photo: the face, the top-left and the bottom-right corner."""
+    return torch.stack([face_target(8), face_target(8, crop=(0, 0, 256, 256)),
+                        face_target(8, crop=(256, 256, 512, 512))])

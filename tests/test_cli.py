@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_crop, read_records
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,25 +25,14 @@ def checkpoint(demo_checkpoint) -> Path:
     return demo_checkpoint
 
 
-@pytest.fixture
-def runner(monkeypatch, tmp_path) -> CliRunner:
-    monkeypatch.setenv("PULSE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
-def face(size: int = 16, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
 def upsample(runner: CliRunner, *args) -> object:
     return runner.invoke(app, ["upsample", *map(str, args)])
 
 
-def read_results(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 def read_log(path: Path) -> tuple[dict, list[dict]]:
@@ -68,9 +58,9 @@ def test_help_lists_every_option_with_defaults_and_examples(runner):
 def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
-    face(seed=1).save(src / "a.png")
-    face(seed=2).save(src / "a.jpg", quality=95)
-    face(seed=3).save(src / "sub" / "b.webp")
+    random_crop(seed=1).save(src / "a.png")
+    random_crop(seed=2).save(src / "a.jpg", quality=95)
+    random_crop(seed=3).save(src / "sub" / "b.webp")
     (src / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
 
@@ -90,7 +80,7 @@ def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
         assert set(log[0]["loss"]) == {"L2", "GEOCROSS"}
         assert log[0]["total"] == pytest.approx(100 * log[0]["loss"]["L2"] + 0.05 * log[0]["loss"]["GEOCROSS"],
                                                 rel=1e-5)
-    records = read_results(out)
+    records = read_records(out)
     assert [r["input"] for r in records] == ["a.jpg", "a.png", "sub/b.webp"]
     for record in records:
         assert record["status"] in ("ok", "not_converged")
@@ -108,7 +98,7 @@ def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
 def test_json_summary_on_stdout(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "x.png")
+    random_crop().save(src / "x.png")
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--json", "--quiet", *FAST)
     assert result.exit_code == 0
     summary = json.loads(result.stdout)
@@ -122,8 +112,8 @@ def make_bad_inputs(src: Path) -> dict[str, str]:
     src.mkdir(parents=True, exist_ok=True)
     (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     (src / "empty.jpg").write_bytes(b"")
-    face(16).resize((16, 12)).save(src / "wide.png")
-    face(17).save(src / "odd17.png")
+    random_crop(16).resize((16, 12)).save(src / "wide.png")
+    random_crop(17).save(src / "odd17.png")
     Image.new("RGB", (2048, 2048)).save(src / "huge.png")
     return {"corrupt.png": "corrupt", "empty.jpg": "empty", "wide.png": "square", "odd17.png": "divide",
             "huge.png": "larger"}
@@ -132,13 +122,13 @@ def make_bad_inputs(src: Path) -> dict[str, str]:
 def test_each_bad_input_is_a_one_line_error_and_the_run_goes_on(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     expected = make_bad_inputs(src)
-    face().save(src / "good.png")
+    random_crop().save(src / "good.png")
     Image.fromarray(np.full((16, 16, 4), 200, np.uint8), "RGBA").save(src / "rgba.png")
-    face().convert("L").save(src / "grey.png")
+    random_crop().convert("L").save(src / "grey.png")
     Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 250).save(src / "deep16.png")
     (src / "folder.png").mkdir()
     good = (tmp_path / "good.png")
-    face().save(good)
+    random_crop().save(good)
     (src / "truncated.png").write_bytes(good.read_bytes()[:200])
     expected["truncated.png"] = "truncated"
     out = tmp_path / "out"
@@ -153,7 +143,7 @@ def test_each_bad_input_is_a_one_line_error_and_the_run_goes_on(runner, tmp_path
         line = next(line for line in error_lines if f" {name}: " in line)
         reason = line.split(f" {name}: ", 1)[1]
         assert word in reason.lower(), line
-    records = {r["input"]: r for r in read_results(out)}
+    records = {r["input"]: r for r in read_records(out)}
     assert set(records) == set(expected) | {"good.png", "rgba.png", "grey.png", "deep16.png"}
     for name in expected:
         assert records[name]["status"] == "failed" and records[name]["error"]
@@ -169,7 +159,7 @@ def test_each_bad_input_is_a_one_line_error_and_the_run_goes_on(runner, tmp_path
 def test_usage_errors_exit_2_with_one_line(runner, tmp_path, checkpoint, case):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     out = tmp_path / "out"
     args = [src, out, "--checkpoint", checkpoint, *FAST]
     if case == "missing_in":
@@ -217,7 +207,7 @@ def test_usage_errors_are_found_before_the_model_loads(runner, tmp_path, checkpo
     monkeypatch.setattr(engine_module, "load_generator", no_loading)
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, "--loss", "L2", *FAST)
     assert result.exit_code == 2
     assert "WEIGHT*NAME" in result.stderr
@@ -226,7 +216,7 @@ def test_usage_errors_are_found_before_the_model_loads(runner, tmp_path, checkpo
 def test_no_checkpoint_anywhere_is_a_usage_error(runner, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     result = upsample(runner, src, tmp_path / "out", *FAST)
     assert result.exit_code == 2
     assert "no checkpoint found" in result.stderr and "--checkpoint" in result.stderr
@@ -235,11 +225,11 @@ def test_no_checkpoint_anywhere_is_a_usage_error(runner, tmp_path):
 def test_checkpoint_from_env_and_from_weights_folder(runner, tmp_path, checkpoint, monkeypatch):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     monkeypatch.setenv("PULSE_CHECKPOINT", str(checkpoint))
     result = upsample(runner, src, tmp_path / "out1", *FAST)
     assert result.exit_code == 0, result.stderr
-    assert read_results(tmp_path / "out1")[0]["checkpoint"] == str(checkpoint)
+    assert read_records(tmp_path / "out1")[0]["checkpoint"] == str(checkpoint)
 
     monkeypatch.delenv("PULSE_CHECKPOINT")
     local = tmp_path / "weights" / "demo"  # runner fixture chdir'ed to tmp_path
@@ -248,26 +238,26 @@ def test_checkpoint_from_env_and_from_weights_folder(runner, tmp_path, checkpoin
     result = upsample(runner, src, tmp_path / "out2", *FAST)
     assert result.exit_code == 0, result.stderr
     assert "using checkpoint" in result.stderr and "weights" in result.stderr
-    assert Path(read_results(tmp_path / "out2")[0]["checkpoint"]).resolve() == (local / "synthesis.pt").resolve()
+    assert Path(read_records(tmp_path / "out2")[0]["checkpoint"]).resolve() == (local / "synthesis.pt").resolve()
 
 
 def test_rerun_skips_done_inputs_and_overwrite_redoes_them(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()
-    face(seed=1).save(src / "a.png")
-    face(seed=2).save(src / "b.png")
+    random_crop(seed=1).save(src / "a.png")
+    random_crop(seed=2).save(src / "b.png")
     out = tmp_path / "out"
     assert upsample(runner, src, out, "--checkpoint", checkpoint, *FAST).exit_code == 0
     stamp = (out / "a.png.png").stat().st_mtime_ns
 
     again = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert again.exit_code == 0
-    assert [r["status"] for r in read_results(out)[2:]] == ["skipped", "skipped"]
+    assert [r["status"] for r in read_records(out)[2:]] == ["skipped", "skipped"]
     assert (out / "a.png.png").stat().st_mtime_ns == stamp
 
     redo = upsample(runner, src, out, "--checkpoint", checkpoint, "--overwrite", *FAST)
     assert redo.exit_code == 0
-    assert [r["status"] for r in read_results(out)[4:]] != ["skipped", "skipped"]
+    assert [r["status"] for r in read_records(out)[4:]] != ["skipped", "skipped"]
     assert (out / "a.png.png").stat().st_mtime_ns != stamp
 
 
@@ -277,7 +267,7 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, c
     src = tmp_path / "in"
     src.mkdir()
     for k in range(3):
-        face(seed=k).save(src / f"{k}.png")
+        random_crop(seed=k).save(src / f"{k}.png")
     out = tmp_path / "out"
     real_step = search_module.SearchPool.step
     calls = []
@@ -298,7 +288,7 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, c
     monkeypatch.setattr(search_module.SearchPool, "step", real_step)
     resumed = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert resumed.exit_code == 0
-    statuses = {r["input"]: r["status"] for r in read_results(out)[1:]}
+    statuses = {r["input"]: r["status"] for r in read_records(out)[1:]}
     assert statuses["0.png"] == "skipped"
     assert statuses["1.png"] != "skipped" and statuses["2.png"] != "skipped"
 
@@ -306,10 +296,10 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, c
 def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     lenient = upsample(runner, src, tmp_path / "out1", "--checkpoint", checkpoint, "--eps", "0", *FAST)
     assert lenient.exit_code == 0
-    record = read_results(tmp_path / "out1")[0]
+    record = read_records(tmp_path / "out1")[0]
     assert record["status"] == "not_converged"
     assert (tmp_path / "out1" / "a.png.png").is_file()
     _, log = read_log(tmp_path / "out1" / "logs" / "a.png.jsonl")
@@ -322,7 +312,7 @@ def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_
 def test_samples_give_distinct_results_and_seeded_runs_repeat(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     for out in ("out1", "out2"):
         result = upsample(runner, src, tmp_path / out, "--checkpoint", checkpoint, "--samples", "2",
                           "--seed", "0", *FAST)
@@ -331,7 +321,7 @@ def test_samples_give_distinct_results_and_seeded_runs_repeat(runner, tmp_path, 
     second = [np.asarray(Image.open(tmp_path / "out2" / f"a.png.sample{k}.png")) for k in range(2)]
     assert not np.array_equal(first[0], first[1])  # two different invented faces
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
-    record = read_results(tmp_path / "out1")[0]
+    record = read_records(tmp_path / "out1")[0]
     assert len(record["samples"]) == 2 and record["samples"][0]["image_seed"] != record["samples"][1]["image_seed"]
 
     other = upsample(runner, src, tmp_path / "out3", "--checkpoint", checkpoint, "--seed", "1", *FAST)
@@ -372,7 +362,7 @@ def test_out_of_memory_splits_the_batch_and_every_input_finishes(runner, tmp_pat
     src = tmp_path / "in"
     src.mkdir()
     for k in range(3):
-        face(seed=k).save(src / f"{k}.png")
+        random_crop(seed=k).save(src / f"{k}.png")
     real_step = search_module.SearchPool.step
 
     def oom_when_batched(self):
@@ -385,7 +375,7 @@ def test_out_of_memory_splits_the_batch_and_every_input_finishes(runner, tmp_pat
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "out of memory on cpu with a batch of 2: continuing with batches of 1" in result.stderr
-    statuses = {r["input"]: r["status"] for r in read_results(tmp_path / "out")}
+    statuses = {r["input"]: r["status"] for r in read_records(tmp_path / "out")}
     assert set(statuses) == {"0.png", "1.png", "2.png"}
     assert set(statuses.values()) <= {"ok", "not_converged"}
     header, _ = read_log(tmp_path / "out" / "logs" / "2.png.jsonl")
@@ -397,7 +387,7 @@ def test_out_of_memory_for_one_image_fails_it_with_advice(runner, tmp_path, chec
 
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
 
     def always_oom(self):
         raise torch.OutOfMemoryError("CUDA out of memory")
@@ -407,7 +397,7 @@ def test_out_of_memory_for_one_image_fails_it_with_advice(runner, tmp_path, chec
     assert result.exit_code == 1
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "a.png" in line and "out of memory" in line and "--device cpu" in line
-    (record,) = read_results(tmp_path / "out")
+    (record,) = read_records(tmp_path / "out")
     assert record["status"] == "failed" and record["outputs"] == [] and record["logs"] == []
 
 
@@ -415,12 +405,12 @@ def test_stop_at_eps_finishes_images_early_and_refills_the_batch(runner, tmp_pat
     src = tmp_path / "in"
     src.mkdir()
     for k in range(3):
-        face(seed=k).save(src / f"{k}.png")
+        random_crop(seed=k).save(src / f"{k}.png")
     out = tmp_path / "out"
     result = upsample(runner, src, out, "--checkpoint", checkpoint, "--eps", "1", "--stop-at-eps",
                       "--batch-size", "2", *FAST)
     assert result.exit_code == 0, result.stderr
-    for record in read_results(out):
+    for record in read_records(out):
         # every iterate meets eps=1 (pixels are in [0, 1]), so each image stops after its first step
         assert record["status"] == "ok" and record["steps_run"] == 1 and record["best_step"] == 0
         _, log = read_log(out / record["logs"][0])
@@ -430,7 +420,7 @@ def test_stop_at_eps_finishes_images_early_and_refills_the_batch(runner, tmp_pat
 def test_synthesis_path_is_recorded_and_both_paths_agree(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()
-    face().save(src / "a.png")
+    random_crop().save(src / "a.png")
     images = {}
     for path in ("fast", "reference"):
         out = tmp_path / path

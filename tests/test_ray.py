@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import read_records, same_images, write_crops
 from typer.testing import CliRunner
 
 from pulse_cli.cli import app
 from pulse_cli.run import ray_backend
-
-
-def _faces(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True)
-    for k in range(count):
-        rng = np.random.default_rng(k)
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k:02d}.png")
-    return folder
 
 
 def _args(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
@@ -30,18 +20,13 @@ def _args(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
             "--quiet", *extra]
 
 
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-def _same_images(a: Path, b: Path, names: list[str]) -> bool:
-    return all(np.array_equal(np.asarray(Image.open(a / f"{n}.png")), np.asarray(Image.open(b / f"{n}.png")))
-               for n in names)
 
 
 def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path, demo_checkpoint):
     monkeypatch.setattr(ray_backend, "ray_available", lambda: False)
-    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
+    result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
                                            "--ray", "local"))
     assert result.exit_code == 2
     assert "pip install 'pulse-depixelizer[ray]'" in result.output
@@ -49,7 +34,7 @@ def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path, demo_checkpo
 
 
 def test_worker_options_need_ray(tmp_path, demo_checkpoint):
-    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
+    result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
                                            "--workers", "2"))
     assert result.exit_code == 2
     assert "--ray" in result.output
@@ -70,7 +55,7 @@ def local_ray():
 def single_run(tmp_path_factory, demo_checkpoint):
     """8 crops and a plain one-process run of them (one thread: bit-identical with a worker's)."""
     tmp = tmp_path_factory.mktemp("single")
-    src = _faces(tmp / "in", 8)
+    src = write_crops(tmp / "in", 8, name="{k:02d}.png")
     reference = tmp / "single"
     env = {k: v for k, v in os.environ.items() if k != "PULSE_CHECKPOINT"}
     env.update(PULSE_HOME=str(tmp / "home"), OMP_NUM_THREADS="1")
@@ -80,12 +65,12 @@ def single_run(tmp_path_factory, demo_checkpoint):
 
 
 def _check(out: Path, reference: Path, names: list[str]) -> None:
-    records = _records(out)
+    records = read_records(out)
     assert sorted(r["input"] for r in records) == names  # each input exactly once
     assert all(r["status"] in ("ok", "not_converged") for r in records)
-    by_input = {r["input"]: r for r in _records(reference)}
+    by_input = {r["input"]: r for r in read_records(reference)}
     assert all(r["best_l2"] == by_input[r["input"]]["best_l2"] for r in records)
-    assert _same_images(out, reference, names)
+    assert same_images(out, reference, names)
     assert not list(out.rglob("*.tmp"))
 
 
@@ -100,7 +85,7 @@ def test_a_ray_run_makes_a_single_process_runs_results_and_resumes(local_ray, mo
     assert not list((out / ".claims").iterdir())
     again = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "2"))
     assert again.exit_code == 0, again.output
-    assert [r["status"] for r in _records(out)[len(names):]] == ["skipped"] * len(names)
+    assert [r["status"] for r in read_records(out)[len(names):]] == ["skipped"] * len(names)
 
 
 def test_a_worker_that_dies_has_its_inputs_retried_each_recorded_once(local_ray, monkeypatch, tmp_path,
@@ -134,6 +119,6 @@ def test_a_worker_that_cannot_load_the_model_fails_the_run_in_one_line(local_ray
     monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    result = CliRunner().invoke(app, _args(_faces(tmp_path / "in", 2), tmp_path / "out", bad, "--ray", "local"))
+    result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 2), tmp_path / "out", bad, "--ray", "local"))
     assert result.exit_code == 1
     assert "a Ray worker failed: " in result.output and "not a recognised generator checkpoint" in result.output

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_crops
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -25,24 +26,10 @@ from pulse_cli.cli import app
 FAST = ["--steps", "3", "--device", "cpu"]
 
 
-@pytest.fixture
-def runner(monkeypatch, tmp_path) -> CliRunner:
-    monkeypatch.setenv("PULSE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
-def face(size: int = 16, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def faces(folder: Path, count: int, size: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(count):
-        face(size, seed=k).save(folder / f"{k}.png")
-    return folder
 
 
 def upsample(runner: CliRunner, *args):
@@ -73,7 +60,7 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def test_one_image_as_input_is_processed(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     result = upsample(runner, src / "1.png", tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST)
     assert result.exit_code == 0, result.stderr
     (record,) = strict_lines(tmp_path / "out" / "results.jsonl")
@@ -83,7 +70,7 @@ def test_one_image_as_input_is_processed(runner, tmp_path, demo_checkpoint):
 
 @pytest.mark.parametrize("layout", ["not an image", "out is in", "in inside out"])
 def test_inputs_and_outputs_that_cannot_work_are_usage_errors(runner, tmp_path, demo_checkpoint, layout):
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     if layout == "not an image":
         (tmp_path / "notes.txt").write_text("hello")
         args = [tmp_path / "notes.txt", tmp_path / "out"]
@@ -91,7 +78,7 @@ def test_inputs_and_outputs_that_cannot_work_are_usage_errors(runner, tmp_path, 
         args = [src, src]
     else:
         args = [tmp_path / "out" / "in", tmp_path / "out"]
-        faces(tmp_path / "out" / "in", 1)
+        write_crops(tmp_path / "out" / "in", 1)
     result = upsample(runner, *args, "--checkpoint", demo_checkpoint, *FAST)
     assert result.exit_code == 2
     assert "error:" in one_error_line(result.stderr)
@@ -99,7 +86,7 @@ def test_inputs_and_outputs_that_cannot_work_are_usage_errors(runner, tmp_path, 
 
 
 def test_out_inside_in_is_never_read_as_input(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     for _ in range(2):
         result = upsample(runner, src, src / "out", "--checkpoint", demo_checkpoint, *FAST)
         assert result.exit_code == 0, result.stderr
@@ -111,7 +98,7 @@ def test_tool_files_never_collide_with_mirrored_inputs(runner, tmp_path, demo_ch
     """Input folders named like the tool's own (sheets/, logs/, frames/) keep their results apart."""
     src = tmp_path / "in"
     for sub in ("", "sheets", "logs", "frames"):
-        faces(src / sub, 1)
+        write_crops(src / sub, 1)
         (src / sub / "0.png").rename(src / sub / "z.png")
     out = tmp_path / "out"
     result = upsample(runner, src, out, "-r", "--sheet", "--save-every", "2", "--checkpoint", demo_checkpoint,
@@ -146,7 +133,7 @@ def test_bad_numbers_are_usage_errors_before_the_model_loads(runner, tmp_path, d
         raise AssertionError("model loaded before the numbers were checked")
 
     monkeypatch.setattr(engine_module, "load_generator", no_loading)
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, *option)
     assert result.exit_code == 2, (option, result.stderr)
     assert "Traceback" not in result.stderr
@@ -154,7 +141,7 @@ def test_bad_numbers_are_usage_errors_before_the_model_loads(runner, tmp_path, d
 
 
 def test_options_that_depend_on_the_generator_are_checked_before_any_search(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     for option in (["--trainable-noise-layers", "99"], ["--bad-noise-layers", "40"]):
         result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, *option)
         assert result.exit_code == 2, result.stderr
@@ -166,7 +153,7 @@ def test_options_that_depend_on_the_generator_are_checked_before_any_search(runn
 
 
 def test_file_names_that_are_not_utf8_are_processed_and_recorded_losslessly(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     odd = os.fsencode(src) + b"/caf\xe9.png"  # Latin-1 bytes: not valid UTF-8
     os.rename(os.fsencode(src / "0.png"), odd)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST)
@@ -200,7 +187,7 @@ def test_an_unusable_cache_folder_is_a_warning(tmp_path, demo_checkpoint, monkey
     else:
         pulse_home.mkdir(mode=0o500)
     monkeypatch.setenv("PULSE_HOME", str(pulse_home))
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     result = CliRunner().invoke(app, ["upsample", str(src), str(tmp_path / "out"), "--checkpoint",
                                       str(checkpoint / "synthesis.pt"), *FAST])
     assert result.exit_code == 0, result.stderr
@@ -209,7 +196,7 @@ def test_an_unusable_cache_folder_is_a_warning(tmp_path, demo_checkpoint, monkey
 
 def test_a_result_image_without_its_record_is_redone(runner, tmp_path, demo_checkpoint):
     """A run killed after writing an input's PNG but before its record: the rerun redoes it and records it."""
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     out = tmp_path / "out"
     assert upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST).exit_code == 0
     first = strict_lines(out / "results.jsonl")
@@ -225,7 +212,7 @@ def test_a_result_image_without_its_record_is_redone(runner, tmp_path, demo_chec
 
 
 def test_failed_records_list_no_files(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST)
     assert result.exit_code == 1
@@ -234,7 +221,7 @@ def test_failed_records_list_no_files(runner, tmp_path, demo_checkpoint):
 
 
 def test_strict_counts_earlier_results_and_says_why(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     out = tmp_path / "out"
     args = [src, out, "--checkpoint", demo_checkpoint, *FAST, "--eps", "0", "--strict"]  # nothing meets eps 0
     first = upsample(runner, *args)
@@ -248,7 +235,7 @@ def test_strict_counts_earlier_results_and_says_why(runner, tmp_path, demo_check
 
 
 def test_a_rerun_with_other_options_says_so(runner, tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     out = tmp_path / "out"
     assert upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST).exit_code == 0
     result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST, "--loss", "100*L2", "--seed", "3")
@@ -280,7 +267,7 @@ def _full_disk(monkeypatch, after_bytes: int) -> None:
 
 def test_a_full_disk_is_one_line_and_loses_nothing(runner, tmp_path, demo_checkpoint, monkeypatch):
     """On a real tmpfs when the tests run as root (CI), else with ENOSPC injected into every write."""
-    src = faces(tmp_path / "in", 4)
+    src = write_crops(tmp_path / "in", 4)
     out = tmp_path / "out"
     out.mkdir()
     mounted = False
@@ -330,7 +317,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_redirected_stderr_gets_plain_lines_not_carriage_returns(tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as stderr:
         done = subprocess.run(_command(src, tmp_path / "out", demo_checkpoint, "--steps", "3"),
@@ -343,7 +330,7 @@ def test_redirected_stderr_gets_plain_lines_not_carriage_returns(tmp_path, demo_
 
 
 def test_sigterm_stops_like_ctrl_c_with_exit_143(tmp_path, demo_checkpoint):
-    src = faces(tmp_path / "in", 3)
+    src = write_crops(tmp_path / "in", 3)
     out = tmp_path / "out"
     process = subprocess.Popen(_command(src, out, demo_checkpoint, "--steps", "400", "--save-every", "1"),
                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=_env(tmp_path))
@@ -365,7 +352,7 @@ def test_killed_at_random_moments_a_rerun_finishes_everything(tmp_path, demo_che
     """SIGKILL at many random moments (as a power cut would), each followed by nothing but the same command:
     the file of records is never torn for readers, and the final rerun finishes every input exactly once with
     the very images an uninterrupted run makes, leaving no temporary file behind."""
-    src = faces(tmp_path / "in", 4)
+    src = write_crops(tmp_path / "in", 4)
     args = ("--steps", "3", "--save-latents", "--sheet")
     reference = tmp_path / "reference"
     assert subprocess.run(_command(src, reference, demo_checkpoint, *args), env=_env(tmp_path),
@@ -425,7 +412,7 @@ def test_render_works_from_another_folder_and_ignores_pulse_checkpoint(runner, t
     local.mkdir()
     for name in ("synthesis.pt", "mapping.pt", "gaussian_fit.pt"):
         (local / name).write_bytes((demo_checkpoint.parent / name).read_bytes())
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     result = upsample(runner, "in", "out", "--checkpoint", "weights/synthesis.pt", *FAST, "--save-latents")
     assert result.exit_code == 0, result.stderr
     (record,) = strict_lines(tmp_path / "out" / "results.jsonl")
@@ -452,7 +439,7 @@ def test_render_finds_a_converted_checkpoint_by_the_recorded_sha256(runner, tmp_
     local.mkdir(parents=True)
     for name in ("synthesis.pt", "mapping.pt", "gaussian_fit.pt"):
         (local / name).write_bytes((demo_checkpoint.parent / name).read_bytes())
-    src = faces(tmp_path / "in", 1)
+    src = write_crops(tmp_path / "in", 1)
     assert upsample(runner, src, tmp_path / "out", "--checkpoint", local / "synthesis.pt", *FAST,
                     "--save-latents").exit_code == 0
     # the user converts the checkpoint and deletes the original: the converted file holds the same network
@@ -486,7 +473,7 @@ def test_sheet_headers_say_how_many_results_met_eps(runner, tmp_path, demo_check
         return real(grid, tile_size=tile_size, title=title)
 
     monkeypatch.setattr(sheets, "grid_sheet", recording)
-    src = faces(tmp_path / "in", 2)
+    src = write_crops(tmp_path / "in", 2)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, "--eps", "0",
                       "--samples", "2", "--sheet")
     assert result.exit_code == 0

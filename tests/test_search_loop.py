@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import face_target, random_state_dicts
+from helpers import face_target, random_state_dicts, three_targets, tiny_generator
 
 from pulse_cli import SearchConfig, pulse_search
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats
@@ -26,17 +26,12 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def G() -> StyleGAN1Generator:
-    synthesis, mapping = random_state_dicts()
-    gen = StyleGAN1Generator.from_state_dicts(synthesis, mapping)
-    gen.latent_stats = compute_latent_stats(gen.map, gen.z_dim, samples=4096)
-    return gen
+    return tiny_generator()
 
 
 @pytest.fixture(scope="module")
 def targets() -> torch.Tensor:
-    """Three 8x8 crops of a real photo: the face, the top-left and the bottom-right corner."""
-    return torch.stack([face_target(8), face_target(8, crop=(0, 0, 256, 256)),
-                        face_target(8, crop=(256, 256, 512, 512))])
+    return three_targets()
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
 import torch
-from helpers import face_target, random_state_dicts
+from helpers import face_target, in_float64, tiny_generator
 
-from pulse_cli.checkpoints.latent_stats import compute_latent_stats
-from pulse_cli.networks.generator import LatentStats
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.search.pulse import SearchConfig, SearchPool, pulse_search
 
@@ -20,12 +17,7 @@ CONFIG = SearchConfig(steps=8)
 @pytest.fixture(scope="module")
 def G64() -> StyleGAN1Generator:
     """A tiny generator in float64, where batching changes results by ~1e-13 instead of ~1e-5."""
-    synthesis, mapping = random_state_dicts()
-    gen = StyleGAN1Generator.from_state_dicts(synthesis, mapping)
-    stats = compute_latent_stats(gen.map, gen.z_dim, samples=4096)
-    gen = copy.deepcopy(gen).double()
-    gen.latent_stats = LatentStats(stats.mean.double(), stats.std.double())
-    return gen
+    return in_float64(tiny_generator())
 
 
 def solo(G, target, seed, config=CONFIG):

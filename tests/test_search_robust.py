@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import face_target, random_state_dicts
+from helpers import in_float64, random_state_dicts, three_targets, tiny_generator
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,23 +28,17 @@ ROBUST = SearchConfig(steps=8, mode="robust")
 
 @pytest.fixture(scope="module")
 def G() -> StyleGAN1Generator:
-    synthesis, mapping = random_state_dicts()
-    gen = StyleGAN1Generator.from_state_dicts(synthesis, mapping)
-    gen.latent_stats = compute_latent_stats(gen.map, gen.z_dim, samples=4096)
-    return gen
+    return tiny_generator()
 
 
 @pytest.fixture(scope="module")
 def G64(G: StyleGAN1Generator) -> StyleGAN1Generator:
-    gen = copy.deepcopy(G).double()
-    gen.latent_stats = LatentStats(G.latent_stats.mean.double(), G.latent_stats.std.double())
-    return gen
+    return in_float64(G)
 
 
 @pytest.fixture(scope="module")
 def targets() -> torch.Tensor:
-    return torch.stack([face_target(8), face_target(8, crop=(0, 0, 256, 256)),
-                        face_target(8, crop=(256, 256, 512, 512))])
+    return three_targets()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -10,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import read_records, same_images, write_crops
 
 from pulse_cli.cli.options import UsageError, parse_shard
 from pulse_cli.run.plan import in_shard
@@ -44,12 +42,6 @@ def test_shards_partition_the_inputs_and_new_files_move_no_other():
     assert first == {name: in_shard(name, (2, 8)) for name in names[:200]}
 
 
-def _faces(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True)
-    for k in range(count):
-        rng = np.random.default_rng(k)
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k:02d}.png")
-    return folder
 
 
 def _command(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
@@ -63,18 +55,13 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-def _same_images(a: Path, b: Path, names: list[str]) -> bool:
-    return all(np.array_equal(np.asarray(Image.open(a / f"{n}.png")), np.asarray(Image.open(b / f"{n}.png")))
-               for n in names)
 
 
 @pytest.fixture
 def single_run(tmp_path, demo_checkpoint):
-    src = _faces(tmp_path / "in", 8)
+    src = write_crops(tmp_path / "in", 8, name="{k:02d}.png")
     reference = tmp_path / "single"
     subprocess.run(_command(src, reference, demo_checkpoint), env=_env(tmp_path), check=True, timeout=300)
     return src, reference, sorted(p.name for p in src.iterdir())
@@ -86,10 +73,10 @@ def test_shards_together_do_every_input_once(tmp_path, demo_checkpoint, single_r
     for k in (1, 2, 3):
         subprocess.run(_command(src, out, demo_checkpoint, "--shard", f"{k}/3"), env=_env(tmp_path), check=True,
                        timeout=300)
-    records = _records(out)
+    records = read_records(out)
     assert sorted(r["input"] for r in records) == names
     assert all(r["status"] in ("ok", "not_converged") for r in records)
-    assert _same_images(out, reference, names)
+    assert same_images(out, reference, names)
 
 
 @pytest.mark.slow
@@ -98,10 +85,10 @@ def test_four_processes_share_one_out_and_search_each_input_once(tmp_path, demo_
     out = tmp_path / "out"
     processes = [subprocess.Popen(_command(src, out, demo_checkpoint), env=_env(tmp_path)) for _ in range(4)]
     assert [p.wait(timeout=300) for p in processes] == [0, 0, 0, 0]
-    records = _records(out)
+    records = read_records(out)
     assert sorted(r["input"] for r in records) == names  # one record each: searched by exactly one process
     assert all(r["status"] in ("ok", "not_converged") for r in records)
-    assert _same_images(out, reference, names)
+    assert same_images(out, reference, names)
     assert not list(out.rglob("*.tmp")) and not list((out / ".claims").iterdir())
 
 
@@ -120,10 +107,10 @@ def test_a_process_killed_mid_run_leaves_its_inputs_to_the_others(tmp_path, demo
     victim.kill()
     victim.wait(timeout=60)
     assert [p.wait(timeout=600) for p in others] == [0, 0]
-    records = _records(out)
+    records = read_records(out)
     assert sorted(r["input"] for r in records) == names  # the victim's input too, each exactly once
     assert all(r["status"] in ("ok", "not_converged") for r in records)
     assert not list(out.rglob("*.tmp"))
     rerun = subprocess.run(_command(src, out, demo_checkpoint, *slow), env=_env(tmp_path), timeout=300)
     assert rerun.returncode == 0
-    assert [r["status"] for r in _records(out)[len(names):]] == ["skipped"] * len(names)
+    assert [r["status"] for r in read_records(out)[len(names):]] == ["skipped"] * len(names)

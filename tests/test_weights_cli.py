@@ -34,12 +34,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("PULSE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
 def weights(runner: CliRunner, *args: object):
