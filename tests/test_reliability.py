@@ -520,3 +520,21 @@ def test_no_output_name_can_be_taken_twice_whatever_the_inputs_are_called():
             for path in files:
                 assert path not in taken, f"{name} and {taken[path]} both write {path}"
                 taken[path] = name
+
+
+def test_a_rerun_with_everything_done_reads_no_checkpoint(runner, tmp_path, demo_checkpoint, monkeypatch):
+    """Skipped records repeat the checkpoint recorded earlier: a done folder costs no hashing of the model."""
+    import pulse_cli.run.runner as runner_module
+
+    src = write_crops(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST).exit_code == 0
+
+    def no_hashing(path):
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr(runner_module, "sha256_file", no_hashing)
+    again = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+    assert again.exit_code == 0, again.stderr
+    first, rerun = strict_lines(out / "results.jsonl")[:2], strict_lines(out / "results.jsonl")[2:]
+    assert [r["checkpoint_sha256"] for r in rerun] == [r["checkpoint_sha256"] for r in first]

@@ -74,7 +74,6 @@ class _WorkerRunner(Runner):
         self.index = FinishedIndex(self.out_dir / RESULTS_FILE)
         self.held: list[tuple[str, Claim]] = []  # finished inputs whose record the driver has not appended yet
         self._records: list[ResultRecord] = []
-        self._active: list[_HeldClaim] = []
         self._failed_rels: set[str] = set()
 
     def release_recorded(self) -> None:
@@ -93,14 +92,12 @@ class _WorkerRunner(Runner):
     def search_jobs(self, jobs: Sequence[Job]) -> list[ResultRecord | None]:
         """Search `jobs`; per job its record, or None when another process sharing OUT finished it."""
         self.release_recorded()
-        self._records, self._active, self._claims = [], [], []
+        self._records, self._claims = [], []
         self.summary = RunSummary()
         try:
             self._search_all(list(jobs), self.config.steps)
         finally:
-            for held in self._active:  # stopped early: let others have them
-                held.release()
-            for claim in self._claims:
+            for claim in self._claims:  # still held: stopped early, let others have them
                 claim.release()
         by_input = {r.input: r for r in self._records}
         return [by_input.get(job.rel) for job in jobs]
@@ -108,9 +105,8 @@ class _WorkerRunner(Runner):
     def _take(self, job: Job) -> _Input | None | bool:
         item = super()._take(job)
         if isinstance(item, _Input):
-            self._claims.remove(item.claim)
             held = _HeldClaim(item.claim, job.rel, self.held)
-            self._active.append(held)
+            self._claims[self._claims.index(item.claim)] = held  # type: ignore[call-overload]
             item.claim = held  # type: ignore[assignment]
         return item
 

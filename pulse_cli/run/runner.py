@@ -117,7 +117,7 @@ class Runner:
                 assert self.engine is not None, "jobs to do need an engine"
                 self._search_all(todo, steps)
         finally:
-            for claim in self._claims:  # stopped early (Ctrl-C, an error): let others have them
+            for claim in self._claims:  # still held: stopped early (Ctrl-C, an error), let others have them
                 claim.release()
             self.reporter.close()
         return self.end(jobs, started)
@@ -151,18 +151,25 @@ class Runner:
             return False
         self._claims.append(claim)
         self.index.refresh()
-        if self.index.finished(job, self.out_dir, since_start=self.options.overwrite) is not None:
-            # another process sharing OUT did it
-            claim.release(finished=True)
-            self.reporter.step(self.options.samples, float("nan"), self.config.steps, self.config.steps)
+        finished = self.index.finished(job, self.out_dir, since_start=self.options.overwrite)
+        if finished is not None:  # another process sharing OUT did it
+            self._let_go(claim)
+            l2 = finished.get("best_l2")
+            self.reporter.step(self.options.samples, l2 if l2 is not None else float("nan"), self.config.steps,
+                               self.config.steps)
             return None
         try:
             target = load_rgb(job.input.path, self.engine.resolution)
             return _Input(job, target, sha256_file(job.input.path), claim)
         except (ImageError, OSError) as exc:
             self.record(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
-            claim.release(finished=True)
+            self._let_go(claim)
             return None
+
+    def _let_go(self, claim: Claim) -> None:
+        """Release the claim of an input whose record is written (or that needs none)."""
+        self._claims.remove(claim)
+        claim.release(finished=True)
 
     def _search_all(self, todo: list[Job], steps: int) -> None:
         assert self.engine is not None
@@ -228,7 +235,7 @@ class Runner:
             item.failed = True
             item.finished.clear()
             self.record(self._failed(item.job, reason))
-            item.claim.release(finished=True)
+            self._let_go(item.claim)
 
     def _frame_interval(self) -> int | None:
         if self.options.save_every:
@@ -244,12 +251,15 @@ class Runner:
     def _identity(self, job: Job) -> dict[str, Any]:
         """The fields every record of this input has, whatever happened to it."""
         return {"input": job.rel, "outputs": [self._rel(o.image) for o in job.outputs],
-                "logs": [self._rel(o.log) for o in job.outputs], "seed": self.options.seed,
-                "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256}
+                "logs": [self._rel(o.log) for o in job.outputs], "seed": self.options.seed}
+
+    def _this_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint of this run (hashed only when a record needs it: not when every input is done)."""
+        return {"checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256}
 
     def _failed(self, job: Job, error: str) -> ResultRecord:
         """A failed input's record: it lists no files, for none of them counts."""
-        return ResultRecord(status=FAILED, error=error, search=self.search,
+        return ResultRecord(status=FAILED, error=error, search=self.search, **self._this_checkpoint(),
                             **{**self._identity(job), "outputs": [], "logs": []})
 
     def _skipped(self, job: Job) -> ResultRecord:
@@ -260,9 +270,8 @@ class Runner:
         return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), best_l2=earlier.get("best_l2"),
                             best_step=earlier.get("best_step"), steps_run=earlier.get("steps_run") or 0,
                             samples=list(earlier.get("samples") or []), diversity=earlier.get("diversity"),
-                            **{**self._identity(job), "search": earlier.get("search"),
-                               "checkpoint": earlier.get("checkpoint", self.checkpoint),
-                               "checkpoint_sha256": earlier.get("checkpoint_sha256")})
+                            search=earlier.get("search"), checkpoint=earlier.get("checkpoint", self.checkpoint),
+                            checkpoint_sha256=earlier.get("checkpoint_sha256"), **self._identity(job))
 
     def _differences(self, earlier: dict[str, Any]) -> list[str]:
         """Options of this run that differ from those the earlier outputs were made with."""
@@ -307,7 +316,8 @@ class Runner:
                 output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
                 best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
                 steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed))
-        record = ResultRecord.from_samples(samples, search=self.search, **self._identity(item.job))
+        record = ResultRecord.from_samples(samples, search=self.search, **self._this_checkpoint(),
+                                           **self._identity(item.job))
         images = torch.stack([item.finished[k][1].image for k in range(self.options.samples)])
         if len(images) > 1 or self.options.sheet:
             downscaled = downscale_results(images, item.target.shape[-1])  # once, for both uses
@@ -318,7 +328,7 @@ class Runner:
                               samples)
         item.finished.clear()  # the images are written; free them
         self.record(record)
-        item.claim.release(finished=True)
+        self._let_go(item.claim)
 
     def _write_run_sheets(self, jobs: Sequence[Job]) -> None:
         by_input = {r.input: r for r in self.summary.records}
