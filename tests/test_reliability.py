@@ -494,6 +494,10 @@ def test_upsample_help_reads_well_at_80_columns(runner):
         assert option in text, option  # never cut short
     flags = [line for line in text.splitlines() if any(f in line for f in ("--strict", "--sheet", "--quiet"))]
     assert flags and not any("<bool>" in line for line in flags)
+    assert "<bool>" not in text  # Typer's own --help flag included
+    for command in ([], ["align"], ["render"], ["weights"], ["weights", "download"]):
+        other = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+        assert other.exit_code == 0 and "<bool>" not in other.stdout, command
 
 
 def test_no_output_name_can_be_taken_twice_whatever_the_inputs_are_called():

@@ -19,7 +19,8 @@ def render(
                              "folders (a converted .safetensors counts).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps. Bit-for-bit on the device the "
                                              "result was made on.")] = "cpu",
-    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Label the PNG as synthetic.")] = True,
+    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", metavar="",
+                                           help="Label the PNG as synthetic.")] = True,
 ) -> None:
     """Re-render a saved result from its latents and noise (same device: bit for bit)."""
     from ..checkpoints.io import CheckpointError
