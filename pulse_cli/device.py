@@ -9,9 +9,18 @@ import torch
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 
 
+def check_device_spec(spec: str) -> str:
+    """The device string normalised, its spelling checked but not its availability (a Ray driver: the
+    workers resolve it on their machines); ValueError with a one-line reason."""
+    spec = spec.strip().lower()
+    if spec in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(?::\d+)?", spec):
+        return spec
+    raise ValueError(f"unknown device {spec!r}; use one of: {DEVICE_CHOICES}")
+
+
 def resolve_device(spec: str) -> torch.device:
     """Turn a user's device string into an available torch.device; ValueError with a one-line reason."""
-    spec = spec.strip().lower()
+    spec = check_device_spec(spec)
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -31,7 +40,7 @@ def resolve_device(spec: str) -> torch.device:
         if not _mps_available():
             raise ValueError("device 'mps' requested but Apple's MPS backend is not available")
         return torch.device("mps")
-    raise ValueError(f"unknown device {spec!r}; use one of: {DEVICE_CHOICES}")
+    raise AssertionError(spec)  # check_device_spec let through a spelling this function does not handle
 
 
 def _mps_available() -> bool:

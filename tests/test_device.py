@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pulse_cli.device import STEP_BYTES_1024, auto_batch_size, resolve_device
+from pulse_cli.device import STEP_BYTES_1024, auto_batch_size, check_device_spec, resolve_device
 
 
 def test_auto_is_the_cpu_on_a_machine_without_accelerators():
@@ -23,9 +23,17 @@ def test_unavailable_accelerators_are_refused_with_advice(spec):
         resolve_device(spec)
 
 
-def test_unknown_device_names_list_the_choices():
+@pytest.mark.parametrize("resolve", [resolve_device, check_device_spec])
+@pytest.mark.parametrize("spec", ["tpu", "cuda:", "cuda:x", "cpu:0", ""])
+def test_unknown_device_names_list_the_choices(resolve, spec):
     with pytest.raises(ValueError, match="auto, cpu, cuda, cuda:N, mps"):
-        resolve_device("tpu")
+        resolve(spec)
+
+
+def test_a_ray_driver_checks_the_spelling_only():
+    # the workers resolve the device on their machines: a driver without a GPU passes `cuda:1` on
+    assert [check_device_spec(s) for s in (" Auto", "CPU", "cuda", "cuda:1", "MPS")] == \
+        ["auto", "cpu", "cuda", "cuda:1", "mps"]
 
 
 def test_auto_batch_size_is_one_on_the_cpu():

@@ -20,10 +20,6 @@ def _args(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
             "--quiet", *extra]
 
 
-
-
-
-
 def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path, demo_checkpoint):
     monkeypatch.setattr(ray_backend, "ray_available", lambda: False)
     result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
@@ -120,5 +116,22 @@ def test_a_worker_that_cannot_load_the_model_fails_the_run_in_one_line(local_ray
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 2), tmp_path / "out", bad, "--ray", "local"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # as a plain run reports an unusable checkpoint
     assert "a Ray worker failed: " in result.output and "not a recognised generator checkpoint" in result.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_workers_resolve_the_device_not_the_driver(local_ray, monkeypatch, tmp_path, demo_checkpoint):
+    # `--device cuda` is not refused by a driver without a GPU: the workers (here: without one too) say so
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    args = _args(write_crops(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint, "--ray", "local")
+    args[args.index("--device") + 1] = "cuda"
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "a Ray worker failed: device 'cuda' requested but no CUDA GPU is available" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    results = tmp_path / "out" / "results.jsonl"
+    assert not results.exists() or not read_records(tmp_path / "out")  # nothing searched, nothing recorded
+    plain = CliRunner().invoke(app, args[:args.index("--ray")])  # without Ray: refused up front
+    assert plain.exit_code == 2 and "no CUDA GPU is available" in plain.stderr
+    assert "Ray" not in plain.stderr

@@ -183,7 +183,7 @@ def upsample(
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
-        from ..device import resolve_device
+        from ..device import check_device_spec, resolve_device
         from ..run.plan import RunOptions, plan_jobs
         from ..search.pulse import SearchConfig
 
@@ -195,7 +195,8 @@ def upsample(
         batch = parse_batch_size(batch_size)
         try:
             config.validate()
-            torch_device = resolve_device(device)
+            # with --ray the workers resolve the device: theirs may have GPUs this machine lacks
+            torch_device = check_device_spec(device) if ray_address is not None else resolve_device(device)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
@@ -217,7 +218,8 @@ def upsample(
             err_console.print(f"using checkpoint {printable(str(checkpoint_path))} ({how})", markup=False)
         todo = sum(not j.done for j in jobs)
         err_console.print(f"{len(jobs)} image(s) in {printable(str(in_dir))}, {len(jobs) - todo} already done; "
-                          f"device {torch_device}", markup=False)
+                          f"device {torch_device}" + (" (on the Ray workers)" if ray_address is not None else ""),
+                          markup=False)
     if not jobs:
         err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
@@ -225,9 +227,8 @@ def upsample(
     engine_options = {"device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
                       "gaussian_fit": gaussian_fit}
     with sigterm_as_interrupt():
-        if ray_address is not None:  # the workers resolve the device (theirs may have GPUs this one lacks)
-            summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options={
-                **engine_options, "device": device}, ray={
+        if ray_address is not None:
+            summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options=engine_options, ray={
                 "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
                 "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else None})
         else:
@@ -264,6 +265,8 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
                 return run_on_ray(jobs, out_dir, checkpoint, options, engine_options=engine_options,
                                   reporter=reporter, **ray)
             except RayRunError as exc:
+                if exc.bad_input:  # what a plain run reports before it starts: the same exit code
+                    raise fail(str(exc)) from None
                 raise fail(f"{exc}; finished outputs are kept, rerun to resume", FAILED) from None
         engine = None
         if any(not j.done for j in jobs):

@@ -45,7 +45,26 @@ def ray_available() -> bool:
 
 
 class RayRunError(Exception):
-    """Ray or a worker failed in a way no retry mends (a worker's model would not load, the cluster went)."""
+    """Ray or a worker failed in a way no retry mends (a worker's model would not load, the cluster went).
+    `bad_input`: the worker's error was a ValueError (an unusable checkpoint or option, a missing device), the
+    kind a plain run reports as a usage error."""
+
+    def __init__(self, message: str, *, bad_input: bool = False):
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+def _is_value_error(qualified_name: str) -> bool:
+    """Whether the exception class named `module.Name` in a worker's report is a ValueError."""
+    import builtins
+    import importlib
+
+    module, _, name = qualified_name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module) if module else builtins, name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, ValueError)
 
 
 class _HeldClaim:
@@ -166,10 +185,11 @@ def _rows(dataset: Any) -> Any:
         import re
 
         text = "\n".join(str(e) for e in (exc, exc.__cause__) if e is not None)
-        found = [m.group(2) for m in re.finditer(r"^\s*([\w.]+(?:Error|Exception)): (.+)$", text, re.M)
+        found = [(m.group(1), m.group(2)) for m in re.finditer(r"^\s*([\w.]+(?:Error|Exception)): (.+)$", text, re.M)
                  if not m.group(1).startswith("ray.")]
-        reason = found[-1] if found else type(exc).__name__
-        raise RayRunError(f"a Ray worker failed: {reason}") from exc
+        reason = found[-1][1] if found else type(exc).__name__
+        raise RayRunError(f"a Ray worker failed: {reason}",
+                          bad_input=bool(found) and _is_value_error(found[-1][0])) from exc
 
 
 def _remove_claim_files(todo: Sequence[Job], out_dir: Path, wait: float = 10.0) -> None:
@@ -205,6 +225,8 @@ def init_ray(address: str, cpus: int) -> bool:
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     if address == "local":
+        # its notice that token authentication is on: the instance is this run's own, on 127.0.0.1
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **kwargs)
     else:
         ray.init(address=address, **kwargs)
@@ -235,7 +257,9 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
             shutdown = init_ray(address, local_cpus)
             import logging
 
-            logging.getLogger("ray.data").setLevel(logging.ERROR)  # its own progress lines and notes
+            # Ray Data's progress lines, notes and its multi-line reports of a failed worker: the run has its
+            # own progress and says what failed in one line (Ray's full report stays in its session logs)
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False  # the run has its own
             context.print_on_execution_start = False
