@@ -9,10 +9,14 @@ from launch to exit, so process start, model load and the writes count as they d
 - `--ray local --workers 2` (a local Ray instance started by the run: its start-up counts).
 
 Scaling = images/hour of 2 processes / of 1 (goal >= 1.8); Ray's overhead = its time / 2 plain processes'
-time - 1 (goal <= 10%), also without the seconds a local Ray instance takes to start and stop (measured
-apart: on a cluster it is up already).
+time - 1 (goal <= 10%). Ray's fixed cost (starting the local instance and its worker actors, shutting down)
+is measured apart, as a Ray run minus a plain run on 2 crops x 1 step, and the overhead is also given without
+it (on a cluster the instance is up already, and a long run pays the actors' start once).
 
-    python bench/scale.py [--crops 32] [--steps 60] [--repeat 2] [--out bench/results_scale.json]
+The default 256 crops are named 000.png..255.png; the stable hash of --shard splits them 126/130 (printed):
+with few files a hash split is uneven (32 names: 10/22), with many it evens out.
+
+    python bench/scale.py [--crops 256] [--steps 50] [--repeat 1] [--out bench/results_scale.json]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -62,9 +67,9 @@ def _count(out: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--crops", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each configuration, interleaved; "
+    parser.add_argument("--crops", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration, interleaved; "
                         "the fastest counts (a shared VM's noise only slows runs down)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results_scale.json")
     args = parser.parse_args()
@@ -107,14 +112,28 @@ def main() -> None:
             results[name] = {"seconds": best, "all_seconds": seconds,
                              "images_per_hour": round(args.crops / best * 3600)}
             print(f"{name:26s} {best:7.1f} s  {results[name]['images_per_hour']:7d} images/hour (best)")
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import ray, ray.data; ray.init(num_cpus=2, include_dashboard=False, "
-                        "_node_ip_address='127.0.0.1'); ray.shutdown()"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ray_start = time.perf_counter() - started
+        # Ray's fixed cost: a Ray run and a plain run of 2 crops x 1 step, the best of 3 each
+        small = tmp / "small"
+        small.mkdir()
+        for name in sorted(src.iterdir())[:2]:
+            shutil.copy(name, small / name.name)
+        fixed = {}
+        for name, extra in (("plain", ()), ("ray", ("--ray", "local", "--workers", "2", "--threads-per-worker", "1"))):
+            seconds = []
+            for k in range(3):
+                seconds.append(_timed([_command(small, tmp / f"small-{name}-{k}", checkpoint, 1, *extra)], env))
+            fixed[name] = min(seconds)
+        ray_start = fixed["ray"] - fixed["plain"]
+        print(f"ray fixed cost: {ray_start:.1f} s (2 crops x 1 step: ray {fixed['ray']:.1f} s, "
+              f"plain {fixed['plain']:.1f} s)", flush=True)
 
     one = results["1 process"]["images_per_hour"]
+    from pulse_cli.run.plan import in_shard
+
+    first = sum(in_shard(f"{k:03d}.png", (1, 2)) for k in range(args.crops))
+    print(f"--shard split the {args.crops} crops {first}/{args.crops - first}")
     summary = {
+        "shard_split": [first, args.crops - first],
         "scaling_2_processes_shard": round(results["2 processes, --shard"]["images_per_hour"] / one, 2),
         "scaling_2_processes_shared": round(results["2 processes sharing OUT"]["images_per_hour"] / one, 2),
         "scaling_ray_2_workers": round(results["ray local, 2 workers"]["images_per_hour"] / one, 2),
@@ -122,8 +141,8 @@ def main() -> None:
                                         / results["2 processes sharing OUT"]["seconds"] - 1, 3),
         "ray_overhead_vs_shard": round(results["ray local, 2 workers"]["seconds"]
                                        / results["2 processes, --shard"]["seconds"] - 1, 3),
-        # the same without starting and stopping the local Ray instance (a cluster's is up already)
-        "ray_start_stop_seconds": round(ray_start, 2),
+        # the same without Ray's fixed cost (the local instance and its actors started, then stopped)
+        "ray_fixed_seconds": round(ray_start, 2),
         "ray_overhead_vs_shared_without_start": round((results["ray local, 2 workers"]["seconds"] - ray_start)
                                                       / results["2 processes sharing OUT"]["seconds"] - 1, 3),
     }
