@@ -137,7 +137,8 @@ def upsample(
                                                    "path); auto reads Slurm's or Kubernetes' array index. "
                                                    "Shards and other processes may share OUT.")] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE", rich_help_panel=PERFORMANCE,
-                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+                                        help="auto, cpu, cuda, cuda:N or mps (with --ray: chosen by each "
+                                             "worker on its machine).")] = "auto",
     batch_size: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
                                             help="Images optimised together; auto: 1 on a CPU, as many as fit "
                                                  "on a GPU.")] = "auto",
