@@ -77,6 +77,7 @@ def test_a_ray_run_makes_a_single_process_runs_results_and_resumes(local_ray, mo
     out = tmp_path / "out"
     result = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "2"))
     assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # --quiet: none of Ray Data's progress lines, notes or stats
     _check(out, reference, names)
     assert not list((out / ".claims").iterdir())
     again = CliRunner().invoke(app, _args(src, out, demo_checkpoint, "--ray", "local", "--workers", "2"))
