@@ -72,12 +72,12 @@ class RobustOptions:
     """What `--search robust` changes; the defaults are what `robust` means (chosen by bench/search.py)."""
 
     train_all_noise: bool = True  # every non-zeroed noise layer trainable (PULSE: the 5 coarsest) ...
-    max_noise_ratio: int | None = None  # ... up to maps this many times the target's size (None: all)
+    max_noise_ratio: int | None = 8  # ... up to maps this many times the target's size (None: all)
     noise_reg_weight: float = 5.0  # weight of the NOISE term (0 switches it off)
     renormalise_noise: bool = True  # re-centre trained noise maps after each step (then back on the sphere)
     hinge: float = 0.5  # the L2/L1 term is clamped at hinge * eps (PULSE: 1, i.e. at eps)
-    lr_factor: float = 1.0  # robust's learning rate is SearchConfig.lr times this
-    lr_schedule: str = "pulse"  # one of ROBUST_SCHEDULES, or "pulse": SearchConfig.lr_schedule
+    lr_factor: float = 2.0  # robust's learning rate is SearchConfig.lr times this
+    lr_schedule: str = "warmup10-cosine"  # one of ROBUST_SCHEDULES, or "pulse": SearchConfig.lr_schedule
 
     def validate(self) -> None:
         if not 0 < self.hinge <= 1:
