@@ -1,4 +1,4 @@
-"""`--search robust`: every noise layer trained and kept white, L2 hinge inside eps; the rest as PULSE."""
+"""`--search robust`: noise trained and kept white, L2 hinge inside eps, its own learning rate; the rest as PULSE."""
 
 from __future__ import annotations
 

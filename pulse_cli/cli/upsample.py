@@ -82,7 +82,8 @@ def upsample(
                                              "fewer steps); --lr-schedule and --trainable-noise-layers apply "
                                              "to pulse only.")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
-                                      help=f"Base learning rate (above 0, at most {MAX_LR:g}).")] = 0.4,
+                                      help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
+                                           "--search robust runs at twice it).")] = 0.4,
     lr_schedule: Annotated[LrSchedule, typer.Option(metavar="NAME", rich_help_panel=SEARCH,
                                                     help="linear1cycledrop, linear1cycle or fixed.")]
     = LrSchedule.linear1cycledrop,
