@@ -1,4 +1,4 @@
-"""`--search robust`: every noise layer trained and kept white, L2 hinge inside eps; the rest as PULSE."""
+"""`--search robust`: noise trained and kept white, L2 hinge inside eps, its own learning rate; the rest as PULSE."""
 
 from __future__ import annotations
 
@@ -74,6 +74,16 @@ def test_noise_regularisation_is_the_projectors_per_image() -> None:
     assert noise_regularisation([m[:1] for m in maps])[0].item() == pytest.approx(values[0].item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("sizes", [(4, 4, 8, 8, 16, 16, 32, 32, 64, 128, 256), (4, 64), (256,), (8,), (12, 4, 48, 16)])
+def test_noise_regularisation_equals_one_pyramid_per_map_for_any_sizes(sizes) -> None:
+    # the pyramids go down together; gaps in the sizes and sizes off the halving chain must not change sums
+    rng = torch.Generator().manual_seed(1)
+    maps = [torch.randn(2, 1, r, r, generator=rng, dtype=torch.float64).cumsum(-1) for r in sizes]
+    values = noise_regularisation(maps)
+    for b in range(2):
+        assert values[b].item() == pytest.approx(sum(_projector_reg(m[b, 0]) for m in maps), rel=1e-12)
+
+
 def test_lag1_autocorrelation_and_w_distance() -> None:
     rng = torch.Generator().manual_seed(0)
     white = torch.randn(1, 64, 64, generator=rng)
@@ -87,9 +97,48 @@ def test_lag1_autocorrelation_and_w_distance() -> None:
     assert w_distance(ws, stats) == pytest.approx(expected, rel=1e-5)
 
 
-def test_robust_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="hinge"):
-        SearchPool(StyleGAN1Generator.from_state_dicts(*random_state_dicts()), robust=RobustOptions(hinge=0))
+@pytest.mark.parametrize(("options", "match"), [
+    (RobustOptions(hinge=0), "hinge"), (RobustOptions(lr_factor=0), "lr factor"),
+    (RobustOptions(lr_schedule="linear1cycledrop"), "robust lr schedule"),
+    (RobustOptions(max_noise_ratio=0), "noise ratio"),
+])
+def test_robust_options_are_checked(options, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        SearchPool(StyleGAN1Generator.from_state_dicts(*random_state_dicts()), robust=options)
+
+
+def test_robust_learning_rate_follows_its_factor_and_schedule(G, targets) -> None:
+    config = dataclasses.replace(ROBUST, steps=10, lr=0.3)
+    # warmup20-linear over 10 steps: 0.1 at step 0, 1 at step 2, down to 0.1 at step 9, then the drop
+    expected = [0.1, 0.55, 1.0, 1 - 0.9 / 7, 1 - 1.8 / 7, 1 - 2.7 / 7, 1 - 3.6 / 7, 1 - 4.5 / 7, 1 - 5.4 / 7, 0.1]
+    (r,) = pulse_search(G, targets[:1], seeds=[0], config=config,
+                        robust=RobustOptions(lr_factor=2.0, lr_schedule="warmup20-linear"))
+    assert [h.lr for h in r.history] == pytest.approx([0.6 * m for m in expected], rel=1e-9)
+    # "pulse": SearchConfig's own schedule (linear1cycledrop: one cycle over the first 90% of the steps)
+    (p,) = pulse_search(G, targets[:1], seeds=[0], config=config,
+                        robust=RobustOptions(lr_factor=0.5, lr_schedule="pulse"))
+    assert p.history[0].lr == pytest.approx(0.3 * 0.5 * 0.1)
+    assert max(h.lr for h in p.history) == pytest.approx(0.3 * 0.5 * (9 * (1 - abs(4 / 9 - 1 / 2) * 2) + 1) / 10)
+
+
+def test_max_noise_ratio_trains_only_maps_up_to_that_many_times_the_target(G, targets) -> None:
+    config = dataclasses.replace(ROBUST, steps=3)
+    pool = SearchPool(G, config=config, robust=RobustOptions(max_noise_ratio=2))
+    pool.add(0, targets[0], 0)  # 8x8 target: maps up to 16x16 are trained
+    (_, search), = pool.active
+    shapes = G.noise_shapes(1)
+    assert search.trainable_layers == [i for i, s in enumerate(shapes) if s[-1] <= 16]
+    assert len(search.trainable_layers) < len(shapes) - 1  # the option leaves some layers out here
+    start = [n.detach().clone() for n in search.noise]
+    for _ in range(3):
+        pool.step()
+    last = len(shapes) - 1
+    for i, (before, after) in enumerate(zip(start, search.noise, strict=True)):
+        if i in search.trainable_layers:
+            assert not torch.equal(before, after)
+        else:
+            assert torch.equal(before, after)  # fixed: PULSE's random noise (zero for the bad layer)
+            assert (after.abs().sum() == 0) == (i == last)
 
 
 # --- the search --------------------------------------------------------------------------------------

@@ -76,11 +76,14 @@ def upsample(
                                       help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
     = "100*L2+0.05*GEOCROSS",
     search: Annotated[str, typer.Option("--search", metavar="[pulse|robust]", rich_help_panel=SEARCH,
-                                        help="pulse: PULSE as published. robust: every noise layer trained "
-                                             "and kept white, L2 aimed at half of eps (reaches eps more "
-                                             "often, in fewer steps).")] = "pulse",
+                                        help="pulse: PULSE as published. robust: noise layers up to 8x the "
+                                             "input's size trained and kept white, L2 aimed at half of "
+                                             "eps, twice --lr with an early peak (reaches eps more often, in "
+                                             "fewer steps); --lr-schedule and --trainable-noise-layers apply "
+                                             "to pulse only.")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
-                                      help=f"Base learning rate (above 0, at most {MAX_LR:g}).")] = 0.4,
+                                      help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
+                                           "--search robust runs at twice it).")] = 0.4,
     lr_schedule: Annotated[LrSchedule, typer.Option(metavar="NAME", rich_help_panel=SEARCH,
                                                     help="linear1cycledrop, linear1cycle or fixed.")]
     = LrSchedule.linear1cycledrop,

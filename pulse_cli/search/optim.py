@@ -26,11 +26,13 @@ class SphericalOptimizer:
     PULSE searches on the sphere where a Gaussian's samples concentrate, so latents stay realistic.
     """
 
-    def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float):
+    def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float, foreach: bool = False):
+        """`foreach=True` updates all parameters with one multi-tensor op per step (fewer small ops; the
+        same update up to rounding). PULSE mode leaves it off, so its numerics stay as they were."""
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
         self.params = list(params)
-        self.opt = OPTIMIZERS[name](self.params, lr=lr)
+        self.opt = OPTIMIZERS[name](self.params, lr=lr, **({"foreach": True} if foreach else {}))
         with torch.no_grad():
             self.radii = [_radius(p) for p in self.params]
 

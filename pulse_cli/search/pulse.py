@@ -154,29 +154,72 @@ class ImageSearch:
         self.latent = torch.randn((1, latent_rows, G.w_dim), generator=rng).to(device).requires_grad_(True)
         shapes = G.noise_shapes(1)
         zeroed = config.zeroed_noise_layers(len(shapes))
-        all_noise = self.robust is not None and self.robust.train_all_noise
-        self.noise: list[torch.Tensor] = []
-        self.trainable_layers: list[int] = []
-        trainable: list[torch.Tensor] = []
-        for i, shape in enumerate(shapes):
-            if config.noise_type == "zero" or i in zeroed:
-                tensor = torch.zeros(shape, device=device)
-            else:
-                tensor = torch.randn(shape, generator=rng).to(device)
-                if config.noise_type == "trainable" and (all_noise or i < config.trainable_noise_layers):
-                    if self.robust is not None and self.robust.renormalise_noise:
-                        tensor = _centred(tensor, _map_norm(tensor))
-                    tensor.requires_grad_(True)
-                    trainable.append(tensor)
-                    self.trainable_layers.append(i)
-            self.noise.append(tensor)
-        self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
+        if self.robust is not None:
+            self._init_robust_noise(shapes, zeroed, rng, device)
+        else:
+            self._noise: list[torch.Tensor] = []
+            self.trainable_layers: list[int] = []
+            trainable: list[torch.Tensor] = []
+            for i, shape in enumerate(shapes):
+                if config.noise_type == "zero" or i in zeroed:
+                    tensor = torch.zeros(shape, device=device)
+                else:
+                    tensor = torch.randn(shape, generator=rng).to(device)
+                    if config.noise_type == "trainable" and i < config.trainable_noise_layers:
+                        tensor.requires_grad_(True)
+                        trainable.append(tensor)
+                        self.trainable_layers.append(i)
+                self._noise.append(tensor)
+            self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
         self.step = 0
         self.save_every = save_every if on_frame is not None else None
         self.on_frame = on_frame
         self.history: list[StepRecord] = []
         self._best_converged: _Iterate | None = None  # lowest total among iterates meeting eps
         self._best_l2: _Iterate | None = None  # lowest L2 overall
+
+    def _init_robust_noise(self, shapes: list[tuple[int, ...]], zeroed: set[int], rng: torch.Generator,
+                           device: torch.device) -> None:
+        """Robust mode's noise: the same draws as PULSE's, but the trained maps of one size are one tensor
+        [1, k, r, r] (one Adam update, sphere projection and renormalisation for all k: each map keeps its
+        own sphere, as the per-[b, i] radius and mean are taken over the map alone)."""
+        config, robust = self.config, self.robust
+        assert robust is not None
+        limit = None if robust.max_noise_ratio is None else robust.max_noise_ratio * self.target.shape[-1]
+        maps: list[torch.Tensor] = []
+        self.trainable_layers = []
+        for i, shape in enumerate(shapes):
+            if config.noise_type == "zero" or i in zeroed:
+                maps.append(torch.zeros(shape, device=device))
+                continue
+            maps.append(torch.randn(shape, generator=rng).to(device))
+            if config.noise_type == "trainable" and (
+                    (i < config.trainable_noise_layers) if not robust.train_all_noise
+                    else (limit is None or shape[-1] <= limit)):
+                self.trainable_layers.append(i)
+        by_size: dict[int, list[int]] = {}
+        for i in self.trainable_layers:
+            by_size.setdefault(maps[i].shape[-1], []).append(i)
+        self._fixed_noise = [None if i in self.trainable_layers else m for i, m in enumerate(maps)]
+        self._noise_groups: list[tuple[torch.Tensor, list[int]]] = []
+        for layers in by_size.values():
+            group = torch.cat([maps[i] for i in layers], 1)
+            if robust.renormalise_noise:
+                group = _centred(group, _map_norm(group))
+            self._noise_groups.append((group.requires_grad_(True), layers))
+        self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *(g for g, _ in self._noise_groups)],
+                                            lr=config.lr, foreach=True)
+
+    @property
+    def noise(self) -> list[torch.Tensor]:
+        """One [1, 1, r, r] tensor per noise layer (trained ones require grad)."""
+        if self.robust is None:
+            return self._noise
+        noise = list(self._fixed_noise)
+        for group, layers in self._noise_groups:
+            for i, view in zip(layers, group.split(1, dim=1), strict=True):
+                noise[i] = view
+        return noise
 
     @property
     def done(self) -> bool:
@@ -188,6 +231,8 @@ class ImageSearch:
         return self._best_converged is not None
 
     def current_lr(self) -> float:
+        if self.robust is not None:
+            return self.robust.learning_rate(self.config, self.step)
         return self.config.lr * lr_multiplier(self.config.lr_schedule, self.step, self.config.steps)
 
     def _snapshot(self, l2: float, total: float) -> _Iterate:
@@ -256,7 +301,8 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
     """
     latent = torch.cat([s.latent for s in searches])  # one config per pool: tiled or not for all
     ws = map_latents(latent, stats, G.num_ws)
-    noise = [torch.cat([s.noise[i] for s in searches]) for i in range(len(searches[0].noise))]
+    per_search = [s.noise for s in searches]
+    noise = [torch.cat([n[i] for n in per_search]) for i in range(len(per_search[0]))]
     image = (G.synthesize(ws, noise) + 1) / 2
     totals: list[torch.Tensor] = []
     for size, members in _by_target_size(searches).items():
@@ -270,7 +316,9 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
         total, values = loss_terms(terms, ws=ws.index_select(0, index), generated_lr=generated_lr,
                                    target=target, eps=clamp)
         if robust is not None and first.trainable_layers:
-            regulariser = noise_regularisation([noise[i].index_select(0, index) for i in first.trainable_layers])
+            whole = len(members) == len(searches)  # one target size in the batch: no copies needed
+            regulariser = noise_regularisation([noise[i] if whole else noise[i].index_select(0, index)
+                                                for i in first.trainable_layers])
             values["NOISE"] = regulariser
             if robust.noise_reg_weight:
                 total = total + robust.noise_reg_weight * regulariser
