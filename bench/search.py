@@ -194,10 +194,8 @@ def summarise(records: list[dict]) -> dict:
     }
 
 
-def seconds_per_step(G, target: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Batch-1 step time of each mode, alternating steps so that load from elsewhere hits both alike."""
-    pools = {mode: SearchPool(G, config=dataclasses.replace(PULSE, mode=mode, steps=10_000))
-             for mode in ("pulse", "robust")}
+def alternating_step_times(pools: dict[str, SearchPool], target: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    """Batch-1 step times of each pool, one step of each in turn so that load from elsewhere hits all alike."""
     for pool in pools.values():
         pool.add(0, target, 0)
         pool.step()  # warm-up
@@ -207,6 +205,14 @@ def seconds_per_step(G, target: torch.Tensor, rounds: int) -> dict[str, float]:
             start = time.perf_counter()
             pool.step()
             times[mode].append(time.perf_counter() - start)
+    return times
+
+
+def seconds_per_step(G, target: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Batch-1 step time of each mode: minimum and median of the alternating rounds."""
+    pools = {mode: SearchPool(G, config=dataclasses.replace(PULSE, mode=mode, steps=10_000))
+             for mode in ("pulse", "robust")}
+    times = alternating_step_times(pools, target, rounds)
     return {mode: min(t) for mode, t in times.items()} | {f"{mode}_median": statistics.median(t)
                                                            for mode, t in times.items()}
 
@@ -230,15 +236,7 @@ def seconds_per_step_1024(rounds: int) -> dict[str, dict[str, float]]:
                  "robust": SearchPool(G, config=dataclasses.replace(ROBUST, steps=10_000)),
                  "robust-every-layer": SearchPool(G, config=dataclasses.replace(ROBUST, steps=10_000),
                                                   robust=RobustOptions(max_noise_ratio=None))}
-        for pool in pools.values():
-            pool.add(0, target, 0)
-            pool.step()  # warm-up
-        times: dict[str, list[float]] = {mode: [] for mode in pools}
-        for _ in range(rounds):
-            for mode, pool in pools.items():
-                start = time.perf_counter()
-                pool.step()
-                times[mode].append(time.perf_counter() - start)
+        times = alternating_step_times(pools, target, rounds)
         out[f"sg1-1024px {size}x{size}"] = {mode: min(t) for mode, t in times.items()}
         print(f"1024 px, {size}x{size}: " + ", ".join(f"{m} {min(t):.3f} s/step ({min(t) / min(times['pulse']):.3f})"
                                                     for m, t in times.items()), flush=True)
