@@ -243,6 +243,24 @@ def seconds_per_step_1024(rounds: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def compare_modes(sets: dict, seeds, label: str) -> tuple[dict[str, dict], dict[str, list]]:
+    """pulse and robust on every set {name: (G, [(target name, target)])}: a summary row per mode and set
+    (plus "all generated", the crops left out) and the records."""
+    rows: dict[str, dict] = {}
+    records: dict[str, list] = {}
+    for mode, config in (("pulse", PULSE), ("robust", ROBUST)):
+        generated: list[dict] = []
+        for set_name, (G, targets) in sets.items():
+            recs = run_searches(G, targets, seeds, config, None)
+            records[f"{mode} {set_name}"] = recs
+            rows[f"{mode} {set_name}"] = summarise(recs)
+            if not set_name.startswith("crops"):
+                generated += recs
+            print(f"{label}{mode} {set_name}: {rows[f'{mode} {set_name}']}", flush=True)
+        rows[f"{mode} all generated"] = summarise(generated)
+    return rows, records
+
+
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -314,18 +332,7 @@ def main() -> None:
         results["seconds_per_step_1024"] = seconds_per_step_1024(5)
 
     if args.part in ("all", "main"):
-        main_rows: dict[str, dict] = {}
-        records: dict[str, list] = {}
-        for mode, config in (("pulse", PULSE), ("robust", ROBUST)):
-            generated: list[dict] = []
-            for set_name, (G, targets) in sets.items():
-                recs = run_searches(G, targets, seeds, config, None)
-                records[f"{mode} {set_name}"] = recs
-                main_rows[f"{mode} {set_name}"] = summarise(recs)
-                if not set_name.startswith("crops"):
-                    generated += recs
-                print(f"{mode} {set_name}: {main_rows[f'{mode} {set_name}']}", flush=True)
-            main_rows[f"{mode} all generated"] = summarise(generated)
+        main_rows, records = compare_modes(sets, seeds, "")
         results["main"] = main_rows
         results["main_records"] = records
         print(table(main_rows, "mode / targets"))
@@ -333,21 +340,15 @@ def main() -> None:
     if args.part in ("all", "reachable"):
         # The same targets rendered with the layers the search zeroes set to zero: a perfect answer exists
         # inside the search space (on the StyleGAN2 32x32 set the main targets have none; see diagnosis).
-        rows, records = {}, {}
-        for mode, config in (("pulse", PULSE), ("robust", ROBUST)):
-            generated = []
-            for set_name, (G, _) in sets.items():
-                if set_name.startswith("crops"):
-                    continue
-                family, size = set_name.split("-")
-                zeroed = frozenset(config.zeroed_noise_layers(len(G.noise_shapes(1))))
-                targets = generated_targets(G, TARGET_SEED_BASE[family], len(sets[set_name][1]), int(size), zeroed)
-                recs = run_searches(G, [(f"{set_name}-{k}", t) for k, t in enumerate(targets)], seeds, config, None)
-                records[f"{mode} {set_name}"] = recs
-                rows[f"{mode} {set_name}"] = summarise(recs)
-                generated += recs
-                print(f"reachable {mode} {set_name}: {rows[f'{mode} {set_name}']}", flush=True)
-            rows[f"{mode} all generated"] = summarise(generated)
+        reachable_sets = {}
+        for set_name, (G, targets) in sets.items():
+            if set_name.startswith("crops"):
+                continue
+            family, size = set_name.split("-")
+            zeroed = frozenset(PULSE.zeroed_noise_layers(len(G.noise_shapes(1))))  # robust zeroes the same
+            made = generated_targets(G, TARGET_SEED_BASE[family], len(targets), int(size), zeroed)
+            reachable_sets[set_name] = (G, [(f"{set_name}-{k}", t) for k, t in enumerate(made)])
+        rows, records = compare_modes(reachable_sets, seeds, "reachable ")
         results["reachable"] = rows
         results["reachable_records"] = records
         print(table(rows, "mode / reachable targets"))
