@@ -293,6 +293,32 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(runner, tmp_path, c
     assert statuses["1.png"] != "skipped" and statuses["2.png"] != "skipped"
 
 
+def test_a_run_reads_results_jsonl_once(runner, tmp_path, checkpoint, monkeypatch):
+    # planning and the run share one index of OUT/results.jsonl (a file of millions of lines is not read twice)
+    from pulse_cli.run import plan
+
+    src = tmp_path / "in"
+    src.mkdir()
+    random_crop(seed=1).save(src / "a.png")
+    random_crop(seed=2).save(src / "b.png")
+    out = tmp_path / "out"
+    assert upsample(runner, src, out, "--checkpoint", checkpoint, *FAST).exit_code == 0
+    random_crop(seed=3).save(src / "c.png")
+    reads = []
+
+    class CountedTail(plan.JsonlTail):
+        def __init__(self, path):
+            reads.append(Path(path))
+            super().__init__(path)
+
+    monkeypatch.setattr(plan, "JsonlTail", CountedTail)
+    again = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
+    assert again.exit_code == 0, again.output
+    assert reads == [out / "results.jsonl"]
+    assert [(r["input"], r["status"]) for r in read_records(out)[2:4]] == [("a.png", "skipped"), ("b.png", "skipped")]
+    assert read_records(out)[4]["input"] == "c.png" and read_records(out)[4]["status"] != "skipped"
+
+
 def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()

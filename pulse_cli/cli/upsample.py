@@ -188,7 +188,8 @@ def upsample(
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
         from ..device import check_device_spec, resolve_device
-        from ..run.plan import RunOptions, plan_jobs
+        from ..run.plan import FinishedIndex, RunOptions, plan_jobs
+        from ..run.records import RESULTS_FILE
         from ..search.pulse import SearchConfig
 
         config = SearchConfig(loss=loss, eps=eps, steps=steps, lr=lr, lr_schedule=lr_schedule.value,
@@ -215,7 +216,8 @@ def upsample(
 
         photos_failed = align_into(in_dir, out_dir / "crops", recursive=recursive, overwrite=overwrite, quiet=quiet)
         in_dir = out_dir / "crops"
-    jobs = plan_jobs(in_dir, out_dir, options)
+    index = FinishedIndex(out_dir / RESULTS_FILE)  # read once: planning, then the run
+    jobs = plan_jobs(in_dir, out_dir, options, index)
 
     if not quiet:
         if how != "given":
@@ -230,13 +232,12 @@ def upsample(
 
     engine_options = {"device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
                       "gaussian_fit": gaussian_fit}
+    ray = None if ray_address is None else {
+        "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+        "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else None}
     with sigterm_as_interrupt():
-        if ray_address is not None:
-            summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options=engine_options, ray={
-                "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else None})
-        else:
-            summary = _run(jobs, out_dir, checkpoint_path, options, quiet=quiet, engine_options=engine_options)
+        summary = _run(jobs, index, out_dir, checkpoint_path, options, quiet=quiet, engine_options=engine_options,
+                       ray=ray)
     if summary.other_options and not quiet:
         names = ", ".join(sorted(summary.other_options))
         count = max(summary.other_options.values())
@@ -253,7 +254,7 @@ def upsample(
     raise typer.Exit(FAILED if failed else 0)
 
 
-def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
+def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
          ray: dict[str, Any] | None = None):
     from ..engine import Engine
     from ..errors import describe_os_error
@@ -267,7 +268,7 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
 
             try:
                 return run_on_ray(jobs, out_dir, checkpoint, options, engine_options=engine_options,
-                                  reporter=reporter, **ray)
+                                  reporter=reporter, index=index, **ray)
             except RayRunError as exc:
                 if exc.bad_input:  # what a plain run reports before it starts: the same exit code
                     raise fail(str(exc)) from None
@@ -281,7 +282,7 @@ def _run(jobs, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_
             if engine.batch_size_auto:
                 reporter.note(f"batch size {engine.batch_size} (auto)")
         return Runner(engine, out_dir, options=options, checkpoint=checkpoint, config=engine_options["config"],
-                      reporter=reporter).run(jobs)
+                      reporter=reporter).run(jobs, index)
     except OSError as exc:  # results.jsonl itself could not be written: the run cannot record anything more
         reporter.close()
         raise fail(f"cannot write {describe_os_error(exc)}; finished outputs are kept, rerun to resume",

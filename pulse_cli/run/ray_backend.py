@@ -236,7 +236,7 @@ def init_ray(address: str, cpus: int) -> bool:
 def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, options: RunOptions, *,
                engine_options: dict[str, Any], address: str = "local", workers: int | None = None,
                gpus_per_worker: float | None = None, threads: int = 1, rows_per_call: int | None = None,
-               reporter: Reporter | None = None) -> RunSummary:
+               reporter: Reporter | None = None, index: FinishedIndex | None = None) -> RunSummary:
     """Every job: skipped if done, else searched by a pool of Ray workers; the records appended here."""
     import time
 
@@ -245,7 +245,7 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
     out_dir = Path(out_dir)
     config = engine_options["config"]
     recorder = Runner(None, out_dir, options=options, checkpoint=checkpoint, config=config, reporter=reporter)
-    todo = recorder.begin(jobs)
+    todo = recorder.begin(jobs, index)
     reporter.start(len(todo) * options.samples, config.steps)
     shutdown = False
     try:

@@ -103,12 +103,13 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------------------
 
-    def run(self, jobs: Sequence[Job]) -> RunSummary:
+    def run(self, jobs: Sequence[Job], index: FinishedIndex | None = None) -> RunSummary:
         """Every job: skipped if done, else searched and recorded. Inputs are claimed one at a time (see
         `files.claims`), so any number of processes may share OUT: each input is searched by one of them;
-        an input another process holds is taken up later, once it is free, unless it got finished."""
+        an input another process holds is taken up later, once it is free, unless it got finished.
+        `index`: the one `plan_jobs` read (results.jsonl is then read once; see `begin`)."""
         started = time.monotonic()
-        todo = self.begin(jobs)
+        todo = self.begin(jobs, index)
         steps = self.config.steps
         self.reporter.start(len(todo) * self.options.samples, steps)
         self._claims: list[Claim] = []
@@ -122,12 +123,14 @@ class Runner:
             self.reporter.close()
         return self.end(jobs, started)
 
-    def begin(self, jobs: Sequence[Job]) -> list[Job]:
+    def begin(self, jobs: Sequence[Job], index: FinishedIndex | None = None) -> list[Job]:
         """The start of a run, whoever searches (this runner or Ray workers): OUT ready, temporary files of
-        killed runs removed, done jobs recorded as skipped. Returns the jobs to search."""
+        killed runs removed, done jobs recorded as skipped. Returns the jobs to search. `index`: the index of
+        results.jsonl the jobs were planned with, so the file is not read again (and what other processes
+        append from then on counts as this run's, for --overwrite); None reads it now."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.out_dir)  # left by runs of this host that were killed
-        self.index = FinishedIndex(self.out_dir / RESULTS_FILE)
+        self.index = index if index is not None else FinishedIndex(self.out_dir / RESULTS_FILE)
         todo = []
         for job in jobs:
             if job.done:
