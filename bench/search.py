@@ -101,21 +101,33 @@ def sg2_generator(cache: Path):
     return load_generator(FIXTURES / "rosinality_g_ema.pt", cache_dir=cache)
 
 
+def known_answer(G, seed_base: int, size: int, k: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The W+ latents [1, num_ws, w_dim] and noise maps of generated target `k` of a size x size set."""
+    rng = torch.Generator().manual_seed(seed_base + 100 * size + k)
+    ws = G.map(torch.randn(1, G.z_dim, generator=rng))[:, None].expand(-1, G.num_ws, -1)
+    return ws, [torch.randn(s, generator=rng) for s in G.noise_shapes(1)]
+
+
+def downscaled(G, ws: torch.Tensor, noise: list[torch.Tensor], size: int) -> torch.Tensor:
+    """G's image of (ws, noise) in [0, 1], downscaled to size x size by the project's downsampler."""
+    image = ((G.synthesize(ws, noise) + 1) / 2).clamp(0, 1)
+    return BicubicDownsample(G.resolution // size)(image)[0].clamp(0, 1)
+
+
+def zeroing(noise: list[torch.Tensor], zeroed: frozenset[int] | set[int]) -> list[torch.Tensor]:
+    return [torch.zeros_like(n) if i in zeroed else n for i, n in enumerate(noise)]
+
+
 @torch.no_grad()
 def generated_targets(G, seed_base: int, count: int, size: int, zeroed: frozenset[int] = frozenset()
                       ) -> list[torch.Tensor]:
     """`count` images of G from random z and noise, downscaled to size x size and rounded to 8 bits. With
     `zeroed` (the "reachable" targets), those noise layers are zero, as the search keeps them: the known
     answer is then one the search can reach (the other layers' noise and the latents are the same)."""
-    down = BicubicDownsample(G.resolution // size)
     out = []
     for k in range(count):
-        rng = torch.Generator().manual_seed(seed_base + 100 * size + k)
-        ws = G.map(torch.randn(1, G.z_dim, generator=rng))[:, None].expand(-1, G.num_ws, -1)
-        noise = [torch.randn(s, generator=rng) for s in G.noise_shapes(1)]
-        noise = [torch.zeros_like(n) if i in zeroed else n for i, n in enumerate(noise)]
-        image = ((G.synthesize(ws, noise) + 1) / 2).clamp(0, 1)
-        out.append((down(image)[0].clamp(0, 1) * 255).round() / 255)
+        ws, noise = known_answer(G, seed_base, size, k)
+        out.append((downscaled(G, ws, zeroing(noise, zeroed), size) * 255).round() / 255)
     return out
 
 
@@ -123,17 +135,12 @@ def generated_targets(G, seed_base: int, count: int, size: int, zeroed: frozense
 def zeroed_layer_floor(G, seed_base: int, count: int, size: int, config: SearchConfig) -> list[float]:
     """For each of `generated_targets`' targets, the L2 of its own latents and noise with the layers the
     search zeroes set to zero: how far the known answer is from any the search can reach."""
-    down = BicubicDownsample(G.resolution // size)
     zeroed = config.zeroed_noise_layers(len(G.noise_shapes(1)))
+    targets = generated_targets(G, seed_base, count, size)
     out = []
-    for k in range(count):
-        rng = torch.Generator().manual_seed(seed_base + 100 * size + k)
-        ws = G.map(torch.randn(1, G.z_dim, generator=rng))[:, None].expand(-1, G.num_ws, -1)
-        noise = [torch.randn(s, generator=rng) for s in G.noise_shapes(1)]
-        target = (down(((G.synthesize(ws, noise) + 1) / 2).clamp(0, 1))[0].clamp(0, 1) * 255).round() / 255
-        noise = [torch.zeros_like(n) if i in zeroed else n for i, n in enumerate(noise)]
-        image = down(((G.synthesize(ws, noise) + 1) / 2).clamp(0, 1))[0].clamp(0, 1)
-        out.append(float((image - target).pow(2).mean()))
+    for k, target in enumerate(targets):
+        ws, noise = known_answer(G, seed_base, size, k)
+        out.append(float((downscaled(G, ws, zeroing(noise, zeroed), size) - target).pow(2).mean()))
     return out
 
 
