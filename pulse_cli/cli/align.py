@@ -11,7 +11,16 @@ import typer
 from rich.markup import escape
 
 from .console import FAILED, INTERRUPTED, TERMINATED, Terminated, err_console, fail, printable, sigterm_as_interrupt
-from .options import OUTPUT, UsageError, check_in_and_out, check_input, check_output_folder, flag
+from .options import (
+    OUTPUT,
+    JsonFlag,
+    QuietFlag,
+    UsageError,
+    check_in_and_out,
+    check_input,
+    check_output_folder,
+    flag,
+)
 
 ALIGNMENT = "Alignment"
 DEFAULT_MIN_SCORE = 0.5  # the same as pulse_cli.align.detect.DEFAULT_MIN_SCORE (not imported: --help stays light)
@@ -40,8 +49,8 @@ def align(
     overwrite: Annotated[bool, flag("--overwrite", panel=OUTPUT, help="Redo photos that are done.")] = False,
     strict: Annotated[bool, flag("--strict", panel=OUTPUT,
                                  help="Exit 1 if a photo (done earlier included) has no face.")] = False,
-    quiet: Annotated[bool, flag("--quiet", "-q", panel=OUTPUT, help="Only errors on stderr.")] = False,
-    json_summary: Annotated[bool, flag("--json", panel=OUTPUT, help="A JSON summary on stdout.")] = False,
+    quiet: QuietFlag = False,
+    json_summary: JsonFlag = False,
 ) -> None:
     """Find the faces in photos and write FFHQ-aligned crops for 'pulse upsample'.
 

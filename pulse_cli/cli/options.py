@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -35,6 +35,11 @@ class Group(_BareHelp, TyperGroup):
 def flag(*names: str, help: str, panel: str) -> Any:
     """An on/off option: shown without a value placeholder."""
     return typer.Option(*names, metavar="", help=help, rich_help_panel=panel)
+
+
+# The output flags every batch command has, spelled and explained alike.
+QuietFlag = Annotated[bool, flag("--quiet", "-q", panel=OUTPUT, help="Only errors on stderr.")]
+JsonFlag = Annotated[bool, flag("--json", panel=OUTPUT, help="A JSON summary on stdout.")]
 
 
 class UsageError(Exception):

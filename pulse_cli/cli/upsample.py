@@ -17,9 +17,11 @@ from .options import (
     PERFORMANCE,
     SEARCH,
     TRANSPARENCY,
+    JsonFlag,
     LrSchedule,
     NoiseType,
     OptimizerName,
+    QuietFlag,
     SynthesisPath,
     UsageError,
     check_in_and_out,
@@ -118,8 +120,8 @@ def upsample(
     overwrite: Annotated[bool, flag("--overwrite", panel=OUTPUT, help="Redo inputs that are done.")] = False,
     strict: Annotated[bool, flag("--strict", panel=OUTPUT,
                                  help="Exit 1 if any result (done earlier included) did not reach eps.")] = False,
-    quiet: Annotated[bool, flag("--quiet", "-q", panel=OUTPUT, help="Only errors on stderr.")] = False,
-    json_summary: Annotated[bool, flag("--json", panel=OUTPUT, help="A JSON summary on stdout.")] = False,
+    quiet: QuietFlag = False,
+    json_summary: JsonFlag = False,
     # -- transparency
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", metavar="", rich_help_panel=TRANSPARENCY,
                                            help="Label every PNG as synthetic (XMP digital source type and "
