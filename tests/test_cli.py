@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import random_crop, read_records
+from helpers import random_crop, read_records, write_crops
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -297,13 +297,10 @@ def test_a_run_reads_results_jsonl_once(runner, tmp_path, checkpoint, monkeypatc
     # planning and the run share one index of OUT/results.jsonl (a file of millions of lines is not read twice)
     from pulse_cli.run import plan
 
-    src = tmp_path / "in"
-    src.mkdir()
-    random_crop(seed=1).save(src / "a.png")
-    random_crop(seed=2).save(src / "b.png")
+    src = write_crops(tmp_path / "in", 2)
     out = tmp_path / "out"
     assert upsample(runner, src, out, "--checkpoint", checkpoint, *FAST).exit_code == 0
-    random_crop(seed=3).save(src / "c.png")
+    random_crop(seed=3).save(src / "new.png")
     reads = []
 
     class CountedTail(plan.JsonlTail):
@@ -315,8 +312,8 @@ def test_a_run_reads_results_jsonl_once(runner, tmp_path, checkpoint, monkeypatc
     again = upsample(runner, src, out, "--checkpoint", checkpoint, *FAST)
     assert again.exit_code == 0, again.output
     assert reads == [out / "results.jsonl"]
-    assert [(r["input"], r["status"]) for r in read_records(out)[2:4]] == [("a.png", "skipped"), ("b.png", "skipped")]
-    assert read_records(out)[4]["input"] == "c.png" and read_records(out)[4]["status"] != "skipped"
+    assert [(r["input"], r["status"]) for r in read_records(out)[2:4]] == [("0.png", "skipped"), ("1.png", "skipped")]
+    assert read_records(out)[4]["input"] == "new.png" and read_records(out)[4]["status"] != "skipped"
 
 
 def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_path, checkpoint):
