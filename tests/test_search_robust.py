@@ -100,7 +100,7 @@ def test_lag1_autocorrelation_and_w_distance() -> None:
 @pytest.mark.parametrize(("options", "match"), [
     (RobustOptions(hinge=0), "hinge"), (RobustOptions(lr_factor=0), "lr factor"),
     (RobustOptions(lr_schedule="linear1cycledrop"), "robust lr schedule"),
-    (RobustOptions(max_noise_ratio=0), "noise ratio"),
+    (RobustOptions(max_noise_ratio=0), "noise ratio"), (RobustOptions(noise_lr_factor=0), "noise lr factor"),
 ])
 def test_robust_options_are_checked(options, match) -> None:
     with pytest.raises(ValueError, match=match):
@@ -119,6 +119,27 @@ def test_robust_learning_rate_follows_its_factor_and_schedule(G, targets) -> Non
                         robust=RobustOptions(lr_factor=0.5, lr_schedule="pulse"))
     assert p.history[0].lr == pytest.approx(0.3 * 0.5 * 0.1)
     assert max(h.lr for h in p.history) == pytest.approx(0.3 * 0.5 * (9 * (1 - abs(4 / 9 - 1 / 2) * 2) + 1) / 10)
+
+
+def test_noise_steps_at_its_own_rate_and_the_latents_do_not_feel_it(G, targets) -> None:
+    def first_step(factor: float) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+        pool = SearchPool(G, config=ROBUST, robust=RobustOptions(noise_lr_factor=factor))
+        pool.add(0, targets[0], 0)
+        (_, search), = pool.active
+        start = [n.detach().clone() for n in search.noise]
+        pool.step()
+        moved = [(n.detach() - s).norm().item() for n, s in zip(search.noise, start, strict=True)]
+        return search.latent.detach().clone(), moved, search.history[0].lr
+
+    latent1, moved1, lr1 = first_step(1.0)
+    latent3, moved3, lr3 = first_step(3.0)
+    assert lr1 == lr3  # the logged rate is the latents'
+    assert torch.equal(latent1, latent3)  # same first gradient, same latent step
+    trained = [i for i, m in enumerate(moved1) if m > 0]
+    assert trained
+    # Adam's first step is lr * sign(grad) per value; the maps then go back on their spheres, so the
+    # distance moved grows with the rate without being exactly 3x.
+    assert all(moved3[i] > 1.5 * moved1[i] for i in trained)
 
 
 def test_max_noise_ratio_trains_only_maps_up_to_that_many_times_the_target(G, targets) -> None:

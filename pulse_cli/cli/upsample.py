@@ -79,10 +79,10 @@ def upsample(
     = "100*L2+0.05*GEOCROSS",
     search: Annotated[str, typer.Option("--search", metavar="[pulse|robust]", rich_help_panel=SEARCH,
                                         help="pulse: PULSE as published. robust: noise layers up to 8x the "
-                                             "input's size trained and kept white, L2 aimed at half of "
-                                             "eps, twice --lr with an early peak (reaches eps more often, in "
-                                             "fewer steps); --lr-schedule and --trainable-noise-layers apply "
-                                             "to pulse only.")] = "pulse",
+                                             "input's size trained (at 3x the latents' rate) and kept white, L2 "
+                                             "aimed at half of eps, twice --lr with an early peak (reaches eps "
+                                             "more often, in fewer steps); --lr-schedule and "
+                                             "--trainable-noise-layers apply to pulse only.")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
                                       help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
                                            "--search robust runs at twice it).")] = 0.4,

@@ -26,15 +26,28 @@ class SphericalOptimizer:
     PULSE searches on the sphere where a Gaussian's samples concentrate, so latents stay realistic.
     """
 
-    def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float, foreach: bool = False):
+    def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float, foreach: bool = False,
+                 lr_scales: Sequence[float] | None = None):
         """`foreach=True` updates all parameters with one multi-tensor op per step (fewer small ops; the
-        same update up to rounding). PULSE mode leaves it off, so its numerics stay as they were."""
+        same update up to rounding). PULSE mode leaves it off, so its numerics stay as they were.
+        `lr_scales` (one per parameter) makes each parameter's rate that multiple of `set_lr`'s."""
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
         self.params = list(params)
-        self.opt = OPTIMIZERS[name](self.params, lr=lr, **({"foreach": True} if foreach else {}))
+        kwargs = {"lr": lr} | ({"foreach": True} if foreach else {})
+        if lr_scales is None:
+            self.opt = OPTIMIZERS[name](self.params, **kwargs)
+        else:
+            by_scale: dict[float, list[torch.Tensor]] = {}  # one group per rate: multi-tensor ops stay whole
+            for param, scale in zip(self.params, lr_scales, strict=True):
+                by_scale.setdefault(scale, []).append(param)
+            self.opt = OPTIMIZERS[name]([{"params": ps, "lr_scale": s} for s, ps in by_scale.items()], **kwargs)
         with torch.no_grad():
             self.radii = [_radius(p) for p in self.params]
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     @torch.no_grad()
     def step(self) -> None:

@@ -208,7 +208,8 @@ class ImageSearch:
                 group = _centred(group, _map_norm(group))
             self._noise_groups.append((group.requires_grad_(True), layers))
         self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *(g for g, _ in self._noise_groups)],
-                                            lr=config.lr, foreach=True)
+                                            lr=config.lr, foreach=True,
+                                            lr_scales=[1.0] + [robust.noise_lr_factor] * len(self._noise_groups))
 
     @property
     def noise(self) -> list[torch.Tensor]:
@@ -250,8 +251,7 @@ class ImageSearch:
             self.on_frame(self.step, image.detach().clamp(0, 1).cpu())
 
     def advance(self) -> None:
-        for group in self.optimizer.opt.param_groups:
-            group["lr"] = self.current_lr()
+        self.optimizer.set_lr(self.current_lr())
         self.optimizer.step()
         self.optimizer.zero_grad()
         if self.robust is not None and self.robust.renormalise_noise:

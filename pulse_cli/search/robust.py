@@ -1,7 +1,7 @@
 """`--search robust`: PULSE's search plus what later work found to help, and the measures used to judge it.
 
 PULSE optimises the W+ latents on their sphere and only the 5 coarsest noise maps. `robust` keeps that
-(same latents, same GEOCROSS, same spherical Adam) and changes four things:
+(same latents, same GEOCROSS, same spherical Adam) and changes five things:
 
 - every noise layer (except the zeroed "bad" ones) whose maps are at most `max_noise_ratio` times the
   target's size is trained, each on its own sphere; finer maps cannot change the downscaled image much,
@@ -12,7 +12,8 @@ PULSE optimises the W+ latents on their sphere and only the 5 coarsest noise map
 - the L2 (or L1) term is a hinge at a fraction of eps instead of at eps, so the search aims well inside
   eps rather than stopping at its edge; below the hinge, only the realism terms pull;
 - the learning rate is twice SearchConfig.lr (0.8 by default), with a schedule that peaks at 10% of the
-  steps and decays along a cosine, instead of PULSE's peak at 45%.
+  steps and decays along a cosine, instead of PULSE's peak at 45%;
+- the trained noise maps step at three times the latents' rate (PULSE: the same rate).
 
 Each of these is a field of `RobustOptions`, so the benchmark can switch them one by one. The trained
 maps of one size are one tensor and Adam runs multi-tensor (`foreach`): fewer small ops per step.
@@ -78,6 +79,7 @@ class RobustOptions:
     hinge: float = 0.5  # the L2/L1 term is clamped at hinge * eps (PULSE: 1, i.e. at eps)
     lr_factor: float = 2.0  # robust's learning rate is SearchConfig.lr times this
     lr_schedule: str = "warmup10-cosine"  # one of ROBUST_SCHEDULES, or "pulse": SearchConfig.lr_schedule
+    noise_lr_factor: float = 3.0  # trained noise maps step at this many times the latents' rate
 
     def validate(self) -> None:
         if not 0 < self.hinge <= 1:
@@ -86,6 +88,8 @@ class RobustOptions:
             raise ValueError(f"noise regularisation weight must be >= 0, got {self.noise_reg_weight}")
         if not 0 < self.lr_factor < float("inf"):
             raise ValueError(f"lr factor must be above 0, got {self.lr_factor}")
+        if not 0 < self.noise_lr_factor < float("inf"):
+            raise ValueError(f"noise lr factor must be above 0, got {self.noise_lr_factor}")
         if self.lr_schedule != "pulse" and self.lr_schedule not in ROBUST_SCHEDULES:
             raise ValueError(f"unknown robust lr schedule {self.lr_schedule!r}; known: pulse, "
                              f"{', '.join(ROBUST_SCHEDULES)}")
