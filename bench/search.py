@@ -2,6 +2,7 @@
 
     python bench/search.py                   # everything below, about an hour on 1 thread
     python bench/search.py --part main       # pulse vs robust (3 seeds) and seconds per step
+    python bench/search.py --part stop       # steps a search runs with --stop-at-eps (from main's records)
     python bench/search.py --part exact      # the same on targets whose known answer is in the search space
     python bench/search.py --part fixture    # the same on the trajectory fixture's three targets (made elsewhere)
     python bench/search.py --part diagnosis  # how far each known answer is from eps, and what the sg2 32x32 set needs
@@ -327,7 +328,8 @@ def table(rows: dict[str, dict], first_col: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", default="all",
-                        choices=("all", "main", "exact", "fixture", "diagnosis", "ablation", "timing", "timing1024"),
+                        choices=("all", "main", "stop", "exact", "fixture", "diagnosis", "ablation", "timing",
+                                 "timing1024"),
                         help="what to run; results of other parts already in --out are kept")
     parser.add_argument("--quick", action="store_true", help="a third of the targets, one seed")
     parser.add_argument("--variants", default=",".join(ABLATION), help="ablation variants, comma-separated")
@@ -385,6 +387,21 @@ def main() -> None:
         results["main"] = main_rows
         results["main_records"] = records
         print(table(main_rows, "mode / targets"))
+
+    if args.part in ("all", "main", "stop") and "main_records" in results:
+        # With --stop-at-eps a search ends at its first iterate within eps: the steps each mode's searches
+        # would then run (from the main runs' L2 curves; a search that never meets eps runs all its steps).
+        def steps(recs: list[dict]) -> float:
+            return statistics.fmean(r["first_1e-3"] + 1 if r["first_1e-3"] is not None else STEPS for r in recs)
+
+        records = results["main_records"]
+        stop = {key: steps(recs) for key, recs in records.items()}
+        for mode in ("pulse", "robust"):
+            stop[f"{mode} all generated"] = steps([r for key, recs in records.items() if key.startswith(f"{mode} ")
+                                                   and " crops" not in key for r in recs])
+        results["stop_at_eps"] = stop
+        print(f"mean steps per search with --stop-at-eps (of {STEPS}): "
+              + ", ".join(f"{key} {value:.1f}" for key, value in stop.items()))
 
     if args.part in ("all", "exact"):
         # The same latents and noise, not clipped and with the layers the search zeroes set to zero: the
