@@ -93,6 +93,8 @@ ABLATION: dict[str, tuple[SearchConfig, RobustOptions | None, str]] = {
     "robust-lr1.2": (ROBUST, RobustOptions(lr_factor=3.0), "robust at lr 1.2"),
     "robust-warmup20-linear": (ROBUST, RobustOptions(lr_schedule="warmup20-linear"),
                                "robust, peak at 20% then linear decay"),
+    "robust-hold70": (ROBUST, RobustOptions(lr_schedule="warmup10-hold70-cosine"),
+                      "robust, the peak held from 10% to 70% of the steps, then the cosine"),
     "robust-noise-lr2": (ROBUST, RobustOptions(noise_lr_factor=2.0), "robust, noise at 2x the latents' rate"),
     "robust-noise-lr10": (ROBUST, RobustOptions(noise_lr_factor=10.0), "robust, noise at 10x the latents' rate"),
     "robust-restarts": (ROBUST, None, f"robust from the best of {RESTARTS[0]} starts after {RESTARTS[1]} steps "

@@ -21,7 +21,13 @@ from pulse_cli.networks.generator import LatentStats
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.networks.stylegan2 import StyleGAN2Generator
 from pulse_cli.search.pulse import SearchPool, render
-from pulse_cli.search.robust import RobustOptions, lag1_autocorrelation, noise_regularisation, w_distance
+from pulse_cli.search.robust import (
+    ROBUST_SCHEDULES,
+    RobustOptions,
+    lag1_autocorrelation,
+    noise_regularisation,
+    w_distance,
+)
 
 ROBUST = SearchConfig(steps=8, mode="robust")
 
@@ -140,6 +146,17 @@ def test_noise_steps_at_its_own_rate_and_the_latents_do_not_feel_it(G, targets) 
     # Adam's first step is lr * sign(grad) per value; the maps then go back on their spheres, so the
     # distance moved grows with the rate without being exactly 3x.
     assert all(moved3[i] > 1.5 * moved1[i] for i in trained)
+
+
+def test_robust_schedules_rise_hold_and_decay() -> None:
+    hold = ROBUST_SCHEDULES["warmup10-hold70-cosine"]
+    # 0.1 -> 1 over the first 10 steps, 1 until step 70, then a cosine to 0.001: half-way (step 85) is
+    # 0.001 + 0.999 / 2, and step 99 is 0.001 + 0.999 * (1 - cos(pi / 30)) / 2
+    assert [hold(i, 100) for i in (0, 5, 10, 50, 69, 70, 85)] == pytest.approx([0.1, 0.55, 1, 1, 1, 1, 0.5005])
+    assert hold(99, 100) == pytest.approx(0.0037362, rel=1e-4)
+    cosine = ROBUST_SCHEDULES["warmup10-cosine"]  # no hold: the cosine starts at the peak
+    assert [cosine(i, 100) for i in (0, 5, 10, 55)] == pytest.approx([0.1, 0.55, 1, 0.5005])
+    assert RobustOptions().lr_schedule == "warmup10-cosine"
 
 
 def test_max_noise_ratio_trains_only_maps_up_to_that_many_times_the_target(G, targets) -> None:

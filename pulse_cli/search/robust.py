@@ -51,13 +51,16 @@ def _warmup_linear(peak: float) -> Callable[[int, int], float]:
     return multiplier
 
 
-def _warmup_cosine(peak: float) -> Callable[[int, int], float]:
-    """Up from 0.1 to 1 over the first `peak` of the steps, then a cosine down to 0.001 at the end."""
+def _warmup_cosine(peak: float, hold: float | None = None) -> Callable[[int, int], float]:
+    """Up from 0.1 to 1 over the first `peak` of the steps, held at 1 until `hold` of them (if given), then
+    a cosine down to 0.001 at the end."""
     def multiplier(step: int, steps: int) -> float:
-        rise = peak * steps
+        rise, held = peak * steps, (hold or peak) * steps
         if step < rise:
             return 0.1 + 0.9 * step / rise
-        return 0.001 + 0.999 * (1 + math.cos(math.pi * (step - rise) / (steps - rise))) / 2
+        if step < held:
+            return 1.0
+        return 0.001 + 0.999 * (1 + math.cos(math.pi * (step - held) / (steps - held))) / 2
     return multiplier
 
 
@@ -65,6 +68,7 @@ def _warmup_cosine(peak: float) -> Callable[[int, int], float]:
 ROBUST_SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "warmup20-linear": _warmup_linear(0.2),
     "warmup10-cosine": _warmup_cosine(0.1),
+    "warmup10-hold70-cosine": _warmup_cosine(0.1, hold=0.7),
 }
 
 
