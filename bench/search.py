@@ -125,9 +125,13 @@ def known_answer(G, seed_base: int, size: int, k: int) -> tuple[torch.Tensor, li
 
 def downscaled(G, ws: torch.Tensor, noise: list[torch.Tensor], size: int, clip: bool = True) -> torch.Tensor:
     """G's image of (ws, noise) mapped to [0, 1] by (x + 1) / 2 and downscaled to size x size by the project's
-    downsampler; clipped to [0, 1] before and after (an image file), or, with clip=False, as the search
-    sees a generated image (not clipped)."""
-    image = (G.synthesize(ws, noise) + 1) / 2
+    downsampler; see `downscale` for `clip`."""
+    return downscale(G, (G.synthesize(ws, noise) + 1) / 2, size, clip)
+
+
+def downscale(G, image: torch.Tensor, size: int, clip: bool = True) -> torch.Tensor:
+    """A generated image [1, 3, R, R] downscaled to size x size: clipped to [0, 1] before and after (an image
+    file), or, with clip=False, as the search sees a generated image (not clipped)."""
     if not clip:
         return BicubicDownsample(G.resolution // size)(image)[0]
     return BicubicDownsample(G.resolution // size)(image.clamp(0, 1))[0].clamp(0, 1)
@@ -160,12 +164,26 @@ def known_answer_l2(G, seed_base: int, count: int, size: int, config: SearchConf
     out: dict[str, list[float]] = {"search": [], "clipped": [], "outside": []}
     for k, target in enumerate(generated_targets(G, seed_base, count, size)):
         ws, noise = known_answer(G, seed_base, size, k)
-        kept = zeroing(noise, zeroed)
-        out["search"].append(float((downscaled(G, ws, kept, size, clip=False) - target).pow(2).mean()))
-        out["clipped"].append(float((downscaled(G, ws, kept, size) - target).pow(2).mean()))
-        image = (G.synthesize(ws, kept) + 1) / 2
+        image = (G.synthesize(ws, zeroing(noise, zeroed)) + 1) / 2
+        out["search"].append(float((downscale(G, image, size, clip=False) - target).pow(2).mean()))
+        out["clipped"].append(float((downscale(G, image, size) - target).pow(2).mean()))
         out["outside"].append(float(((image < 0) | (image > 1)).float().mean()))
     return out
+
+
+def generated_sets(sets: dict) -> list[tuple[str, object, list, str, int]]:
+    """(set name, generator, targets, family, target size) of every generated set (the crops left out)."""
+    out = []
+    for set_name, (G, targets) in sets.items():
+        if not is_generated(set_name):
+            continue
+        family, size = set_name.split("-")
+        out.append((set_name, G, targets, family, int(size)))
+    return out
+
+
+def is_generated(set_name: str) -> bool:
+    return not set_name.startswith("crops")
 
 
 def fixture_targets() -> list[tuple[str, torch.Tensor]]:
@@ -305,7 +323,7 @@ def compare_modes(sets: dict, seeds, label: str) -> tuple[dict[str, dict], dict[
             recs = run_searches(G, targets, seeds, config, None)
             records[f"{mode} {set_name}"] = recs
             rows[f"{mode} {set_name}"] = summarise(recs)
-            if not set_name.startswith("crops"):
+            if is_generated(set_name):
                 generated += recs
             print(f"{label}{mode} {set_name}: {rows[f'{mode} {set_name}']}", flush=True)
         rows[f"{mode} all generated"] = summarise(generated)
@@ -400,7 +418,7 @@ def main() -> None:
         stop = {key: steps(recs) for key, recs in records.items()}
         for mode in ("pulse", "robust"):
             stop[f"{mode} all generated"] = steps([r for key, recs in records.items() if key.startswith(f"{mode} ")
-                                                   and " crops" not in key for r in recs])
+                                                   and is_generated(key.split(" ", 1)[1]) for r in recs])
         results["stop_at_eps"] = stop
         print(f"mean steps per search with --stop-at-eps (of {STEPS}): "
               + ", ".join(f"{key} {value:.1f}" for key, value in stop.items()))
@@ -409,12 +427,9 @@ def main() -> None:
         # The same latents and noise, not clipped and with the layers the search zeroes set to zero: the
         # known answer lies inside the search space of both modes and matches up to 1/255 rounding.
         exact_sets = {}
-        for set_name, (G, targets) in sets.items():
-            if set_name.startswith("crops"):
-                continue
-            family, size = set_name.split("-")
+        for set_name, G, targets, family, size in generated_sets(sets):
             zeroed = frozenset(PULSE.zeroed_noise_layers(len(G.noise_shapes(1))))  # robust zeroes the same
-            made = generated_targets(G, TARGET_SEED_BASE[family], len(targets), int(size), zeroed, clip=False)
+            made = generated_targets(G, TARGET_SEED_BASE[family], len(targets), size, zeroed, clip=False)
             exact_sets[set_name] = (G, [(f"{set_name}-{k}", t) for k, t in enumerate(made)])
         rows, records = compare_modes(exact_sets, seeds, "exact ")
         results["exact"] = rows
@@ -433,11 +448,8 @@ def main() -> None:
         # How far each generated target's own latents are from eps (clipping, the zeroed layer), and what
         # the StyleGAN2 32x32 targets, the set robust misses, need instead.
         diagnosis = {}
-        for set_name, (G, targets) in sets.items():
-            if set_name.startswith("crops"):
-                continue
-            family, size = set_name.split("-")
-            known = known_answer_l2(G, TARGET_SEED_BASE[family], len(targets), int(size), PULSE)
+        for set_name, G, targets, family, size in generated_sets(sets):
+            known = known_answer_l2(G, TARGET_SEED_BASE[family], len(targets), size, PULSE)
             row = {f"{what} {stat.__name__}": stat(values) for what, values in known.items()
                    for stat in (statistics.median, min, max)}
             diagnosis[f"{set_name} known answer"] = row
@@ -448,8 +460,8 @@ def main() -> None:
         # The alternative robust does not take: training the last layer wherever it lies within robust's
         # trained range (maps up to max_noise_ratio x the target), instead of zeroing it as PULSE does.
         ratio = RobustOptions().max_noise_ratio
-        for set_name, (G, targets) in sets.items():
-            if not set_name.startswith("crops") and G.noise_shapes(1)[-1][-1] <= ratio * targets[0][1].shape[-1]:
+        for set_name, G, _, _, size in generated_sets(sets):
+            if G.noise_shapes(1)[-1][-1] <= ratio * size:
                 runs.append((set_name, "--bad-noise-layers none", dataclasses.replace(ROBUST, bad_noise_layers=())))
         for set_name, name, config in runs:
             G, targets = sets[set_name]
