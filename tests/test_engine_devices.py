@@ -24,6 +24,8 @@ from helpers import face_target
 from pulse_cli.engine import Engine
 from pulse_cli.search.pulse import SearchConfig
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 REQUIRE_GPU = os.environ.get("PULSE_REQUIRE_GPU", "") not in ("", "0")
 AVAILABLE = {
     "cpu": True,

@@ -12,6 +12,8 @@ from pulse_cli.device import configure_cpu_allocator
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.networks.stylegan1_fast import FusedEpilogue, channel_stats
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 
 @pytest.fixture(scope="module")
 def reference(fixtures_dir):
