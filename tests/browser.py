@@ -150,7 +150,8 @@ class Chromium:
                 found.append("console: " + " ".join(str(a.get("value", a.get("description")))
                                                     for a in params.get("args", [])))
             elif method == "Runtime.exceptionThrown":
-                found.append(f"exception: {params.get('exceptionDetails')}")
+                details = params.get("exceptionDetails", {})
+                found.append("exception: " + str(details.get("exception", {}).get("description") or details))
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") in ("error", "warning"):
                 found.append(f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}")
         return found

@@ -26,6 +26,10 @@ def inputs_folder(in_path: Path) -> Path:
     return in_path if in_path.is_dir() else in_path.parent
 
 
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{max(1, round(count / 1e3))} kB"
+
+
 def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool) -> Path:
     """Write the report; a one-line error (exit 1) if OUT cannot be written."""
     from ..errors import describe_os_error
@@ -37,7 +41,7 @@ def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool) -> 
         raise fail(f"cannot write the report: {describe_os_error(exc)}", FAILED) from None
     if not quiet:
         err_console.print(f"wrote {printable(str(summary.path))} ({summary.rows} input(s), "
-                          f"{summary.bytes / 1e6:.1f} MB, {summary.seconds:.1f} s)", markup=False)
+                          f"{_size(summary.bytes)}, {summary.seconds:.1f} s)", markup=False)
     return summary.path
 
 

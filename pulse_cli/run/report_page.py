@@ -26,7 +26,7 @@ dt{color:#aab}dd{margin:0;overflow-wrap:anywhere}
 .status{display:inline-block;padding:0 6px;border-radius:3px;background:#ddd}
 .status.ok{background:#c8efc8}.status.failed{background:#f6b8b8}.status.not_converged{background:#f6e3a0}
 .error{color:#a00;white-space:pre-wrap}
-figure{margin:0;text-align:center;font-size:12px}
+figure{margin:0;width:128px;text-align:center;font-size:12px;overflow-wrap:anywhere}
 figure img,.none{width:128px;height:128px;display:block;background:#eee;object-fit:contain}
 img.px{image-rendering:pixelated}
 .none{display:flex;align-items:center;justify-content:center;color:#888}
@@ -119,10 +119,10 @@ SCRIPT = r"""
     }
     if (r.error) info.appendChild(el("div", "error", r.error));
     if (r.best_l2 !== null) {
-      const eps = data.run.eps;
-      const vs = eps === null ? "" : (r.best_l2 <= eps ? " <= " : " > ") + "eps " + num(eps, 3);
-      info.appendChild(el("div", null, "best L2 " + num(r.best_l2) + vs));
+      info.appendChild(el("div", null, "best L2 " + num(r.best_l2) + ", eps " + num(data.run.eps, 3)));
     }
+    const met = r.samples.filter((s) => s.status === "ok").length;
+    if (r.samples.length > 1) info.appendChild(el("div", null, met + " of " + r.samples.length + " samples met eps"));
     if (r.steps !== null) info.appendChild(el("div", null, r.steps + " steps, " + num(r.seconds, 3) + " s"));
     div.appendChild(info);
     if (r.status === "failed") return div;
@@ -130,7 +130,8 @@ SCRIPT = r"""
     r.samples.forEach((s, k) => {
       const tag = r.samples.length > 1 ? "#" + k + " " : "";
       const score = s.face_score !== undefined && s.face_score !== null ? ", face " + num(s.face_score, 3) : "";
-      div.appendChild(image(s.image, tag + "L2 " + num(s.best_l2) + score, false, true));
+      const mark = s.status === "ok" ? " ok" : s.status === "not_converged" ? " > eps" : "";
+      div.appendChild(image(s.image, tag + "L2 " + num(s.best_l2) + mark + score, false, true));
       div.appendChild(image(s.down, tag + "downscaled", true, false));
     });
     const curves = el("div", "curves");
