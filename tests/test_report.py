@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from browser import Chromium, find_chromium
 from helpers import random_crop, read_records, write_crops
 from PIL import Image
@@ -17,6 +18,7 @@ from PIL import Image
 from pulse_cli.cli import app
 from pulse_cli.files.sheets import SHEET_NOTICE
 from pulse_cli.run.report import CURVE_POINTS, REPORT_FILE, read_curves, write_report
+from pulse_cli.search.downsample import BicubicDownsample
 
 HOSTILE = ("<img src=x onerror=window.pwned=1>.png", "<script>.png")
 
@@ -107,16 +109,15 @@ def test_crop_and_downscaled_results_are_embedded_and_results_referenced(tmp_pat
         assert url.startswith("data:image/png;base64,")
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
 
-    assert np.array_equal(decode(row["crop"]), np.asarray(Image.open(crops / "a00.png".replace("00", "0"))))
+    assert np.array_equal(decode(row["crop"]), np.asarray(Image.open(crops / "a0.png")))
     assert row["crop_size"] == "8x8"
     sample = row["samples"][0]
     assert sample["image"] == "a0.png.png"
-    # PULSE's downsampler: a 32 px result back at 8 px, close to a plain 4x4 area average of it
-    down = decode(sample["down"]).astype(float)
-    area = np.asarray(Image.open(out / "a0.png.png").convert("RGB"), dtype=float).reshape(8, 4, 8, 4, 3)
-    assert down.shape == (8, 8, 3)
-    assert np.abs(down - area.mean(axis=(1, 3))).mean() < 40  # noise: bicubic and box differ, not wildly
-    assert not np.array_equal(down, area.mean(axis=(1, 3)).round())
+    # the check PULSE makes: the 32 px result through PULSE's downsampler (tested against the original's
+    # values elsewhere) at the crop's 8 px, rounded to 8 bits
+    result = torch.from_numpy(np.asarray(Image.open(out / "a0.png.png").convert("RGB"), dtype=np.float32) / 255)
+    expected = BicubicDownsample(4)(result.permute(2, 0, 1)[None])[0].clamp(0, 1).permute(1, 2, 0)
+    assert np.array_equal(decode(sample["down"]), (expected.numpy() * 255).round().astype(np.uint8))
 
 
 def test_curves_come_from_the_log_subsampled(tmp_path):
@@ -191,6 +192,27 @@ def test_report_command_cannot_write(runner, tmp_path):
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot write the report") and "Traceback" not in result.output
+
+
+def test_upsample_report_with_shards_sharing_out_and_with_no_inputs(runner, tmp_path, demo_checkpoint):
+    crops = write_crops(tmp_path / "in", 6)  # shard 1/2: 0-3.png, shard 2/2: 4-5.png
+    out = tmp_path / "out"
+    common = ["--checkpoint", str(demo_checkpoint), "--steps", "2", "--report"]
+    shards = []
+    for shard in ("1/2", "2/2"):  # one after the other: each rewrites the page from every record in OUT
+        result = runner.invoke(app, ["upsample", str(crops), str(out), "--shard", shard, *common])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {out / REPORT_FILE}" in result.stderr
+        shards.append({r["name"] for r in page_data((out / REPORT_FILE).read_text())["rows"]})
+    assert shards == [{f"{k}.png" for k in range(4)}, {f"{k}.png" for k in range(6)}]
+    rows = page_data((out / REPORT_FILE).read_text())["rows"]
+    assert all(r["crop"] and r["samples"][0]["down"] and r["samples"][0]["curve"] for r in rows)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["upsample", str(empty), str(tmp_path / "out2"), *common])
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert not (tmp_path / "out2" / REPORT_FILE).exists()  # no records, no page
 
 
 # -- in a real browser ----------------------------------------------------------------------------------

@@ -31,12 +31,14 @@ def _size(count: int) -> str:
 
 
 def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool) -> Path:
-    """Write the report; a one-line error (exit 1) if OUT cannot be written."""
+    """Write the report; a one-line error if OUT holds no results (exit 2) or cannot be written (exit 1)."""
     from ..errors import describe_os_error
-    from ..run.report import write_report
+    from ..run.report import ReportError, write_report
 
     try:
         summary = write_report(out_dir, inputs)
+    except ReportError as exc:
+        raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot write the report: {describe_os_error(exc)}", FAILED) from None
     if not quiet:
@@ -54,16 +56,11 @@ def report(
     open_page: Annotated[bool, typer.Option("--open", metavar="", help="Open the page in a web browser.")] = False,
     quiet: QuietFlag = False,
 ) -> None:
-    from ..run.report import ReportError
-
     if not out_dir.is_dir():
         raise fail(f"output folder {out_dir} does not exist")
     if inputs is not None and not inputs.exists():
         raise fail(f"input {inputs} does not exist")
-    try:
-        path = write_report_or_fail(out_dir, inputs_folder(inputs) if inputs is not None else None, quiet=quiet)
-    except ReportError as exc:
-        raise fail(str(exc)) from None
+    path = write_report_or_fail(out_dir, inputs_folder(inputs) if inputs is not None else None, quiet=quiet)
     if open_page:
         import webbrowser
 

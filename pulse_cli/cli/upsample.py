@@ -250,7 +250,7 @@ def upsample(
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
         _print_summary_table(summary)
-    if report:  # from all of OUT's records, so the last run or shard to end writes the complete page
+    if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
 
         write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
