@@ -145,15 +145,19 @@ def test_hostile_names_never_leave_the_json_block(tmp_path):
     assert "%3Cimg%20src%3Dx%20onerror%3Dwindow.pwned%3D1%3E.png.png" in urls
 
 
-def test_non_utf8_names_and_records_pointing_outside_out(tmp_path):
+def test_non_utf8_names_records_pointing_outside_out_and_hand_edited_records(tmp_path):
     out = tmp_path / "out"
     fabricated_out(out, ["ok"])
     record = read_records(out)[0]
     odd = {**record, "input": "caf\udce9.png", "outputs": ["../../etc/passwd"], "logs": ["/etc/passwd"]}
-    with open(out / "results.jsonl", "a") as f:
-        f.write(json.dumps(odd) + "\n")
+    edited = {**record, "input": "edited", "status": "failed", "error": {"why": float("nan")}, "seconds": "x"}
+    edited_ok = {**record, "input": "edited_ok", "seconds": "x", "steps_run": "y", "best_l2": float("inf")}
+    with open(out / "results.jsonl", "a") as f:  # NaN and Infinity: what Python's json reads back
+        f.write("".join(json.dumps(r) + "\n" for r in (odd, edited, edited_ok)))
     write_report(out)
     rows = {r["name"]: r for r in page_data((out / REPORT_FILE).read_text())["rows"]}
+    assert rows["edited"]["error"] == "{'why': nan}" and rows["edited"]["seconds"] is None
+    assert rows["edited_ok"]["steps"] is None and rows["edited_ok"]["best_l2"] is None
     assert rows["caf\\udce9.png"]["samples"] == [
         {"image": None, "down": None, "best_l2": record["best_l2"], "status": record["samples"][0]["status"],
          "face_score": None, "curve": None}]

@@ -114,7 +114,7 @@ def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inpu
         counts[record["status"]] += 1
     searches = [r.get("search") if isinstance(r.get("search"), dict) else {} for r in records]
     eps_values = [s.get("eps") for s in searches if isinstance(s.get("eps"), (int, float))]
-    seconds = [float(r.get("seconds") or 0) for r in last_done.values()]
+    seconds = [_number(r.get("seconds")) or 0.0 for r in last_done.values()]
     searched = sum(s > 0 for s in seconds)
     total = sum(seconds)
     checkpoints = [f"{printable(str(r.get('checkpoint')))} (sha256 {r.get('checkpoint_sha256') or 'unknown'})"
@@ -142,6 +142,11 @@ def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inpu
 def _met_eps(record: dict[str, Any]) -> bool | None:
     status = record.get("earlier_status") if record.get("status") == SKIPPED else record.get("status")
     return None if status not in DONE else status == "ok"
+
+
+def _text(value: Any) -> str | None:
+    """A record's free-form value as text for the page (a hand-edited record may hold anything)."""
+    return None if value is None else printable(str(value))
 
 
 def _number(value: Any) -> float | None:
@@ -245,9 +250,10 @@ class _RowBuilder:
         if status == SKIPPED and done is not None:
             seconds = done.get("seconds")
         row: dict[str, Any] = {
-            "name": printable(name), "status": status, "error": record.get("error"),
-            "earlier_status": record.get("earlier_status") if status == SKIPPED else None,
-            "best_l2": _number(record.get("best_l2")), "steps": record.get("steps_run") if status != FAILED else None,
+            "name": printable(name), "status": status, "error": _text(record.get("error")),
+            "earlier_status": _text(record.get("earlier_status")) if status == SKIPPED else None,
+            "best_l2": _number(record.get("best_l2")),
+            "steps": record.get("steps_run") if status != FAILED and isinstance(record.get("steps_run"), int) else None,
             "seconds": _number(seconds), "crop": None, "crop_size": None, "samples": [],
         }
         if status == FAILED:
@@ -269,7 +275,7 @@ class _RowBuilder:
                 "image": _url(output) if present else None,
                 "down": self._downscaled(image, crop) if present else None,
                 "best_l2": _number(sample.get("best_l2", record.get("best_l2") if len(outputs) == 1 else None)),
-                "status": sample.get("status"),
+                "status": _text(sample.get("status")),
                 "face_score": _number(sample.get("face_score")),
                 "curve": read_curves(log) if log is not None else None,
             })
