@@ -40,8 +40,8 @@ lint: install
 
 demo: install
 	$(BIN)/pulse demo-generator weights/demo
-	$(BIN)/pulse upsample examples/crops $(DEMO_OUT) --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2
-	@echo "results in $(DEMO_OUT)/ (images, logs/, results.jsonl)"
+	$(BIN)/pulse upsample examples/crops $(DEMO_OUT) --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2 --report
+	@echo "results in $(DEMO_OUT)/ (images, logs/, results.jsonl; open report.html)"
 
 bench: install
 	$(BIN)/python bench/bench.py

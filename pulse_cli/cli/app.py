@@ -16,6 +16,8 @@ from .console import INTERRUPTED
 from .demo import demo_generator
 from .options import Command, Group
 from .render import render
+from .report import HELP as REPORT_HELP
+from .report import report
 from .upsample import HELP as UPSAMPLE_HELP
 from .upsample import upsample
 from .weights import weights_app
@@ -49,6 +51,7 @@ def main_callback(
 
 app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True, cls=Command)(upsample)
 app.command("render", no_args_is_help=True, cls=Command)(render)
+app.command("report", help=REPORT_HELP, no_args_is_help=True, cls=Command)(report)
 app.command("align", no_args_is_help=True, cls=Command)(align)
 app.command("demo-generator", cls=Command)(demo_generator)
 app.add_typer(weights_app, name="weights")

@@ -129,6 +129,9 @@ def upsample(
     sheet: Annotated[bool, flag("--sheet", panel=TRANSPARENCY,
                                 help="Contact sheets: OUT/sheets/<rel>.sheet.png per input and OUT/sheet.png.")]
     = False,
+    report: Annotated[bool, flag("--report", panel=TRANSPARENCY,
+                                 help="At the end, write OUT/report.html from every record in OUT (as 'pulse "
+                                      "report'); each run or shard sharing OUT rewrites it.")] = False,
     save_latents: Annotated[bool, flag("--save-latents", panel=TRANSPARENCY,
                                        help="Save OUT/<rel>.latents.safetensors (see 'pulse render').")] = False,
     save_every: Annotated[int | None, typer.Option(min=1, metavar="K", rich_help_panel=TRANSPARENCY,
@@ -247,6 +250,10 @@ def upsample(
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
         _print_summary_table(summary)
+    if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
+        from .report import inputs_folder, write_report_or_fail
+
+        write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
     if json_summary:
         typer.echo(json.dumps(_summary_object(summary, out_dir)))
     if strict and summary.not_met_eps:
