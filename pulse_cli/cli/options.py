@@ -130,6 +130,51 @@ def check_output_folder(path: Path) -> None:
         raise UsageError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
 
 
+def check_bookkeeping(out_dir: Path) -> None:
+    """OUT's bookkeeping is usable: `results.jsonl` absent or a plain writable file, `.claims` absent or a
+    writable folder whose claim files are plain files. Checked before the model loads, so a run never starts
+    that could record nothing; each refusal says what to remove or fix (nothing is written through a
+    symbolic link or special file there: OUT may be shared with other users)."""
+    import errno
+    import secrets
+    import stat
+
+    from ..files.atomic import describe_file_kind, open_regular
+    from ..files.claims import CLAIM_SUFFIX, CLAIMS_FOLDER
+    from ..run.records import RESULTS_FILE
+
+    results = out_dir / RESULTS_FILE
+    try:
+        os.close(open_regular(results, os.O_RDWR))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EISDIR):
+            raise UsageError(f"{results} {exc.strerror}: remove or rename it (pulse writes its records "
+                             f"there)") from None
+        raise UsageError(f"{results} is not writable ({exc.strerror or exc})") from None
+    claims = out_dir / CLAIMS_FOLDER
+    try:
+        kind = claims.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(kind):
+        raise UsageError(f"{claims} is {describe_file_kind(kind)}, not a folder: remove it (pulse keeps its "
+                         f"claims there)")
+    probe = claims / f".pulse-write-test-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{claims} is not writable ({exc.strerror or exc}); make it writable or remove "
+                         f"it") from None
+    with os.scandir(claims) as entries:
+        for entry in entries:
+            if entry.name.endswith(CLAIM_SUFFIX) and not entry.is_file(follow_symlinks=False):
+                what = describe_file_kind(entry.stat(follow_symlinks=False).st_mode)
+                raise UsageError(f"{entry.path} is {what}, not a claim file: remove it")
+
+
 def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint to use and how it was chosen."""
     if explicit is not None:

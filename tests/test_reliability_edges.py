@@ -1,0 +1,221 @@
+"""The reliability contract, second pass: the edges an adversary found after the first (issue 19's table).
+
+Each test reproduces one row and fails without its fix. Files cases use the real filesystem: symbolic links,
+FIFOs, long names, folders where files belong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import one_error_line, strict_lines, write_crops
+from typer.testing import CliRunner
+
+from pulse_cli.cli import app
+
+FAST = ["--steps", "3", "--device", "cpu"]
+
+
+def upsample(runner: CliRunner, *args):
+    return runner.invoke(app, ["upsample", *map(str, args)])
+
+
+def no_model_loading(monkeypatch) -> None:
+    """Make loading a model fail the test: what is checked must be found before it."""
+    import pulse_cli.engine as engine_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("model loaded before the bookkeeping was checked")
+
+    monkeypatch.setattr(engine_module, "load_generator", refuse)
+
+
+# --- 1: an input name too long for anything derived from it -------------------------------------------------
+
+
+def test_an_input_with_a_name_of_250_bytes_fails_alone_and_later_inputs_are_done(runner, tmp_path,
+                                                                                demo_checkpoint):
+    src = write_crops(tmp_path / "in", 3)
+    long_name = "a" * 246 + ".png"  # 250 bytes: legal, but no output named after it fits
+    os.rename(src / "1.png", src / long_name)
+    out = tmp_path / "out"
+    for _ in range(2):  # a rerun does the same, and stops nowhere either
+        result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+        assert result.exit_code == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        latest = {r["input"]: r for r in strict_lines(out / "results.jsonl")}
+        assert latest[long_name]["status"] == "failed" and "too long" in latest[long_name]["error"]
+        assert {latest["0.png"]["status"], latest["2.png"]["status"]} <= {"ok", "not_converged", "skipped"}
+    assert (out / "0.png.png").is_file() and (out / "2.png.png").is_file()
+
+
+def test_claim_file_names_have_one_short_length_whatever_the_input_is_called():
+    from pulse_cli.files.claims import claim_path
+
+    names = ["a.png", "x" * 1000 + ".png", "deep/" * 40 + "a.png", "caf\udce9.png"]
+    paths = [claim_path(Path("/out"), name) for name in names]
+    assert len({p.name for p in paths}) == len(names)
+    assert all(p.parent == Path("/out/.claims") and len(p.name) < 64 for p in paths)
+
+
+# --- 2: a record of the wrong shape --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", [{"samples": 5}, {"samples": [1, 2]}, {"best_l2": "abc"}, {"outputs": "x"},
+                                    {"status": 3}, {"input": None}])
+def test_a_record_of_the_wrong_shape_is_passed_over_with_one_warning(runner, tmp_path, demo_checkpoint, damage):
+    src = write_crops(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    args = [src, out, "--checkpoint", demo_checkpoint, *FAST, "--sheet"]
+    assert upsample(runner, *args).exit_code == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    damaged = {**json.loads(lines[0]), **damage}
+    (out / "results.jsonl").write_text("\n".join([lines[1], json.dumps(damaged)]) + "\n")
+    for _ in range(2):
+        result = upsample(runner, *args)
+        assert result.exit_code == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "line 2" in line]
+        assert len(warnings) == 1 and warnings[0].startswith("warning:") and "ignored" in warnings[0]
+    redone = [r for r in strict_lines(out / "results.jsonl")[2:] if r["input"] == json.loads(lines[0])["input"]]
+    assert redone[0]["status"] in ("ok", "not_converged")  # not trusted: searched again, then skipped
+    assert redone[1]["status"] == "skipped"
+
+
+# --- 3: symbolic links in OUT's bookkeeping ------------------------------------------------------------------
+
+
+def test_a_symlinked_claim_file_is_never_written_through(runner, tmp_path, demo_checkpoint, monkeypatch):
+    from pulse_cli.files.claims import claim_path
+
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("precious")
+    link = claim_path(out, "0.png")
+    link.parent.mkdir(parents=True)
+    link.symlink_to(victim)
+    no_model_loading(monkeypatch)
+    result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert str(link) in line and "symbolic link" in line and "remove it" in line
+    assert victim.read_text() == "precious" and link.is_symlink()
+
+
+def test_a_claim_that_turns_into_a_symlink_fails_that_input_alone(tmp_path):
+    """After the check (another user, a race): the claim refuses it and the input fails with its reason."""
+    from pulse_cli.files.claims import ClaimError, claim_path, try_claim
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = claim_path(tmp_path / "out", "0.png")
+    link.parent.mkdir(parents=True)
+    link.symlink_to(victim)
+    with pytest.raises(ClaimError, match="symbolic link"):
+        try_claim(link)
+    assert victim.read_text() == "precious"
+    link.unlink()
+    os.mkfifo(link)
+    with pytest.raises(ClaimError, match="special file"):
+        try_claim(link)
+
+
+def test_a_symlinked_results_file_is_refused_and_its_target_kept(runner, tmp_path, demo_checkpoint, monkeypatch):
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("precious\n")
+    (out / "results.jsonl").symlink_to(victim)
+    no_model_loading(monkeypatch)
+    result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+    assert result.exit_code == 2
+    assert "symbolic link" in one_error_line(result.stderr)
+    assert victim.read_text() == "precious\n"
+
+
+def test_appending_never_follows_a_symlink(tmp_path):
+    from pulse_cli.files.atomic import append_jsonl
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "results.jsonl").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        append_jsonl(tmp_path / "results.jsonl", {"a": 1})
+    assert victim.read_text() == "precious"
+
+
+# --- 5: results.jsonl a folder or a FIFO ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_results_file_that_is_not_a_file_is_a_usage_error(tmp_path, demo_checkpoint, kind):
+    """In a subprocess: a FIFO must not hang the run (the timeout would fail the test)."""
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "folder":
+        (out / "results.jsonl").mkdir()
+    else:
+        os.mkfifo(out / "results.jsonl")
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_CHECKPOINT"}
+    done = subprocess.run([os.sys.executable, "-m", "pulse_cli", "upsample", str(src), str(out), "--checkpoint",
+                           str(demo_checkpoint), *FAST], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert "results.jsonl" in line and ("folder" if kind == "folder" else "FIFO") in line
+    assert "remove or rename it" in line
+
+
+def test_reading_records_never_waits_on_a_fifo(tmp_path):
+    from pulse_cli.files.atomic import JsonlTail
+
+    os.mkfifo(tmp_path / "results.jsonl")
+    with pytest.raises(OSError, match="FIFO"):
+        JsonlTail(tmp_path / "results.jsonl").new_lines()
+
+
+# --- 6: an unusable claims folder ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["a file", "a claim that is a folder", "read-only"])
+def test_an_unusable_claims_folder_is_a_usage_error_before_the_model_loads(runner, tmp_path, demo_checkpoint,
+                                                                          monkeypatch, damage):
+    from pulse_cli.files.claims import claim_path
+
+    src = write_crops(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    claims = out / ".claims"
+    mounted = False
+    if damage == "a file":
+        out.mkdir()
+        claims.write_text("x")
+        expected = "not a folder"
+    elif damage == "a claim that is a folder":
+        claim_path(out, "1.png").mkdir(parents=True)
+        expected = "is a folder, not a claim file"
+    else:
+        claims.mkdir(parents=True)
+        if os.geteuid() == 0:
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(claims)],
+                                     capture_output=True).returncode == 0
+        if not mounted:
+            if os.geteuid() == 0:
+                pytest.skip("root without mount: a read-only folder stays writable")
+            claims.chmod(0o500)
+        expected = "not writable"
+    no_model_loading(monkeypatch)
+    try:
+        result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(claims)], check=False)
+    assert result.exit_code == 2, result.stderr
+    line = one_error_line(result.stderr)
+    assert ".claims" in line and expected in line
+    assert not (out / "results.jsonl").exists()
