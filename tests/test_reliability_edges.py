@@ -219,3 +219,137 @@ def test_an_unusable_claims_folder_is_a_usage_error_before_the_model_loads(runne
     line = one_error_line(result.stderr)
     assert ".claims" in line and expected in line
     assert not (out / "results.jsonl").exists()
+
+
+# --- 4: non-finite checkpoints and images --------------------------------------------------------------------
+
+
+def _copy_checkpoint(demo_checkpoint: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("synthesis.pt", "mapping.pt", "gaussian_fit.pt"):
+        (folder / name).write_bytes((demo_checkpoint.parent / name).read_bytes())
+    return folder / "synthesis.pt"
+
+
+@pytest.mark.parametrize("where", ["synthesis", "mapping", "gaussian fit std"])
+def test_a_checkpoint_with_one_non_finite_value_is_refused_at_load(runner, tmp_path, demo_checkpoint, where):
+    from helpers import load_pt, save_tensor_file
+
+    checkpoint = _copy_checkpoint(demo_checkpoint, tmp_path / "ckpt")
+    name = {"synthesis": "synthesis.pt", "mapping": "mapping.pt", "gaussian fit std": "gaussian_fit.pt"}[where]
+    data = load_pt(checkpoint.parent / name)
+    key = "std" if where == "gaussian fit std" else next(k for k, v in data.items() if v.is_floating_point())
+    data[key] = data[key].clone()
+    data[key].view(-1)[0] = float("inf") if where == "gaussian fit std" else float("nan")
+    save_tensor_file(data, checkpoint.parent / name)
+    src = write_crops(tmp_path / "in", 1)
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", checkpoint, *FAST)
+    assert result.exit_code == 2, result.stderr
+    assert "non-finite values" in one_error_line(result.stderr)
+    assert not (tmp_path / "out" / "0.png.png").exists()
+
+
+def test_a_search_whose_images_turn_non_finite_fails_that_input_not_a_black_result(runner, tmp_path,
+                                                                                   demo_checkpoint, monkeypatch):
+    """A generator that yields NaN (a finite checkpoint can overflow too): the input fails with the reason,
+    no PNG is written or recorded, and a rerun does not skip it."""
+    import torch
+
+    import pulse_cli.engine as engine_module
+
+    real = engine_module.load_generator
+
+    def poisoned(*args, **kwargs):
+        generator = real(*args, **kwargs)
+        with torch.no_grad():
+            next(p for p in generator.parameters() if p.ndim > 1).fill_(float("nan"))
+        return generator
+
+    monkeypatch.setattr(engine_module, "load_generator", poisoned)
+    src = write_crops(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    for _ in range(2):
+        result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+        assert result.exit_code == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    records = strict_lines(out / "results.jsonl")
+    assert [r["status"] for r in records] == ["failed"] * 4
+    assert all("non-finite values" in r["error"] for r in records)
+    assert not list(out.glob("*.png"))
+
+
+# --- 7: pulse render's edges ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def saved_latents(runner, tmp_path, demo_checkpoint) -> Path:
+    src = write_crops(tmp_path / "in", 1)
+    assert upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST,
+                    "--save-latents").exit_code == 0
+    return tmp_path / "out" / "0.png.latents.safetensors"
+
+
+def _render(*args):
+    return CliRunner().invoke(app, ["render", *map(str, args)])
+
+
+@pytest.mark.parametrize("name", ["x", "x.safetensors"])
+def test_render_to_a_name_without_an_image_extension_is_one_line(tmp_path, saved_latents, name):
+    result = _render(saved_latents, tmp_path / name)
+    assert result.exit_code == 2
+    assert "image extension" in one_error_line(result.stderr)
+    assert not (tmp_path / name).exists()
+
+
+def _rewrite_latents(path: Path, change) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    changed = path.with_name(f"changed.{path.name}")
+    save_file({k: change(k, v) for k, v in tensors.items()}, str(changed), metadata=metadata)
+    return changed
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64", "int64", "nan"])
+def test_render_reads_latents_of_any_float_type_and_refuses_the_rest_in_one_line(tmp_path, saved_latents, dtype):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if dtype == "nan":
+        latents = _rewrite_latents(saved_latents, lambda k, v: torch.full_like(v, float("nan")) if k == "ws" else v)
+    else:
+        latents = _rewrite_latents(saved_latents, lambda k, v: v.to(getattr(torch, dtype)))
+    result = _render(latents, tmp_path / "again.png")
+    if dtype in ("int64", "nan"):
+        assert result.exit_code == 2, result.stderr
+        assert ("int64" if dtype == "int64" else "non-finite") in one_error_line(result.stderr)
+        assert not (tmp_path / "again.png").exists()
+        return
+    assert result.exit_code == 0, result.stderr
+    if dtype == "float64":  # float32 values widened: the very same image
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")),
+                              np.asarray(Image.open(saved_latents.parent / "0.png.png")))
+
+
+def test_render_refuses_a_generator_that_produces_non_finite_values(tmp_path, saved_latents, monkeypatch):
+    import torch
+
+    import pulse_cli.run.render as render_module
+
+    real = render_module.load_networks
+
+    def poisoned(path):
+        loaded = real(path)
+        with torch.no_grad():
+            next(p for p in loaded.generator.parameters() if p.ndim > 1).fill_(float("nan"))
+        return loaded
+
+    monkeypatch.setattr(render_module, "load_networks", poisoned)
+    result = _render(saved_latents, tmp_path / "again.png")
+    assert result.exit_code == 2
+    assert "non-finite values" in one_error_line(result.stderr)
+    assert not (tmp_path / "again.png").exists()
