@@ -353,3 +353,192 @@ def test_render_refuses_a_generator_that_produces_non_finite_values(tmp_path, sa
     assert result.exit_code == 2
     assert "non-finite values" in one_error_line(result.stderr)
     assert not (tmp_path / "again.png").exists()
+
+
+# --- 8: shard indices from arguments and schedulers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shard", "env", "named"), [
+    ("auto/abc", {"SLURM_ARRAY_TASK_ID": "1"}, "shard count"),
+    ("auto", {"SLURM_ARRAY_TASK_ID": "", "SLURM_ARRAY_TASK_COUNT": "4"}, "SLURM_ARRAY_TASK_ID"),
+    ("auto", {"SLURM_ARRAY_TASK_ID": "three", "SLURM_ARRAY_TASK_COUNT": "4"}, "SLURM_ARRAY_TASK_ID"),
+    ("auto", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "x"}, "SLURM_ARRAY_TASK_COUNT"),
+    ("auto", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "x", "SLURM_ARRAY_TASK_COUNT": "4"},
+     "SLURM_ARRAY_TASK_MIN"),
+    ("auto/4", {"JOB_COMPLETION_INDEX": "first"}, "JOB_COMPLETION_INDEX"),
+])
+def test_shard_values_from_arguments_and_the_environment_are_one_line_errors(runner, tmp_path, demo_checkpoint,
+                                                                            monkeypatch, shard, env, named):
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX",
+                 "PULSE_SHARD_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    no_model_loading(monkeypatch)
+    src = write_crops(tmp_path / "in", 1)
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, "--shard", shard)
+    assert result.exit_code == 2, result.stderr
+    assert named in one_error_line(result.stderr)
+
+
+# --- 9: a checksum record that is not a file -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_verify_with_a_record_that_is_not_a_file_says_bad_record(tmp_path, kind):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"weights")
+    record = tmp_path / "model.safetensors.sha256"
+    if kind == "folder":
+        record.mkdir()
+    else:
+        os.mkfifo(record)
+    done = subprocess.run([os.sys.executable, "-m", "pulse_cli", "weights", "verify", str(target)],
+                          capture_output=True, text=True, timeout=60)  # a FIFO must not hang it
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.startswith("BAD RECORD") and one_error_line(done.stderr)
+
+
+def test_verify_reads_every_line_of_a_record(tmp_path):
+    from pulse_cli.weights.download import read_record
+
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"weights")
+    a, b = "a" * 64, "b" * 64
+    record = tmp_path / "model.bin.sha256"
+    record.write_text(f"{a}  model.bin\n{b}  model.bin\n")  # two digests for one file: which is it?
+    with pytest.raises(ValueError, match="garbled"):
+        read_record(target)
+    record.write_text(f"{b}  other.bin\n{a}  model.bin\n")  # sha256sum's record of several files
+    assert read_record(target) == a
+    record.write_text(f"{a}  model.bin\n")
+    assert read_record(target) == a
+
+
+# --- 10: one image inside OUT --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["directly", "through a link"])
+def test_a_single_image_inside_out_is_refused(runner, tmp_path, demo_checkpoint, monkeypatch, how):
+    out = tmp_path / "out"
+    write_crops(out, 1, name="a.png.png")
+    image = out / "a.png.png"
+    if how == "through a link":
+        (tmp_path / "elsewhere.png").symlink_to(image)
+        image = tmp_path / "elsewhere.png"
+    no_model_loading(monkeypatch)
+    result = upsample(runner, image, out, "--checkpoint", demo_checkpoint, *FAST)
+    assert result.exit_code == 2
+    assert "inside the output folder" in one_error_line(result.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.png"]
+
+
+# --- 11: convert never overwrites what it reads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("companion", ["mapping.pt", "gaussian_fit.pt"])
+def test_convert_refuses_to_overwrite_a_companion_of_its_source(runner, tmp_path, demo_checkpoint, companion):
+    checkpoint = _copy_checkpoint(demo_checkpoint, tmp_path / "gen")
+    before = (checkpoint.parent / companion).read_bytes()
+    result = runner.invoke(app, ["weights", "convert", str(checkpoint), str(checkpoint.parent / companion),
+                                 "--overwrite", "--latent-samples", "64"])
+    assert result.exit_code == 2, result.stderr
+    assert "refusing to overwrite the source's" in one_error_line(result.stderr)
+    assert (checkpoint.parent / companion).read_bytes() == before
+    again = upsample(runner, write_crops(tmp_path / "in", 1), tmp_path / "out", "--checkpoint", checkpoint, *FAST)
+    assert again.exit_code == 0, again.stderr
+
+
+# --- the smaller ones ----------------------------------------------------------------------------------------
+
+
+def test_a_name_with_a_newline_keeps_its_done_line_whole(runner, tmp_path, demo_checkpoint):
+    src = write_crops(tmp_path / "in", 1, name="a\nb.png")
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST)
+    assert result.exit_code == 0, result.stderr
+    (done,) = [line for line in result.stderr.splitlines() if line.startswith("done ")]
+    assert done.startswith("done a\\nb.png: ")
+    assert not any(line.startswith("b.png") for line in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_checkpoint_that_is_a_fifo_or_a_device_is_named_as_such(runner, tmp_path, monkeypatch, kind):
+    if kind == "fifo":
+        checkpoint = tmp_path / "model.pt"
+        os.mkfifo(checkpoint)
+    else:
+        checkpoint = Path("/dev/zero")
+    no_model_loading(monkeypatch)
+    result = upsample(runner, write_crops(tmp_path / "in", 1), tmp_path / "out", "--checkpoint", checkpoint, *FAST)
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert ("FIFO" if kind == "fifo" else "device") in line and "does not exist" not in line
+
+
+def test_a_checkpoint_file_named_as_a_fifo_is_refused_by_the_loader_too(tmp_path):
+    from pulse_cli.checkpoints.loading import CheckpointError, load_networks
+
+    os.mkfifo(tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="FIFO, not a checkpoint file"):
+        load_networks(tmp_path / "model.pt")
+
+
+def test_a_safetensors_whose_metadata_claims_another_resolution_is_refused(tmp_path, demo_checkpoint):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from pulse_cli.checkpoints.loading import CheckpointError, convert_checkpoint, load_networks
+
+    converted = convert_checkpoint(demo_checkpoint, tmp_path / "demo.safetensors", samples=64)
+    with safe_open(str(converted), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    assert metadata["resolution"] == "128"
+    save_file(tensors, str(tmp_path / "claims-1024.safetensors"), metadata={**metadata, "resolution": "1024"})
+    with pytest.raises(CheckpointError, match="metadata says resolution 1024 but the tensors make 128"):
+        load_networks(tmp_path / "claims-1024.safetensors")
+    assert load_networks(converted).generator.resolution == 128
+
+
+@pytest.mark.parametrize("option", [["--steps", "0"], ["--samples", "0"], ["--eps", "nan"], ["--bogus"],
+                                    ["--batch-size"]])
+def test_bad_arguments_are_one_error_line_not_a_box(runner, tmp_path, demo_checkpoint, option):
+    result = upsample(runner, write_crops(tmp_path / "in", 1), tmp_path / "out", "--checkpoint", demo_checkpoint,
+                      *option)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert option[0] in result.stderr and "╭" not in result.stderr
+
+
+def test_a_rerun_with_another_checkpoint_says_so(runner, tmp_path, demo_checkpoint):
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST).exit_code == 0
+    same_folder = upsample(runner, src, out, "--checkpoint", demo_checkpoint.parent, *FAST)
+    assert same_folder.exit_code == 0 and "other options" not in same_folder.stderr
+    other = _copy_checkpoint(demo_checkpoint, tmp_path / "other")
+    result = upsample(runner, src, out, "--checkpoint", other, *FAST)
+    assert result.exit_code == 0
+    assert "1 done input(s) were made with other options (checkpoint)" in result.stderr
+
+
+def test_sigterm_while_torch_loads_exits_143_with_its_line(tmp_path, demo_checkpoint):
+    import signal
+    import time
+
+    src = write_crops(tmp_path / "in", 1)
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_CHECKPOINT"}
+    env["PULSE_HOME"] = str(tmp_path / "home")
+    process = subprocess.Popen([os.sys.executable, "-m", "pulse_cli", "upsample", str(src), str(tmp_path / "out"),
+                                "--checkpoint", str(demo_checkpoint), *FAST], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    maps = Path(f"/proc/{process.pid}/maps")
+    while "libtorch" not in maps.read_text():  # the command has started importing torch
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr.decode()
+    assert b"Traceback" not in stderr and b"terminated: " in stderr and b"rerun the same command" in stderr

@@ -252,8 +252,12 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
         **(metadata or {}),
     }
     dst = Path(dst)
-    if dst.exists() and dst.resolve() == loaded.path.resolve():
-        raise CheckpointError(f"{dst}: refusing to overwrite the source checkpoint")
+    # every file the source is read from: the checkpoint and its companions (mapping, latent statistics)
+    sources = {"the source checkpoint": loaded.path, "the source's mapping network": loaded.mapping_path,
+               "the source's latent statistics": Path(gaussian_fit) if gaussian_fit else _fit_beside(loaded)}
+    for role, source in sources.items():
+        if source is not None and dst.exists() and source.exists() and os.path.samefile(dst, source):
+            raise CheckpointError(f"{dst}: refusing to overwrite {role}")
     try:
         safetensors_file.write_file(dst, generator.to("cpu"), stats, meta)
     except OSError as exc:

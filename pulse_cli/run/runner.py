@@ -292,6 +292,9 @@ class Runner:
             names += [k for k in sorted(set(recorded) | set(self.search)) if recorded.get(k) != self.search.get(k)]
         if earlier.get("seed") != self.options.seed:
             names.append("seed")
+        recorded = earlier.get("checkpoint")
+        if recorded and recorded != self.checkpoint and Path(self.checkpoint) not in Path(recorded).parents:
+            names.append("checkpoint")  # by path (nothing is hashed for a done input); a folder holds its file
         return names
 
     def record(self, record: ResultRecord) -> None:
