@@ -249,6 +249,22 @@ def test_a_checkpoint_with_one_non_finite_value_is_refused_at_load(runner, tmp_p
     assert not (tmp_path / "out" / "0.png.png").exists()
 
 
+def test_the_finite_check_refuses_nan_and_infinity_but_not_large_finite_values(tmp_path):
+    """It sums each tensor first (cheap); a sum that overflows on finite values must not refuse them."""
+    import torch
+
+    from pulse_cli.checkpoints.latent_stats import check_finite
+    from pulse_cli.checkpoints.loading import CheckpointError
+
+    check_finite([("large", torch.full((8,), 3e38)), ("half", torch.full((8,), 6e4, dtype=torch.float16)),
+                  ("counts", torch.arange(5))], tmp_path)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        tensor = torch.ones(7)
+        tensor[3] = bad
+        with pytest.raises(CheckpointError, match="'?w'? holds non-finite values"):
+            check_finite([("w", tensor)], tmp_path)
+
+
 def test_a_search_whose_images_turn_non_finite_fails_that_input_not_a_black_result(runner, tmp_path,
                                                                                    demo_checkpoint, monkeypatch):
     """A generator that yields NaN (a finite checkpoint can overflow too): the input fails with the reason,

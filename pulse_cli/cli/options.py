@@ -200,7 +200,10 @@ def check_bookkeeping(out_dir: Path) -> None:
     with os.scandir(claims) as entries:
         for entry in entries:
             if entry.name.endswith(CLAIM_SUFFIX) and not entry.is_file(follow_symlinks=False):
-                what = describe_file_kind(entry.stat(follow_symlinks=False).st_mode)
+                try:
+                    what = describe_file_kind(entry.stat(follow_symlinks=False).st_mode)
+                except FileNotFoundError:  # a claim another process just let go of
+                    continue
                 raise UsageError(f"{entry.path} is {what}, not a claim file: remove it")
 
 
