@@ -24,6 +24,7 @@ from .options import (
     QuietFlag,
     SynthesisPath,
     UsageError,
+    check_bookkeeping,
     check_in_and_out,
     check_input,
     check_output_folder,
@@ -185,6 +186,7 @@ def upsample(
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
         check_output_folder(out_dir)
+        check_bookkeeping(out_dir)
         if align:
             from .align import check_align_extra
 
@@ -221,7 +223,12 @@ def upsample(
 
         photos_failed = align_into(in_dir, out_dir / "crops", recursive=recursive, overwrite=overwrite, quiet=quiet)
         in_dir = out_dir / "crops"
-    index = FinishedIndex(out_dir / RESULTS_FILE)  # read once: planning, then the run
+    def damaged(line: int, reason: str) -> None:
+        if not quiet:
+            err_console.print(f"[yellow]warning:[/] {escape(printable(str(out_dir / RESULTS_FILE)))} line {line} "
+                              f"is not a record pulse can use ({escape(reason)}); it is ignored", markup=True)
+
+    index = FinishedIndex(out_dir / RESULTS_FILE, on_damaged=damaged)  # read once: planning, then the run
     jobs = plan_jobs(in_dir, out_dir, options, index)
 
     if not quiet:
