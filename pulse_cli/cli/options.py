@@ -145,8 +145,9 @@ def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     found = find_default_checkpoint(searched)
     if found is None:
         where = ", ".join(str(p) for p in searched)
-        raise UsageError(f"no checkpoint found (looked in {where}); pass --checkpoint PATH or set "
-                         f"PULSE_CHECKPOINT (see the README's 'Weights' section)")
+        raise UsageError(f"no checkpoint found (looked in {where}); download one with `pulse weights download "
+                         f"NAME` (names: `pulse weights list`), or make the untrained demo one with `pulse "
+                         f"demo-generator weights/demo`; or pass --checkpoint PATH or set PULSE_CHECKPOINT")
     return found, f"found in {found.parent}"
 
 

@@ -224,10 +224,12 @@ def upsample(
     if not quiet:
         if how != "given":
             err_console.print(f"using checkpoint {printable(str(checkpoint_path))} ({how})", markup=False)
-        todo = sum(not j.done for j in jobs)
-        err_console.print(f"{len(jobs)} image(s) in {printable(str(in_dir))}, {len(jobs) - todo} already done; "
-                          f"device {torch_device}" + (" (on the Ray workers)" if ray_address is not None else ""),
-                          markup=False)
+        from ..checkpoints.demo_marker import DEMO_WARNING, is_demo_checkpoint
+
+        if is_demo_checkpoint(checkpoint_path):
+            err_console.print(f"[yellow]warning:[/] {escape(DEMO_WARNING)}", markup=True)
+        err_console.print(_header_line(jobs, in_dir, options.shard) + f"; device {torch_device}"
+                          + (" (on the Ray workers)" if ray_address is not None else ""), markup=False)
     if not jobs:
         err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
@@ -246,7 +248,7 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
-        _print_summary_table(summary)
+        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps)
     if json_summary:
         typer.echo(json.dumps(_summary_object(summary, out_dir)))
     if strict and summary.not_met_eps:
@@ -296,18 +298,43 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
         raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
 
 
+def _header_line(jobs, in_dir: Path, shard: tuple[int, int] | None) -> str:
+    """`4 image(s) in IN, 1 already done`; with --shard, `3 of 4 image(s) in IN (shard 1/2), ...`."""
+    done = sum(j.done for j in jobs)
+    where = printable(str(in_dir))
+    if shard is None:
+        return f"{len(jobs)} image(s) in {where}, {done} already done"
+    discovered = getattr(jobs, "discovered", len(jobs))
+    return f"{len(jobs)} of {discovered} image(s) in {where} (shard {shard[0]}/{shard[1]}), {done} already done"
+
+
 def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
+    from ..run.records import DONE, FAILED, SKIPPED
+
+    skipped = [r for r in summary.records if r.status == SKIPPED]
     return {
         "total": summary.total,
         **summary.counts,
+        # what the skipped inputs' earlier runs found (failed inputs are never skipped: they are redone)
+        "skipped_earlier": {status: sum(r.earlier_status == status for r in skipped) for status in DONE},
         "seconds": round(summary.seconds, 3),
         "out": str(out_dir),
         "results": str(out_dir / "results.jsonl"),
+        "failed_inputs": [{"input": r.input, "error": r.error} for r in summary.records if r.status == FAILED],
+        "not_converged_inputs": [{"input": r.input, "best_l2": r.best_l2, "earlier": r.status == SKIPPED}
+                                 for r in summary.records if r.met_eps is False],
     }
 
 
-def _print_summary_table(summary) -> None:
+# Inputs named one per line in the summary before the rest are counted: about a screenful in all.
+SUMMARY_LIST_LINES = 15
+
+
+def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float) -> None:
+    """The counts, then the inputs that failed or did not reach eps (up to a screenful), then what to do next."""
     from rich.table import Table
+
+    from ..run.records import FAILED, SKIPPED
 
     table = Table(title="pulse upsample", show_edge=False)
     for column in ("ok", "not converged", "failed", "skipped", "total", "seconds"):
@@ -316,3 +343,36 @@ def _print_summary_table(summary) -> None:
     table.add_row(str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]),
                   str(summary.total), f"{summary.seconds:.1f}")
     err_console.print(table)
+    if c["skipped"]:
+        earlier = _summary_object(summary, out_dir)["skipped_earlier"]
+        err_console.print(f"skipped {c['skipped']} done earlier: {earlier['ok']} ok, "
+                          f"{earlier['not_converged']} not converged", markup=False)
+    failed = [r for r in summary.records if r.status == FAILED]
+    unconverged = [r for r in summary.records if r.met_eps is False]
+    lines: list[str] = []
+    if failed:
+        lines.append(f"failed ({len(failed)}):")
+        lines += [f"  {printable(r.input)}: {printable(r.error or 'failed')}" for r in failed]
+    if unconverged:
+        lines.append(f"not converged, L2 above eps {eps:g} ({len(unconverged)}):")
+        for r in unconverged:
+            l2 = f": L2 {r.best_l2:.4g}" if r.best_l2 is not None else ""
+            lines.append(f"  {printable(r.input)}{l2}" + (" (done earlier)" if r.status == SKIPPED else ""))
+    shown = lines[:SUMMARY_LIST_LINES]
+    for line in shown:
+        err_console.print(line, markup=False)
+    if len(lines) > len(shown):
+        results = printable(str(out_dir / "results.jsonl"))
+        err_console.print(f"  ... {len(lines) - len(shown)} more line(s): see {results}", markup=False)
+    out = printable(str(out_dir))
+    next_steps = [f"results: {out}/ (one PNG per input), logs in {out}/logs/, records in {out}/results.jsonl"]
+    if sheet:
+        next_steps.append(f"sheets: {out}/sheet.png and {out}/sheets/")
+    if unconverged:
+        next_steps.append("not converged (best images written): --search robust or more --steps may get closer; "
+                          "add --overwrite, which redoes every input")
+    if failed:
+        next_steps.append("failed: fix what the lines above say, then rerun the same command (done inputs are "
+                          "skipped)")
+    for line in next_steps:
+        err_console.print(f"next: {line}" if line is next_steps[0] else f"      {line}", markup=False)

@@ -111,7 +111,7 @@ class Runner:
         started = time.monotonic()
         todo = self.begin(jobs, index)
         steps = self.config.steps
-        self.reporter.start(len(todo) * self.options.samples, steps)
+        self.reporter.start(len(todo), self.options.samples, steps)
         self._claims: list[Claim] = []
         try:
             if todo:
@@ -158,13 +158,14 @@ class Runner:
         if finished is not None:  # another process sharing OUT did it
             self._let_go(claim)
             l2 = finished.get("best_l2")
-            self.reporter.step(self.options.samples, l2 if l2 is not None else float("nan"), self.config.steps,
-                               self.config.steps)
+            self.reporter.step(self.options.samples * self.config.steps, l2 if l2 is not None else float("nan"),
+                               self.config.steps, self.config.steps)
             return None
         try:
             target = load_rgb(job.input.path, self.engine.resolution)
             return _Input(job, target, sha256_file(job.input.path), claim)
         except (ImageError, OSError) as exc:
+            self.reporter.step(self.options.samples * self.config.steps, float("nan"), 0, self.config.steps)
             self.record(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
             self._let_go(claim)
             return None
@@ -197,7 +198,7 @@ class Runner:
                 waiting = busy
 
         def on_step(active: Sequence[ImageSearch]) -> None:
-            self.reporter.step(len(active) / steps, min(s.history[-1].l2 for s in active),
+            self.reporter.step(len(active), min(s.history[-1].l2 for s in active),
                                max(s.step for s in active), steps)
 
         def on_frame(search: _Search, step: int, image: torch.Tensor) -> None:
@@ -214,10 +215,11 @@ class Runner:
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
+                self.reporter.step(steps, float("nan"), steps, steps)  # at most a few of them were run
                 self._fail(item, done.error or "search failed")
                 continue
             if done.result.steps_run < steps:  # stopped at eps: the bar owes it the steps it skipped
-                self.reporter.step((steps - done.result.steps_run) / steps, done.result.best_l2, steps, steps)
+                self.reporter.step(steps - done.result.steps_run, done.result.best_l2, steps, steps)
             if item.failed:
                 continue
             if search.frame_error:
