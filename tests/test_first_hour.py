@@ -118,3 +118,49 @@ def test_sharded_header_says_how_many_of_the_folder(runner, tmp_path, demo_check
         assert match and match.group(2) == str(k), result.stderr
         counts.append(int(match.group(1)))
     assert sum(counts) == 8 == len(read_records(tmp_path / "out"))
+
+
+# Each is refused with exit 2 before torch is imported (torch takes seconds to import; the check, milliseconds).
+ARGUMENT_ERRORS = [
+    ["weights", "download", "no-such-model"],
+    ["weights", "download", "stylegan-ffhq-1024", "--sha256", "not-hex"],
+    ["weights", "download", "gaussian-fit-stylegan-ffhq"],
+    ["weights", "info", "no-such-model"],
+    ["weights", "convert", "missing.pkl", "out.safetensors"],
+    ["render", "missing.latents.safetensors", "out.png"],
+    ["render", "{crop}", "out.jpg"],
+    ["upsample", "missing", "out"],
+    ["upsample", "{crops}", "out", "--loss", "3*L3"],
+    ["upsample", "{crops}", "out", "--loss", "0.05*GEOCROSS"],
+    ["upsample", "{crops}", "out", "--device", "gpu"],
+    ["upsample", "{crops}", "out", "--lr", "0"],
+    ["upsample", "{crops}", "out", "--search", "fancy"],
+    ["upsample", "{crops}", "out", "--bad-noise-layers", "x"],
+    ["upsample", "{crops}", "out", "--batch-size", "0"],
+    ["upsample", "{crops}", "out", "--shard", "3/2"],
+    ["upsample", "{crops}", "out", "--checkpoint", "nowhere.pt"],
+]
+
+_IN_A_FRESH_PROCESS = """
+import json, sys
+from pulse_cli.cli.app import app
+try:
+    app(json.loads(sys.argv[1]))
+except SystemExit as exit:
+    print(json.dumps({"code": exit.code, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("args", ARGUMENT_ERRORS, ids=lambda a: " ".join(a[:3]))
+def test_argument_errors_come_before_importing_torch(args, tmp_path):
+    import subprocess
+    import sys
+
+    crops = write_crops(tmp_path / "crops", 1)
+    args = [a.format(crops=crops, crop=crops / "0.png") for a in args]
+    result = subprocess.run([sys.executable, "-c", _IN_A_FRESH_PROCESS, json.dumps(args)], capture_output=True,
+                            text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PULSE_HOME": str(tmp_path / "h"),
+                                                          "COLUMNS": "80"})
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome == {"code": 2, "torch": False}, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1  # one line

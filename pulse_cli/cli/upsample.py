@@ -179,6 +179,10 @@ def upsample(
     elif workers is not None or gpus_per_worker is not None or threads_per_worker != 1:
         raise fail("--workers, --gpus-per-worker and --threads-per-worker go with --ray")
     try:
+        _check_values_before_torch(loss=loss, eps=eps, steps=steps, lr=lr, search=search, device=device)
+        bad_layers = parse_noise_layers(bad_noise_layers)
+        batch = parse_batch_size(batch_size)
+        shard_spec = parse_shard(shard)
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
         check_output_folder(out_dir)
@@ -197,9 +201,7 @@ def upsample(
         config = SearchConfig(loss=loss, eps=eps, steps=steps, lr=lr, lr_schedule=lr_schedule.value,
                               optimizer=optimizer.value, noise_type=noise_type.value,
                               trainable_noise_layers=trainable_noise_layers,
-                              bad_noise_layers=parse_noise_layers(bad_noise_layers), tile_latent=tile_latent,
-                              mode=search)
-        batch = parse_batch_size(batch_size)
+                              bad_noise_layers=bad_layers, tile_latent=tile_latent, mode=search)
         try:
             config.validate()
             # with --ray the workers resolve the device: theirs may have GPUs this machine lacks
@@ -207,7 +209,7 @@ def upsample(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
-                             shard=parse_shard(shard),
+                             shard=shard_spec,
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
                              animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
     except UsageError as exc:
@@ -256,6 +258,22 @@ def upsample(
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
     failed = summary.counts["failed"] > 0 or photos_failed > 0 or (strict and summary.not_met_eps > 0)
     raise typer.Exit(FAILED if failed else 0)
+
+
+def _check_values_before_torch(*, loss: str, eps: float, steps: int, lr: float, search: str, device: str) -> None:
+    """The option values that can be checked without torch (which takes seconds to import): a typo is
+    refused at once. The rest is checked once torch is there (SearchConfig.validate, the device's presence)."""
+    from ..device import check_device_spec
+    from ..search.limits import SEARCH_MODES, check_numbers, parse_loss
+
+    try:
+        parse_loss(loss)
+        check_numbers(steps=steps, eps=eps, lr=lr)
+        check_device_spec(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if search not in SEARCH_MODES:
+        raise UsageError(f"--search: unknown search mode {search!r}; known: {', '.join(SEARCH_MODES)}")
 
 
 def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
