@@ -164,3 +164,100 @@ def test_argument_errors_come_before_importing_torch(args, tmp_path):
     outcome = json.loads(result.stdout.splitlines()[-1])
     assert outcome == {"code": 2, "torch": False}, result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1  # one line
+
+
+# --- help at 80 columns -------------------------------------------------------------------------------------------
+
+def _every_command() -> list[list[str]]:
+    """Every command path of the app: [], ["upsample"], ..., ["weights", "list"], ..."""
+    import typer.main
+
+    def walk(command, path):
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+TYPE_NAMES = re.compile(r"<(?:str|int|float|bool|path|text|integer|choice|int range|float range|list\[[^\]]*\])>")
+WIDTH = 80
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=lambda c: " ".join(c) or "pulse")
+def test_help_reads_at_80_columns(runner, command):
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": str(WIDTH), "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= WIDTH for line in lines)
+    assert not TYPE_NAMES.search(result.stdout), TYPE_NAMES.search(result.stdout)
+    # placeholders are upper-case words, in the usage line and the Arguments panel alike
+    usage = next(line for line in lines if "Usage:" in line).split("[OPTIONS]")[-1].split()
+    assert all(re.fullmatch(r"\[?[A-Z0-9_|]+\]?(\.\.\.)?", word) for word in usage), usage
+    in_arguments = False
+    for line in lines:
+        if "─ Arguments ─" in line:
+            in_arguments = True
+        elif line.startswith("╰"):
+            in_arguments = False
+        elif in_arguments and (name := re.match(r"│ [* ] {1,4}(\S+)  ", line)):
+            assert name.group(1) == name.group(1).upper(), line
+    # no hard-wrap artefacts: in the text above the panels, a line never ends where the next line's first
+    # word would still have fitted (the source's line breaks kept: "in" alone on a line)
+    text = lines[:next((i for i, line in enumerate(lines) if line.startswith("╭")), len(lines))]
+    for line, following in zip(text, text[1:], strict=False):
+        prose, next_prose = line.rstrip(), following.rstrip()
+        if not prose or not next_prose or next_prose.startswith("   ") or prose.startswith("   "):
+            continue  # paragraph ends and indented examples keep their lines
+        assert len(prose) + 1 + len(next_prose.split()[0]) > WIDTH - 2, (prose, next_prose)
+
+
+def test_upsample_help_gives_each_description_room(runner):
+    from typer.testing import CliRunner
+
+    text = CliRunner().invoke(app, ["upsample", "--help"], env={"COLUMNS": "80"}).stdout
+    search = text[text.index("─ Search ─"):text.index("─ Output ─")]
+    # the descriptions start within the first 45 columns, and --search takes few lines
+    steps = next(line for line in search.splitlines() if "--steps" in line)
+    assert steps.index("Optimisation steps") <= 45
+    block = search[search.index("--search"):search.index("--lr ")]
+    assert block.count("\n") <= 4
+
+
+# --- sheets -----------------------------------------------------------------------------------------------------
+
+def test_sheets_carry_text_metadata_and_whole_names(runner, tmp_path, demo_checkpoint, monkeypatch):
+    from PIL import Image
+
+    import pulse_cli.run.sheets as sheets
+    from pulse_cli.files.sheets import _fit
+
+    captions: list[str] = []
+    real = sheets.grid_sheet
+
+    def recording(grid, *, tile_size, title):
+        captions.extend(tile.caption for row in grid for tile in row if tile is not None)
+        return real(grid, tile_size=tile_size, title=title)
+
+    monkeypatch.setattr(sheets, "grid_sheet", recording)
+    crops = tmp_path / "in"
+    write_crops(crops, 1, name="astronaut_mirrored_{k}.jpg")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["upsample", str(crops), str(out), "--checkpoint", str(demo_checkpoint), *FAST,
+                                 "--sheet"])
+    assert result.exit_code == 0, result.stderr
+    assert "astronaut_mirrored_0.jpg" in captions  # the run sheet's label is the whole name
+    for sheet in (out / "sheet.png", out / "sheets" / "astronaut_mirrored_0.jpg.sheet.png"):
+        with Image.open(sheet) as image:
+            assert "not reconstructions of the people" in image.text["Description"]
+            assert image.text["DigitalSourceType"].endswith("compositeWithTrainedAlgorithmicMedia")
+            assert image.text["Software"].startswith("pulse-cli")
+    # a name too long for its tile is shortened in the middle: its extension stays
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    short = _fit(draw, "a_rather_long_photo_name_of_someone.face0.jpg", ImageFont.load_default(), 128)
+    assert short.endswith(".jpg") and ".." in short
+    assert draw.textlength(short, font=ImageFont.load_default()) <= 128

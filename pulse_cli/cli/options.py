@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from enum import Enum
 from pathlib import Path
@@ -15,7 +16,15 @@ MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", 
 
 
 class _BareHelp:
-    """--help is a flag: shown without a value placeholder (Typer's own shows `<bool>`)."""
+    """Help that reads at 80 columns, alike in every command: placeholders are upper-case words (IN, PATH, N),
+    never Typer's type names (`<path>`, `<int range>`, `<bool>`); flags show none; number ranges are left to
+    the help text and the error messages, so the description column keeps its width."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.help = reflow(self.help)  # type: ignore[has-type]
+        for param in self.params:  # type: ignore[attr-defined]
+            _plain_placeholder(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
@@ -24,12 +33,34 @@ class _BareHelp:
         return option
 
 
+def reflow(text: str | None) -> str | None:
+    """Docstring paragraphs as single lines, so that Rich wraps them at the terminal's width instead of
+    keeping the source's line breaks ("in" alone on a line at 80 columns). Indented paragraphs (examples)
+    keep their lines."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+def _plain_placeholder(param: Any) -> None:
+    if param.metavar is None:
+        param.metavar = "" if getattr(param, "is_flag", False) else (param.name or "value").upper()
+    param._get_number_range_help_str = lambda: None
+    if param.param_type_name == "argument":
+        name, required, many = param.metavar, param.required, param.nargs != 1
+        param.display_type_rich = lambda ctx: None  # the name says it: IN, LATENTS, PATH...
+        # the usage line: `IN OUT`, optional ones in brackets (Typer marks required ones with braces)
+        param._usage_display_name = lambda: (name if required else f"[{name}]") + ("..." if many else "")
+
+
 class Command(_BareHelp, TyperCommand):
-    """A command whose --help shows no `<bool>` placeholder."""
+    """A command whose help reads at 80 columns (see `_BareHelp`)."""
 
 
 class Group(_BareHelp, TyperGroup):
-    """A command group whose --help shows no `<bool>` placeholder."""
+    """A command group whose help reads at 80 columns (see `_BareHelp`)."""
 
 
 def flag(*names: str, help: str, panel: str) -> Any:

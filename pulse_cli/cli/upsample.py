@@ -45,13 +45,15 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
 
 [bold]Examples[/]
 
-  pulse upsample crops/ out/ --checkpoint weights/synthesis.pt
-
-  pulse upsample crops/ out/ --recursive --batch-size 4 --samples 3 --seed 7
-
+  pulse upsample crops/ out/ --checkpoint weights/demo
+  pulse upsample crops/ out/ --recursive --samples 3 --seed 7
   pulse upsample crops/ out/ --json --quiet | jq .failed
 
-  pulse upsample crops/ out/ --samples 6 --sheet     # see how many faces fit one crop
+  # photos: find and align the faces first
+  pulse upsample photos/ out/ --align
+
+  # how many different faces fit one crop
+  pulse upsample crops/ out/ --samples 6 --sheet
 """
 
 
@@ -77,12 +79,9 @@ def upsample(
     loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
                                       help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
     = "100*L2+0.05*GEOCROSS",
-    search: Annotated[str, typer.Option("--search", metavar="[pulse|robust]", rich_help_panel=SEARCH,
-                                        help="pulse: PULSE as published. robust: noise layers up to 8x the "
-                                             "input's size trained (at 3x the latents' rate) and kept white, L2 "
-                                             "aimed at half of eps, twice --lr with an early peak (reaches eps "
-                                             "more often, in fewer steps); --lr-schedule and "
-                                             "--trainable-noise-layers apply to pulse only.")] = "pulse",
+    search: Annotated[str, typer.Option("--search", metavar="NAME", rich_help_panel=SEARCH,
+                                        help="pulse: PULSE as published. robust: reaches eps more often, in "
+                                             "fewer steps (see the README).")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
                                       help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
                                            "--search robust runs at twice it).")] = 0.4,
@@ -147,10 +146,10 @@ def upsample(
     batch_size: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
                                             help="Images optimised together; auto: 1 on a CPU, as many as fit "
                                                  "on a GPU.")] = "auto",
-    synthesis: Annotated[SynthesisPath, typer.Option(metavar="PATH", rich_help_panel=PERFORMANCE,
-                                                     help="fast (same function, ~3x faster on a CPU), reference "
-                                                          "(the original's operations) or auto (fast where "
-                                                          "verified: the CPU).")] = SynthesisPath.auto,
+    synthesis: Annotated[SynthesisPath, typer.Option(metavar="NAME", rich_help_panel=PERFORMANCE,
+                                                     help="fast (the same function, ~3x faster on a CPU), "
+                                                          "reference (the original's operations) or auto (fast "
+                                                          "where verified: the CPU).")] = SynthesisPath.auto,
     ray_address: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS|local", rich_help_panel=PERFORMANCE,
                                                     show_default=False,
                                                     help="Search on a Ray cluster (ADDRESS, e.g. auto or "
@@ -175,7 +174,8 @@ def upsample(
         from ..run.ray_backend import ray_available
 
         if not ray_available():
-            raise fail("--ray needs Ray: pip install 'pulse-depixelizer[ray]'")
+            raise fail("--ray needs Ray: in your pulse-cli clone, pip install '.[ray]' "
+                       "(pulse-depixelizer is not on PyPI)")
     elif workers is not None or gpus_per_worker is not None or threads_per_worker != 1:
         raise fail("--workers, --gpus-per-worker and --threads-per-worker go with --ray")
     try:

@@ -86,14 +86,17 @@ def _source_label(row: dict[str, Any]) -> str:
 def download_command(
     target: Annotated[str, typer.Argument(metavar="NAME|URL", help="A name from `pulse weights list`, or a URL.",
                                           show_default=False)],
-    sha256: Annotated[str | None, typer.Option(help="Expected sha256 (hex); a mismatch leaves nothing behind.")]
+    sha256: Annotated[str | None, typer.Option(metavar="HEX",
+                                               help="Expected sha256 (hex); a mismatch leaves nothing behind.")]
     = None,
-    dest: Annotated[Path | None, typer.Option(help="Folder to download into. Default: the user weights folder "
-                                                   "(PULSE_HOME or the platform cache dir).")] = None,
+    dest: Annotated[Path | None, typer.Option(metavar="FOLDER", help="Folder to download into. Default: the user "
+                                                                     "weights folder (PULSE_HOME or the platform "
+                                                                     "cache dir).")] = None,
     convert: Annotated[bool, typer.Option("--convert/--no-convert", metavar="",
                                           help="Convert to pulse's .safetensors file with latent statistics.")]
     = True,
-    latent_samples: Annotated[int, typer.Option(min=2, help="Samples for the latent statistics (PULSE: 10^6).")]
+    latent_samples: Annotated[int, typer.Option(min=2, metavar="N",
+                                                help="Samples for the latent statistics (PULSE: 10^6).")]
     = PULSE_SAMPLES,
 ) -> None:
     """Download a checkpoint (checksummed), then convert it to pulse's single file.
@@ -277,13 +280,16 @@ def convert_command(
     dst: Annotated[Path, typer.Argument(help="The .safetensors file to write, or a folder (a name without "
                                              "extension counts as one) to write <name>.safetensors into.",
                                         show_default=False)],
-    gaussian_fit: Annotated[Path | None, typer.Option(help="Latent statistics to attach (PULSE's "
+    gaussian_fit: Annotated[Path | None, typer.Option(metavar="PATH", help="Latent statistics to attach (PULSE's "
                                                            "gaussian_fit.pt). Default: beside SRC, cached, "
                                                            "or computed.")] = None,
-    latent_samples: Annotated[int, typer.Option(min=2, help="Samples when computing the latent statistics "
-                                                            "(PULSE: 10^6).")] = PULSE_SAMPLES,
-    licence: Annotated[str | None, typer.Option(help="Licence to record in the file's metadata.")] = None,
-    source: Annotated[str | None, typer.Option(help="Where the weights came from (URL), for the metadata.")]
+    latent_samples: Annotated[int, typer.Option(min=2, metavar="N", help="Samples when computing the latent "
+                                                                         "statistics (PULSE: 10^6).")]
+    = PULSE_SAMPLES,
+    licence: Annotated[str | None, typer.Option(metavar="TEXT", help="Licence to record in the file's metadata.")]
+    = None,
+    source: Annotated[str | None, typer.Option(metavar="URL",
+                                               help="Where the weights came from (URL), for the metadata.")]
     = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace DST if it exists.")] = False,
 ) -> None:

@@ -330,7 +330,7 @@ class Runner:
             record.diversity = sample_diversity(images, downscaled)
         if self.options.sheet:
             write_input_sheet(sheet_path(self.out_dir, item.job.input.rel), item.target, images, downscaled,
-                              samples)
+                              samples, metadata=self.options.metadata)
         item.finished.clear()  # the images are written; free them
         self.record(record)
         self._let_go(item.claim)
@@ -346,4 +346,5 @@ class Runner:
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps)))
         shard = self.options.shard
-        write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}")
+        write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}",
+                         metadata=self.options.metadata)
