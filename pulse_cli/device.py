@@ -1,10 +1,15 @@
-"""Device choice, in one place: 'auto' prefers CUDA, then Apple's MPS, then the CPU."""
+"""Device choice, in one place: 'auto' prefers CUDA, then Apple's MPS, then the CPU.
+
+torch is imported by the functions that need it, so that a misspelt --device is refused at once.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 
@@ -20,6 +25,8 @@ def check_device_spec(spec: str) -> str:
 
 def resolve_device(spec: str) -> torch.device:
     """Turn a user's device string into an available torch.device; ValueError with a one-line reason."""
+    import torch
+
     spec = check_device_spec(spec)
     if spec == "auto":
         if torch.cuda.is_available():
@@ -44,6 +51,8 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -82,6 +91,8 @@ def auto_batch_size(device: torch.device, *, family: str, resolution: int, free_
     if device.type != "cuda":
         return 1
     if free_bytes is None:
+        import torch
+
         free_bytes, _ = torch.cuda.mem_get_info(device)
     per_image = STEP_BYTES_1024.get(family, STEP_BYTES_1024["stylegan2"]) * (resolution / 1024) ** 2
     return max(1, min(MAX_AUTO_BATCH, int(0.8 * free_bytes // per_image)))

@@ -280,7 +280,7 @@ def test_missing_extra_exits_2_with_the_install_hint(runner, tmp_path, photos, m
     monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
     result = align_cli(runner, photos, tmp_path / "crops")
     assert result.exit_code == 2 and result.stdout == ""
-    assert "pip install 'pulse-depixelizer[align]'" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "pip install '.[align]'" in result.stderr and len(result.stderr.splitlines()) == 1
     monkeypatch.delitem(sys.modules, "dlib")
 
     import pulse_cli.align.detect as detect
@@ -305,7 +305,7 @@ def test_help_mentions_the_licence_and_pulse_help_loads_neither_torch_nor_dlib(r
     result = runner.invoke(app, ["align", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for text in ("--size", "--min-score", "--keep-aligned", "--recursive", "--overwrite", "--json", "--quiet",
-                 "--strict", "iBUG 300-W", "commercial", "pulse-depixelizer[align]"):
+                 "--strict", "iBUG 300-W", "commercial", "pip install '.[align]'"):
         assert text in result.stdout, text
     code = ("import sys; from pulse_cli.cli import app; "
             "assert not {'torch', 'dlib', 'numpy'} & set(sys.modules), 'heavy import at CLI import'")
@@ -358,4 +358,4 @@ def test_upsample_align_without_the_extra_is_a_usage_error(runner, tmp_path, dem
     result = runner.invoke(app, ["upsample", str(photos), str(tmp_path / "out"), "--align", "--checkpoint",
                                  str(demo_checkpoint)])
     assert result.exit_code == 2
-    assert "pip install 'pulse-depixelizer[align]'" in result.stderr
+    assert "pip install '.[align]'" in result.stderr

@@ -220,6 +220,8 @@ def test_no_checkpoint_anywhere_is_a_usage_error(runner, tmp_path):
     result = upsample(runner, src, tmp_path / "out", *FAST)
     assert result.exit_code == 2
     assert "no checkpoint found" in result.stderr and "--checkpoint" in result.stderr
+    # it says how to get one
+    assert "pulse weights download NAME" in result.stderr and "pulse demo-generator" in result.stderr
 
 
 def test_checkpoint_from_env_and_from_weights_folder(runner, tmp_path, checkpoint, monkeypatch):

@@ -269,7 +269,7 @@ def test_connection_refused_is_an_error(tmp_path):
     url = f"http://127.0.0.1:{port}/x.bin"
     with pytest.raises(DownloadError, match="2 attempts") as info:
         download(url, tmp_path / "w.pkl", **{**FAST, "retries": 1})
-    assert url in str(info.value) and "connection failed" in str(info.value)
+    assert url in str(info.value) and "connection refused" in str(info.value)
     assert _leftovers(tmp_path) == []
 
 
@@ -415,7 +415,8 @@ def test_drive_refusals_are_one_line_with_the_manual_route(fake_gdown, tmp_path,
         download(Source("gdrive", DRIVE_ID, verified=True), tmp_path / "w.pkl", **FAST)
     message = str(info.value)
     assert "\n" not in message and reason in message
-    assert f"https://drive.google.com/uc?id={DRIVE_ID}" in message and "pulse weights convert FILE DEST" in message
+    assert f"https://drive.google.com/uc?id={DRIVE_ID}" in message
+    assert f"`pulse weights convert FILE {tmp_path}`" in message  # DEST: the folder the download was for
     assert _leftovers(tmp_path) == []
 
 
@@ -428,7 +429,8 @@ def test_drive_failure_falls_back_to_the_next_source(fake_gdown, server, tmp_pat
     sources = [Source("gdrive", DRIVE_ID, verified=True), Source("url", f"{base}/file.bin", verified=False)]
     result = download_first(sources, tmp_path / "w.pkl", on_failure=lambda e, last: heard.append((str(e), last)),
                             **FAST)
-    assert len(calls) == 1 and served.hits["/file.bin"] == 1
+    # a network error is retried (3 times by default); Drive's refusals and HTML pages are not
+    assert len(calls) == (4 if behave is _offline else 1) and served.hits["/file.bin"] == 1
     assert result.url == f"{base}/file.bin" and result.sha256 == DATA_SHA
     assert len(heard) == 1 and heard[0][1] is False
     assert _leftovers(tmp_path) == ["w.pkl", "w.pkl.sha256"]
@@ -459,3 +461,33 @@ def test_interrupted_download_leaves_nothing(fake_gdown, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         download(Source("gdrive", DRIVE_ID, verified=True), tmp_path / "w.pkl", **FAST)
     assert _leftovers(tmp_path) == []
+
+
+def _unresolvable(output):
+    import requests
+
+    raise requests.ConnectionError(
+        "HTTPSConnectionPool(host='drive.google.com', port=443): Max retries exceeded with url: /uc?id=x "
+        "(Caused by NameResolutionError(\"<urllib3.connection.HTTPSConnection object>: Failed to resolve "
+        "'drive.google.com' ([Errno -3] Temporary failure in name resolution)\"))")
+
+
+def test_drive_unreachable_says_the_real_cause_once_without_retrying_lines(fake_gdown, tmp_path, capfd):
+    calls, state = fake_gdown
+    state["behave"] = _unresolvable
+    with pytest.raises(DownloadError) as info:
+        download(Source("gdrive", DRIVE_ID, verified=True), tmp_path / "w.pkl", **{**FAST, "retries": 3})
+    message = str(info.value)
+    assert "refused" not in message  # Drive never answered
+    assert "the host drive.google.com could not be resolved (no network, or no DNS)" in message
+    assert len(calls) == 1 and calls[0]["retries"] == 0  # an unknown host is not retried; gdown never retries
+    assert "Retrying" not in capfd.readouterr().err
+
+
+def test_drive_network_errors_are_retried_quietly(fake_gdown, tmp_path, capfd):
+    calls, state = fake_gdown
+    state["behave"] = _offline
+    with pytest.raises(DownloadError, match="cannot reach Google Drive"):
+        download(Source("gdrive", DRIVE_ID, verified=True), tmp_path / "w.pkl", **{**FAST, "retries": 2})
+    assert len(calls) == 3 and all(c["retries"] == 0 for c in calls)
+    assert capfd.readouterr().err == ""

@@ -651,10 +651,16 @@ class RecordingReporter(Reporter):
         self.done: list[dict] = []
         self.failed: list[tuple[str, str]] = []
         self.steps = 0
+        self.image_steps = 0
+        self.started: tuple[int, int, int] | None = None
         self.closed = False
 
-    def step(self, finished_fraction: float, l2: float, step: int, steps: int) -> None:
+    def start(self, inputs: int, samples: int, steps: int) -> None:
+        self.started = (inputs, samples, steps)
+
+    def step(self, image_steps: int, l2: float, step: int, steps: int) -> None:
         self.steps += 1
+        self.image_steps += image_steps
 
     def file_done(self, record) -> None:
         self.done.append(record)
@@ -762,6 +768,9 @@ def test_runner_end_to_end(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -> Non
         assert not (out / f"{name}.png").exists()
     assert sorted(rel for rel, _ in reporter.failed) == ["bad.png", "big.png", "odd.png"]
     assert reporter.closed and reporter.steps > 0
+    # the progress is counted in whole optimisation steps and adds up to the run's, failures included
+    assert reporter.started == (5, 1, RUN_CONFIG.steps)
+    assert reporter.image_steps == 5 * RUN_CONFIG.steps
 
     # successes: image, log, record
     for name in ("face.png", "corner.bmp"):
@@ -832,7 +841,10 @@ def test_runner_several_samples(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -
     assert record["outputs"] == ["face.png.sample0.png", "face.png.sample1.png"]
     assert record["logs"] == ["logs/face.png.sample0.jsonl", "logs/face.png.sample1.jsonl"]
     assert [s["image_seed"] for s in record["samples"]] == [derive_seed(3, "face.png", k) for k in range(2)]
-    assert record["best_l2"] == min(s["best_l2"] for s in record["samples"])
+    # the sample furthest from eps decides the input's status and gives its L2 and step
+    deciding = max(record["samples"], key=lambda s: s["best_l2"])
+    assert (record["best_l2"], record["best_step"]) == (deciding["best_l2"], deciding["best_step"])
+    assert (record["status"] == "ok") == (record["best_l2"] <= RUN_CONFIG.eps)
     a, b = load_rgb(out / "face.png.sample0.png"), load_rgb(out / "face.png.sample1.png")
     assert (a - b).abs().max() > 0.05  # different seeds, different faces
     assert all((out / "logs" / f"face.png.sample{k}.jsonl").is_file() for k in range(2))
@@ -845,3 +857,19 @@ def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_runner_progress_adds_up_with_samples_and_stop_at_eps(tmp_path: Path, tiny_G, tiny_checkpoint: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray((_as_hwc(face_target(8)) * 255).round().astype(np.uint8)).save(root / name)
+    out = tmp_path / "out"
+    options = RunOptions(samples=2, stop_at_eps=True)
+    config = SearchConfig(steps=6, eps=1.0)  # every search meets eps at its first step and stops there
+    reporter = RecordingReporter()
+    Runner(Engine(tiny_G, config=config, batch_size=2), out, options=options, checkpoint=tiny_checkpoint,
+           reporter=reporter).run(plan_jobs(root, out, options))
+    assert all(r["steps_run"] < config.steps for r in _read_jsonl(out / "results.jsonl"))
+    # the steps a stopped search skipped are owed to the bar: it ends exactly at its total
+    assert reporter.started == (3, 2, 6) and reporter.image_steps == 3 * 2 * 6

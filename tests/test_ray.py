@@ -25,7 +25,7 @@ def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path, demo_checkpo
     result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
                                            "--ray", "local"))
     assert result.exit_code == 2
-    assert "pip install 'pulse-depixelizer[ray]'" in result.output
+    assert "pip install '.[ray]'" in result.output
     assert not (tmp_path / "out").exists()
 
 

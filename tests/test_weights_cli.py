@@ -22,7 +22,7 @@ from pulse_cli.checkpoints.loading import convert_checkpoint, load_networks
 from pulse_cli.cli import app
 from pulse_cli.weights import registry
 from pulse_cli.weights.local import find_default_checkpoint
-from pulse_cli.weights.locations import weights_search_dirs
+from pulse_cli.weights.locations import user_dir, weights_search_dirs
 
 SAMPLES = ["--latent-samples", "1024"]  # PULSE uses 10^6; a few suffice to test the plumbing
 DRIVE_ID = "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
@@ -330,7 +330,7 @@ def test_download_falls_back_from_drive_to_the_next_source(runner: CliRunner, se
     assert result.exit_code == 0, result.stderr
     assert asked == [DRIVE_ID]
     refused = [line for line in result.stderr.splitlines() if "Google Drive refused" in line]
-    assert len(refused) == 1 and DRIVE_URL in refused[0] and "pulse weights convert FILE DEST" in refused[0]
+    assert len(refused) == 1 and DRIVE_URL in refused[0] and f"pulse weights convert FILE {dest}" in refused[0]
     assert "trying the next source" in refused[0]
     assert sorted(p.name for p in dest.iterdir()) == [
         "karras2019stylegan-ffhq-1024x1024.pkl", "karras2019stylegan-ffhq-1024x1024.pkl.sha256"]
@@ -346,7 +346,36 @@ def test_download_with_every_source_failing_exit_1_one_line_each(runner: CliRunn
     lines = result.stderr.splitlines()
     assert len(lines) == 3, result.stderr  # the licence note, then one line per failed source
     assert "Google Drive refused" in lines[1] and "404" in lines[2] and "every source failed" in lines[2]
+    # the last line says how to do it by hand, into the folder the download was for
+    assert DRIVE_URL in lines[2] and f"{server}/nothing-here.pkl" in lines[2]
+    assert f"`pulse weights convert FILE {dest}`" in lines[2] and f"--checkpoint {dest}" in lines[2]
     assert list(dest.iterdir()) == []
+
+
+def test_a_failed_stylegan2_download_names_the_folder_upsample_searches(runner: CliRunner, server: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = registry.find_model("stylegan2-ffhq-config-f")
+    url = f"{server}/missing/stylegan2-ffhq-config-f.pkl"
+    model = registry.KnownModel(**{**real.__dict__, "sources": (registry.Source("url", url, verified=True),)})
+    monkeypatch.setattr(registry, "KNOWN_MODELS", (model,))
+    result = weights(runner, "download", "stylegan2-ffhq-config-f")
+    assert result.exit_code == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    home = user_dir()  # the runner's PULSE_HOME: where `pulse upsample` looks, so no --checkpoint is needed
+    assert "404" in error and f"by hand: fetch {url}" in error and f"`pulse weights convert FILE {home}`" in error
+    assert "--checkpoint" not in error
+
+
+def test_list_at_80_columns_keeps_urls_whole_and_leaves_out_what_is_not_downloaded(runner: CliRunner) -> None:
+    table = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "80"}).stdout
+    for model in registry.KNOWN_MODELS:
+        for source in model.sources:
+            assert source.url in table  # on a line of its own, whole
+    assert "gaussian-fit-stylegan-ffhq" in table and "computed by pulse" in table
+    prose = [line for line in table.splitlines() if "://" not in line]
+    assert max(len(line) for line in prose) <= 80
+    result = weights(runner, "download", "gaussian-fit-stylegan-ffhq")
+    assert result.exit_code == 2 and "computes it from the generator" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------------------ upsample

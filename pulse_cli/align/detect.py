@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import first_line
 
-INSTALL_HINT = "pip install 'pulse-depixelizer[align]'"
+INSTALL_HINT = "in your pulse-cli clone, pip install '.[align]' (pulse-depixelizer is not on PyPI)"
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 PREDICTOR_ENV = "PULSE_LANDMARKS_MODEL"  # a shape_predictor_68_face_landmarks.dat of one's own
 

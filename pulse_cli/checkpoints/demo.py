@@ -13,6 +13,7 @@ import torch
 
 from ..files.atomic import atomic_write_bytes
 from ..networks.stylegan1 import MAPPING_LR_MULTIPLIER, StyleGAN1Generator
+from .demo_marker import DEMO_MARKER, DEMO_MARKER_TEXT
 
 DEMO_CHANNELS = {4: 128, 8: 128, 16: 64, 32: 64, 64: 32, 128: 16}
 DEMO_W_DIM = 128  # smaller than FFHQ's 512 so latent statistics compute in seconds
@@ -46,9 +47,11 @@ def _tensor_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
 
 
 def write_demo_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """Write synthesis.pt and mapping.pt into `folder`; returns the synthesis path."""
+    """Write synthesis.pt and mapping.pt into `folder`, and the marker that makes `pulse upsample` say it
+    runs on the demo generator; returns the synthesis path."""
     generator = make_demo_generator(seed)
     folder = Path(folder)
     atomic_write_bytes(folder / "mapping.pt", _tensor_bytes(generator.mapping.state_dict()))
     atomic_write_bytes(folder / "synthesis.pt", _tensor_bytes(generator.synthesis.state_dict()))
+    atomic_write_bytes(folder / DEMO_MARKER, DEMO_MARKER_TEXT.encode())
     return folder / "synthesis.pt"

@@ -60,7 +60,7 @@ def align(
     gets one line. Rerunning skips photos that are done. Then: [bold]pulse upsample CROPS OUT[/].
 
     Alignment is PULSE's: dlib's HOG face detector, its 68-point landmarks and the FFHQ crop, then PULSE's
-    bicubic downsampler. Needs the extra: pip install 'pulse-depixelizer\\[align]'.
+    bicubic downsampler. Needs the extra: in your pulse-cli clone, pip install '.\\[align]'.
 
     [bold]Licence:[/] the 68-point landmark model was trained on the iBUG 300-W data set, whose terms
     exclude commercial use. PULSE_LANDMARKS_MODEL=PATH uses another 68-point dlib model file instead.

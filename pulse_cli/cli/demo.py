@@ -12,7 +12,7 @@ from .console import err_console, fail
 
 def demo_generator(
     folder: Annotated[Path, typer.Argument(help="Where to write synthesis.pt and mapping.pt.")],
-    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="INT", help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write the small untrained demo StyleGAN (PULSE layout): shows the mechanics, not faces."""
     from ..checkpoints.demo import write_demo_checkpoint

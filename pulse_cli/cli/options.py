@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +18,16 @@ MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", 
 
 
 class _BareHelp:
-    """--help is a flag: shown without a value placeholder (Typer's own shows `<bool>`). A bad argument
+    """Help that reads at 80 columns, alike in every command: placeholders are upper-case words (IN, PATH, N),
+    never Typer's type names (`<path>`, `<int range>`, `<bool>`); flags show none; number ranges are left to
+    the help text and the error messages, so the description column keeps its width. A bad argument
     (`--steps 0`, an unknown option) is one `error:` line and exit code 2, as every other usage error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.help = reflow(self.help)  # type: ignore[has-type]
+        for param in self.params:  # type: ignore[attr-defined]
+            _plain_placeholder(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
@@ -49,12 +58,34 @@ def _usage_errors_in_one_line(ctx: Any) -> Iterator[None]:
         raise fail(f"{message} (see '{ctx.command_path} --help')", exc.exit_code) from None
 
 
+def reflow(text: str | None) -> str | None:
+    """Docstring paragraphs as single lines, so that Rich wraps them at the terminal's width instead of
+    keeping the source's line breaks ("in" alone on a line at 80 columns). Indented paragraphs (examples)
+    keep their lines."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+def _plain_placeholder(param: Any) -> None:
+    if param.metavar is None:
+        param.metavar = "" if getattr(param, "is_flag", False) else (param.name or "value").upper()
+    param._get_number_range_help_str = lambda: None
+    if param.param_type_name == "argument":
+        name, required, many = param.metavar, param.required, param.nargs != 1
+        param.display_type_rich = lambda ctx: None  # the name says it: IN, LATENTS, PATH...
+        # the usage line: `IN OUT`, optional ones in brackets (Typer marks required ones with braces)
+        param._usage_display_name = lambda: (name if required else f"[{name}]") + ("..." if many else "")
+
+
 class Command(_BareHelp, TyperCommand):
-    """A command whose --help shows no `<bool>` placeholder."""
+    """A command whose help reads at 80 columns (see `_BareHelp`)."""
 
 
 class Group(_BareHelp, TyperGroup):
-    """A command group whose --help shows no `<bool>` placeholder (and an unknown command is one line)."""
+    """A command group whose help reads at 80 columns (see `_BareHelp`); an unknown command is one line."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         with _usage_errors_in_one_line(ctx):
@@ -227,8 +258,9 @@ def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     found = find_default_checkpoint(searched)
     if found is None:
         where = ", ".join(str(p) for p in searched)
-        raise UsageError(f"no checkpoint found (looked in {where}); pass --checkpoint PATH or set "
-                         f"PULSE_CHECKPOINT (see the README's 'Weights' section)")
+        raise UsageError(f"no checkpoint found (looked in {where}); download one with `pulse weights download "
+                         f"NAME` (names: `pulse weights list`), or make the untrained demo one with `pulse "
+                         f"demo-generator weights/demo`; or pass --checkpoint PATH or set PULSE_CHECKPOINT")
     return found, f"found in {found.parent}"
 
 

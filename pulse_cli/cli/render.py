@@ -11,23 +11,28 @@ from .console import err_console, fail
 
 
 def render(
-    latents: Annotated[Path, typer.Argument(help="A .latents.safetensors file from --save-latents.")],
-    out: Annotated[Path, typer.Argument(help="PNG to write.")],
+    latents: Annotated[Path, typer.Argument(metavar="LATENTS", show_default=False,
+                                            help="A .latents.safetensors file from --save-latents.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", show_default=False,
+                                        help="The .png file to write (PNG keeps the synthetic-image label).")],
     checkpoint: Annotated[Path | None, typer.Option(
         metavar="PATH", help="Generator checkpoint (it must hold the recorded network). Default: the one "
                              "recorded in the latents file, else a file with its sha256 in the weights "
                              "folders (a converted .safetensors counts).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps. Bit-for-bit on the device the "
-                                             "result was made on.")] = "cpu",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps. Bit for bit on "
+                                                               "the device the result was made on.")] = "cpu",
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", metavar="",
                                            help="Label the PNG as synthetic.")] = True,
 ) -> None:
     """Re-render a saved result from its latents and noise (same device: bit for bit)."""
-    from ..files.discovery import IMAGE_SUFFIXES
-
-    if out.suffix.lower() not in IMAGE_SUFFIXES:  # the suffix says the format
-        raise fail(f"{out}: name the image to write with an image extension, e.g. {out.name or 'out'}.png")
-    from ..checkpoints.io import CheckpointError
+    # the arguments first: torch takes seconds to import
+    if not latents.is_file():
+        raise fail(f"latents file {latents} does not exist")
+    if out.suffix.lower() != ".png":
+        raise fail(f"{out}: pulse render writes PNG (with the synthetic-image label); name it *.png")
+    if checkpoint is not None and not checkpoint.exists():
+        raise fail(f"checkpoint {checkpoint} does not exist")
+    from ..checkpoints.errors import CheckpointError
     from ..device import resolve_device
     from ..files.latents import LatentsError
     from ..run.render import RenderError, render_latents_file

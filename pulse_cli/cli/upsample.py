@@ -46,13 +46,15 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
 
 [bold]Examples[/]
 
-  pulse upsample crops/ out/ --checkpoint weights/synthesis.pt
-
-  pulse upsample crops/ out/ --recursive --batch-size 4 --samples 3 --seed 7
-
+  pulse upsample crops/ out/ --checkpoint weights/demo
+  pulse upsample crops/ out/ --recursive --samples 3 --seed 7
   pulse upsample crops/ out/ --json --quiet | jq .failed
 
-  pulse upsample crops/ out/ --samples 6 --sheet     # see how many faces fit one crop
+  # photos: find and align the faces first
+  pulse upsample photos/ out/ --align
+
+  # how many different faces fit one crop
+  pulse upsample crops/ out/ --samples 6 --sheet
 """
 
 
@@ -78,12 +80,9 @@ def upsample(
     loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
                                       help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
     = "100*L2+0.05*GEOCROSS",
-    search: Annotated[str, typer.Option("--search", metavar="[pulse|robust]", rich_help_panel=SEARCH,
-                                        help="pulse: PULSE as published. robust: noise layers up to 8x the "
-                                             "input's size trained (at 3x the latents' rate) and kept white, L2 "
-                                             "aimed at half of eps, twice --lr with an early peak (reaches eps "
-                                             "more often, in fewer steps); --lr-schedule and "
-                                             "--trainable-noise-layers apply to pulse only.")] = "pulse",
+    search: Annotated[str, typer.Option("--search", metavar="NAME", rich_help_panel=SEARCH,
+                                        help="pulse: PULSE as published. robust: reaches eps more often, in "
+                                             "fewer steps (see the README).")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
                                       help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
                                            "--search robust runs at twice it).")] = 0.4,
@@ -151,10 +150,10 @@ def upsample(
     batch_size: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
                                             help="Images optimised together; auto: 1 on a CPU, as many as fit "
                                                  "on a GPU.")] = "auto",
-    synthesis: Annotated[SynthesisPath, typer.Option(metavar="PATH", rich_help_panel=PERFORMANCE,
-                                                     help="fast (same function, ~3x faster on a CPU), reference "
-                                                          "(the original's operations) or auto (fast where "
-                                                          "verified: the CPU).")] = SynthesisPath.auto,
+    synthesis: Annotated[SynthesisPath, typer.Option(metavar="NAME", rich_help_panel=PERFORMANCE,
+                                                     help="fast (the same function, ~3x faster on a CPU), "
+                                                          "reference (the original's operations) or auto (fast "
+                                                          "where verified: the CPU).")] = SynthesisPath.auto,
     ray_address: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS|local", rich_help_panel=PERFORMANCE,
                                                     show_default=False,
                                                     help="Search on a Ray cluster (ADDRESS, e.g. auto or "
@@ -179,10 +178,15 @@ def upsample(
         from ..run.ray_backend import ray_available
 
         if not ray_available():
-            raise fail("--ray needs Ray: pip install 'pulse-depixelizer[ray]'")
+            raise fail("--ray needs Ray: in your pulse-cli clone, pip install '.[ray]' "
+                       "(pulse-depixelizer is not on PyPI)")
     elif workers is not None or gpus_per_worker is not None or threads_per_worker != 1:
         raise fail("--workers, --gpus-per-worker and --threads-per-worker go with --ray")
     try:
+        _check_values_before_torch(loss=loss, eps=eps, steps=steps, lr=lr, search=search, device=device)
+        bad_layers = parse_noise_layers(bad_noise_layers)
+        batch = parse_batch_size(batch_size)
+        shard_spec = parse_shard(shard)
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
         check_output_folder(out_dir)
@@ -202,9 +206,7 @@ def upsample(
         config = SearchConfig(loss=loss, eps=eps, steps=steps, lr=lr, lr_schedule=lr_schedule.value,
                               optimizer=optimizer.value, noise_type=noise_type.value,
                               trainable_noise_layers=trainable_noise_layers,
-                              bad_noise_layers=parse_noise_layers(bad_noise_layers), tile_latent=tile_latent,
-                              mode=search)
-        batch = parse_batch_size(batch_size)
+                              bad_noise_layers=bad_layers, tile_latent=tile_latent, mode=search)
         try:
             config.validate()
             # with --ray the workers resolve the device: theirs may have GPUs this machine lacks
@@ -212,7 +214,7 @@ def upsample(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
-                             shard=parse_shard(shard),
+                             shard=shard_spec,
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
                              animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
     except UsageError as exc:
@@ -234,10 +236,12 @@ def upsample(
     if not quiet:
         if how != "given":
             err_console.print(f"using checkpoint {printable(str(checkpoint_path))} ({how})", markup=False)
-        todo = sum(not j.done for j in jobs)
-        err_console.print(f"{len(jobs)} image(s) in {printable(str(in_dir))}, {len(jobs) - todo} already done; "
-                          f"device {torch_device}" + (" (on the Ray workers)" if ray_address is not None else ""),
-                          markup=False)
+        from ..checkpoints.demo_marker import DEMO_WARNING, is_demo_checkpoint
+
+        if is_demo_checkpoint(checkpoint_path):
+            err_console.print(f"[yellow]warning:[/] {escape(DEMO_WARNING)}", markup=True)
+        err_console.print(_header_line(jobs, in_dir, options.shard) + f"; device {torch_device}"
+                          + (" (on the Ray workers)" if ray_address is not None else ""), markup=False)
     if not jobs:
         err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
                           + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
@@ -256,7 +260,7 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
-        _print_summary_table(summary)
+        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps)
     if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
 
@@ -268,6 +272,22 @@ def upsample(
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
     failed = summary.counts["failed"] > 0 or photos_failed > 0 or (strict and summary.not_met_eps > 0)
     raise typer.Exit(FAILED if failed else 0)
+
+
+def _check_values_before_torch(*, loss: str, eps: float, steps: int, lr: float, search: str, device: str) -> None:
+    """The option values that can be checked without torch (which takes seconds to import): a typo is
+    refused at once. The rest is checked once torch is there (SearchConfig.validate, the device's presence)."""
+    from ..device import check_device_spec
+    from ..search.limits import SEARCH_MODES, check_numbers, parse_loss
+
+    try:
+        parse_loss(loss)
+        check_numbers(steps=steps, eps=eps, lr=lr)
+        check_device_spec(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if search not in SEARCH_MODES:
+        raise UsageError(f"--search: unknown search mode {search!r}; known: {', '.join(SEARCH_MODES)}")
 
 
 def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
@@ -310,18 +330,43 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
         raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
 
 
+def _header_line(jobs, in_dir: Path, shard: tuple[int, int] | None) -> str:
+    """`4 image(s) in IN, 1 already done`; with --shard, `3 of 4 image(s) in IN (shard 1/2), ...`."""
+    done = sum(j.done for j in jobs)
+    where = printable(str(in_dir))
+    if shard is None:
+        return f"{len(jobs)} image(s) in {where}, {done} already done"
+    discovered = getattr(jobs, "discovered", len(jobs))
+    return f"{len(jobs)} of {discovered} image(s) in {where} (shard {shard[0]}/{shard[1]}), {done} already done"
+
+
 def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
+    from ..run.records import DONE, FAILED, SKIPPED
+
+    skipped = [r for r in summary.records if r.status == SKIPPED]
     return {
         "total": summary.total,
         **summary.counts,
+        # what the skipped inputs' earlier runs found (failed inputs are never skipped: they are redone)
+        "skipped_earlier": {status: sum(r.earlier_status == status for r in skipped) for status in DONE},
         "seconds": round(summary.seconds, 3),
         "out": str(out_dir),
         "results": str(out_dir / "results.jsonl"),
+        "failed_inputs": [{"input": r.input, "error": r.error} for r in summary.records if r.status == FAILED],
+        "not_converged_inputs": [{"input": r.input, "best_l2": r.best_l2, "earlier": r.status == SKIPPED}
+                                 for r in summary.records if r.met_eps is False],
     }
 
 
-def _print_summary_table(summary) -> None:
+# Inputs named one per line in the summary before the rest are counted: about a screenful in all.
+SUMMARY_LIST_LINES = 15
+
+
+def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float) -> None:
+    """The counts, then the inputs that failed or did not reach eps (up to a screenful), then what to do next."""
     from rich.table import Table
+
+    from ..run.records import FAILED, SKIPPED
 
     table = Table(title="pulse upsample", show_edge=False)
     for column in ("ok", "not converged", "failed", "skipped", "total", "seconds"):
@@ -330,3 +375,36 @@ def _print_summary_table(summary) -> None:
     table.add_row(str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]),
                   str(summary.total), f"{summary.seconds:.1f}")
     err_console.print(table)
+    if c["skipped"]:
+        earlier = _summary_object(summary, out_dir)["skipped_earlier"]
+        err_console.print(f"skipped {c['skipped']} done earlier: {earlier['ok']} ok, "
+                          f"{earlier['not_converged']} not converged", markup=False)
+    failed = [r for r in summary.records if r.status == FAILED]
+    unconverged = [r for r in summary.records if r.met_eps is False]
+    lines: list[str] = []
+    if failed:
+        lines.append(f"failed ({len(failed)}):")
+        lines += [f"  {printable(r.input)}: {printable(r.error or 'failed')}" for r in failed]
+    if unconverged:
+        lines.append(f"not converged, L2 above eps {eps:g} ({len(unconverged)}):")
+        for r in unconverged:
+            l2 = f": L2 {r.best_l2:.4g}" if r.best_l2 is not None else ""
+            lines.append(f"  {printable(r.input)}{l2}" + (" (done earlier)" if r.status == SKIPPED else ""))
+    shown = lines[:SUMMARY_LIST_LINES]
+    for line in shown:
+        err_console.print(line, markup=False)
+    if len(lines) > len(shown):
+        results = printable(str(out_dir / "results.jsonl"))
+        err_console.print(f"  ... {len(lines) - len(shown)} more line(s): see {results}", markup=False)
+    out = printable(str(out_dir))
+    next_steps = [f"results: {out}/ (one PNG per input), logs in {out}/logs/, records in {out}/results.jsonl"]
+    if sheet:
+        next_steps.append(f"sheets: {out}/sheet.png and {out}/sheets/")
+    if unconverged:
+        next_steps.append("not converged (best images written): --search robust or more --steps may get closer; "
+                          "add --overwrite, which redoes every input")
+    if failed:
+        next_steps.append("failed: fix what the lines above say, then rerun the same command (done inputs are "
+                          "skipped)")
+    for line in next_steps:
+        err_console.print(f"next: {line}" if line is next_steps[0] else f"      {line}", markup=False)

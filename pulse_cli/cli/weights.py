@@ -29,10 +29,11 @@ weights_app = typer.Typer(
 )
 
 
-def _out_console():
+def _out_console(*, wrap: bool = False):
+    """stdout; `wrap`: prose wrapped at the terminal's width (lines marked soft_wrap stay whole)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=not wrap)
 
 
 # --------------------------------------------------------------------------------------------- list
@@ -42,29 +43,36 @@ def _out_console():
 def list_command(
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print a JSON array on stdout.")] = False,
 ) -> None:
-    """Known checkpoints: name, family, resolution, sources (in the order tried), licence, and whether a copy
-    is present locally."""
+    """Known checkpoints: name, family, resolution, licence, whether a copy is here, and the download
+    sources in the order tried (one per line)."""
     from ..weights.install import list_models
 
     rows = list_models()
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.table import Table
-
-    table = Table(show_lines=True)
-    table.add_column("name", no_wrap=True)
-    for column in ("family", "res", "sources", "licence", "local"):
-        table.add_column(column, overflow="fold")
+    console = _out_console(wrap=True)
+    computed = []
     for r in rows:
-        where = "\n".join(_source_label(s) for s in r["sources"]) or f"computed by pulse ({r['source']})"
-        local = "\n".join(r["local_paths"]) if r["present"] else "no"
-        table.add_row(r["name"], r["family"], str(r["resolution"]), where, r["licence"], local)
-    console = _out_console()
-    console.print(table)
+        if not r["sources"]:  # nothing to download: pulse makes it (PULSE's gaussian fit)
+            computed.append(r["name"])
+            continue
+        local = "here: " + ", ".join(r["local_paths"]) if r["present"] else "not downloaded"
+        console.print(f"[bold]{r['name']}[/]  {r['family']}, {r['resolution']} px, {local}")
+        licence = r["licence"].split(":")[0]
+        console.print(f"  licence: {licence}" + (" (non-commercial)" if "non-commercial" in r["licence"] else ""),
+                      markup=False)
+        for i, source in enumerate(r["sources"], 1):
+            # a URL on a line of its own: the terminal may wrap it but nothing splits it into a column
+            console.print(f"  {i}. {_source_label(source)}", markup=False, soft_wrap=True)
+    console.print()
     console.print("All are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and licensed for "
                   "non-commercial use only. Sources are tried in the order shown; (unverified): no NVIDIA "
-                  "repository names that address. Download with: pulse weights download NAME")
+                  "repository names that address.", markup=False)
+    if computed:
+        console.print(f"Not downloaded but computed by pulse from a generator: {', '.join(computed)} "
+                      "(see `pulse weights info NAME`).", markup=False)
+    console.print("Download with: pulse weights download NAME", markup=False)
 
 
 def _source_label(row: dict[str, Any]) -> str:
@@ -78,14 +86,17 @@ def _source_label(row: dict[str, Any]) -> str:
 def download_command(
     target: Annotated[str, typer.Argument(metavar="NAME|URL", help="A name from `pulse weights list`, or a URL.",
                                           show_default=False)],
-    sha256: Annotated[str | None, typer.Option(help="Expected sha256 (hex); a mismatch leaves nothing behind.")]
+    sha256: Annotated[str | None, typer.Option(metavar="HEX",
+                                               help="Expected sha256 (hex); a mismatch leaves nothing behind.")]
     = None,
-    dest: Annotated[Path | None, typer.Option(help="Folder to download into. Default: the user weights folder "
-                                                   "(PULSE_HOME or the platform cache dir).")] = None,
+    dest: Annotated[Path | None, typer.Option(metavar="FOLDER", help="Folder to download into. Default: the user "
+                                                                     "weights folder (PULSE_HOME or the platform "
+                                                                     "cache dir).")] = None,
     convert: Annotated[bool, typer.Option("--convert/--no-convert", metavar="",
                                           help="Convert to pulse's .safetensors file with latent statistics.")]
     = True,
-    latent_samples: Annotated[int, typer.Option(min=2, help="Samples for the latent statistics (PULSE: 10^6).")]
+    latent_samples: Annotated[int, typer.Option(min=2, metavar="N",
+                                                help="Samples for the latent statistics (PULSE: 10^6).")]
     = PULSE_SAMPLES,
 ) -> None:
     """Download a checkpoint (checksummed), then convert it to pulse's single file.
@@ -98,7 +109,7 @@ def download_command(
     Exit codes: 0 done; 1 download or checksum failure (nothing unverified is left); 2 bad argument or an
     unusable file.
     """
-    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.errors import CheckpointError
     from ..weights.download import AllSourcesFailed, DownloadError
     from ..weights.install import WeightsUsageError, fetch, install_download, parse_sha256, resolve_target
 
@@ -120,7 +131,7 @@ def download_command(
         raise fail(str(exc)) from None
     except AllSourcesFailed as exc:
         every = " (every source failed)" if len(exc.failures) > 1 else ""
-        raise fail(f"{exc.failures[-1]}{every}", FAILED) from None
+        raise fail(f"{exc.failures[-1]}{every}; {_manual_help(wanted, dest)}", FAILED) from None
     except DownloadError as exc:
         raise fail(str(exc), FAILED) from None
     except KeyboardInterrupt:
@@ -140,6 +151,18 @@ def download_command(
         note(f"ready: {result.path} is a pulse checkpoint with latent statistics")
     else:
         note(f"ready: {written} (pulse will find it; the original stays at {result.path})")
+
+
+def _manual_help(wanted, dest: Path | None) -> str:
+    """The by-hand route, into the folder `pulse upsample` searches (or --dest, then named with --checkpoint)."""
+    from ..weights.download import manual_help
+    from ..weights.locations import user_dir, weights_search_dirs
+
+    folder = dest if dest is not None else user_dir()
+    text = manual_help(wanted.sources, folder)
+    if Path(folder).resolve() not in [p.resolve() for p in weights_search_dirs()]:
+        text += f" and pass --checkpoint {folder} to pulse upsample"
+    return text
 
 
 # --------------------------------------------------------------------------------------------- verify
@@ -204,7 +227,7 @@ def info_command(
         else:
             _print_model(model)
         return
-    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.errors import CheckpointError
     from ..weights.install import describe_file
 
     try:
@@ -257,19 +280,22 @@ def convert_command(
     dst: Annotated[Path, typer.Argument(help="The .safetensors file to write, or a folder (a name without "
                                              "extension counts as one) to write <name>.safetensors into.",
                                         show_default=False)],
-    gaussian_fit: Annotated[Path | None, typer.Option(help="Latent statistics to attach (PULSE's "
+    gaussian_fit: Annotated[Path | None, typer.Option(metavar="PATH", help="Latent statistics to attach (PULSE's "
                                                            "gaussian_fit.pt). Default: beside SRC, cached, "
                                                            "or computed.")] = None,
-    latent_samples: Annotated[int, typer.Option(min=2, help="Samples when computing the latent statistics "
-                                                            "(PULSE: 10^6).")] = PULSE_SAMPLES,
-    licence: Annotated[str | None, typer.Option(help="Licence to record in the file's metadata.")] = None,
-    source: Annotated[str | None, typer.Option(help="Where the weights came from (URL), for the metadata.")]
+    latent_samples: Annotated[int, typer.Option(min=2, metavar="N", help="Samples when computing the latent "
+                                                                         "statistics (PULSE: 10^6).")]
+    = PULSE_SAMPLES,
+    licence: Annotated[str | None, typer.Option(metavar="TEXT", help="Licence to record in the file's metadata.")]
+    = None,
+    source: Annotated[str | None, typer.Option(metavar="URL",
+                                               help="Where the weights came from (URL), for the metadata.")]
     = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace DST if it exists.")] = False,
 ) -> None:
     """Convert any supported checkpoint to pulse's single .safetensors file (no pickle), latent statistics and
     metadata included. The result loads fast and records where it came from."""
-    from ..checkpoints.io import CheckpointError
+    from ..checkpoints.errors import CheckpointError
     from ..weights.install import WeightsUsageError, convert_file
 
     try:

@@ -112,11 +112,16 @@ def save_image_atomic(image: Image.Image, path: Path, **save_options) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def png_info(text: dict[str, str] | None) -> PngImagePlugin.PngInfo | None:
+    """PNG text chunks (iTXt: any Unicode) for `save_image_atomic(..., pnginfo=...)`."""
+    if not text:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, value)
+    return info
+
+
 def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None) -> None:
     """Write a [3, H, W] result as PNG atomically, with optional text chunks."""
-    info = None
-    if text:
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_itxt(key, value)
-    save_image_atomic(to_pil(image), path, pnginfo=info)
+    save_image_atomic(to_pil(image), path, pnginfo=png_info(text))

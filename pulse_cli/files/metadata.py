@@ -41,6 +41,25 @@ def _xmp_packet(description: str, fields: dict[str, str]) -> str:
 <?xpacket end="w"?>"""
 
 
+# A contact sheet puts real inputs beside synthetic results: IPTC's term for a composite with generated parts.
+COMPOSITE_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+SHEET_DESCRIPTION = (
+    "Contact sheet: small input images beside synthetic faces generated for them by PULSE latent search. The "
+    "faces are invented, not reconstructions of the people in the inputs, and must not be used to identify "
+    "anyone."
+)
+
+
+def sheet_metadata() -> dict[str, str]:
+    """PNG text chunks (including the XMP packet) for a contact sheet, as results carry theirs."""
+    return {
+        "Software": TOOL,
+        "Description": SHEET_DESCRIPTION,
+        "DigitalSourceType": COMPOSITE_SOURCE_TYPE,
+        XMP_KEY: _xmp_packet(SHEET_DESCRIPTION, {}).replace(DIGITAL_SOURCE_TYPE, COMPOSITE_SOURCE_TYPE),
+    }
+
+
 def result_metadata(*, checkpoint: str, checkpoint_sha256: str | None, seed: int, image_seed: int, steps: int,
                     l2: float, status: str, input_sha256: str) -> dict[str, str]:
     """PNG text chunks (including the XMP packet) for one result image."""

@@ -27,10 +27,18 @@ def _font() -> ImageFont.ImageFont:
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
-    """Shorten `text` until it fits `width` pixels, so captions never spill into the next tile."""
-    while text and draw.textlength(text, font=font) > width:
-        text = text[:-3] + ".." if len(text) > 3 else ""
-    return text
+    """`text`, shortened in the middle until it fits `width` pixels (so captions never spill into the next
+    tile, and a file name keeps its end: `astronaut_m..red.jpg`)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 0:
+        keep -= 1
+        head, tail = text[:(keep + 1) // 2], text[len(text) - keep // 2:] if keep > 1 else ""
+        short = f"{head}..{tail}"
+        if draw.textlength(short, font=font) <= width:
+            return short
+    return ""
 
 
 def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str = SHEET_NOTICE) -> Image.Image:

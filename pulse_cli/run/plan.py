@@ -114,15 +114,22 @@ def in_shard(rel: str, shard: tuple[int, int] | None) -> bool:
     return int.from_bytes(digest[:8], "big") % n == k - 1
 
 
-def plan_jobs(in_dir: Path, out_dir: Path, options: RunOptions, index: FinishedIndex | None = None) -> list[Job]:
+class Jobs(list):
+    """The planned jobs, and how many inputs IN holds in all (`discovered`: more than the jobs with --shard)."""
+
+    discovered: int = 0
+
+
+def plan_jobs(in_dir: Path, out_dir: Path, options: RunOptions, index: FinishedIndex | None = None) -> Jobs:
     """Discover inputs (those of this shard, with --shard) and see which are done: an input is done when an
     earlier run recorded it finished (the record is written last, after every output) and the outputs it
     lists are all there."""
-    inputs = [i for i in discover_inputs(in_dir, recursive=options.recursive, exclude=out_dir)
-              if in_shard(i.rel.as_posix(), options.shard)]
+    found = discover_inputs(in_dir, recursive=options.recursive, exclude=out_dir)
+    inputs = [i for i in found if in_shard(i.rel.as_posix(), options.shard)]
     if index is None:
         index = FinishedIndex(Path(out_dir) / RESULTS_FILE)
-    jobs = []
+    jobs = Jobs()
+    jobs.discovered = len(found)
     for item in inputs:
         job = Job(item, [output_paths(out_dir, item.rel, sample=k, samples=options.samples)
                          for k in range(options.samples)])

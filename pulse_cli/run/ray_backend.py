@@ -249,7 +249,7 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
     config = engine_options["config"]
     recorder = Runner(None, out_dir, options=options, checkpoint=checkpoint, config=config, reporter=reporter)
     todo = recorder.begin(jobs, index)
-    reporter.start(len(todo) * options.samples, config.steps)
+    reporter.start(len(todo), options.samples, config.steps)
     shutdown = False
     try:
         if todo:
@@ -293,7 +293,7 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
                 if rel in seen:  # a retried batch whose first attempt's rows did arrive: recorded once
                     continue
                 seen.add(rel)
-                reporter.step(options.samples, record.best_l2 if record and record.best_l2 is not None
+                reporter.step(options.samples * steps, record.best_l2 if record and record.best_l2 is not None
                               else float("nan"), steps, steps)
                 if record is not None:
                     recorder.record(record)

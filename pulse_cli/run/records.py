@@ -200,10 +200,12 @@ class ResultRecord:
 
     @classmethod
     def from_samples(cls, samples: list[SampleRecord], **common: Any) -> ResultRecord:
-        """The record of an input whose samples all finished: its best sample stands for it."""
-        best = min(samples, key=lambda s: s.best_l2)
-        return cls(status=combined_status(s.status for s in samples), best_l2=best.best_l2,
-                   best_step=best.best_step, steps_run=max(s.steps_run for s in samples),
+        """The record of an input whose samples all finished. The input is `ok` only when every sample is,
+        so the sample furthest from eps (the highest best L2) decides its status and gives its `best_l2`
+        and `best_step`: `status` is `ok` exactly when `best_l2` <= eps, as for a single sample."""
+        deciding = max(samples, key=lambda s: s.best_l2)
+        return cls(status=combined_status(s.status for s in samples), best_l2=deciding.best_l2,
+                   best_step=deciding.best_step, steps_run=max(s.steps_run for s in samples),
                    seconds=round(sum(s.seconds for s in samples), 3), samples=samples, **common)
 
 

@@ -10,9 +10,12 @@ class Reporter:
 
     def note(self, message: str) -> None: ...
 
-    def start(self, total_searches: int, steps: int) -> None: ...
+    def start(self, inputs: int, samples: int, steps: int) -> None:
+        """The run will search `inputs` inputs, `samples` searches of `steps` steps each."""
 
-    def step(self, finished_fraction: float, l2: float, step: int, steps: int) -> None: ...
+    def step(self, image_steps: int, l2: float, step: int, steps: int) -> None:
+        """`image_steps` more optimisation steps are done (one per search in the batch, or the steps a
+        search skipped: stopped at eps, failed, done by another process); `l2` is the lowest current L2."""
 
     def file_done(self, record: ResultRecord) -> None: ...
 

@@ -111,7 +111,7 @@ class Runner:
         started = time.monotonic()
         todo = self.begin(jobs, index)
         steps = self.config.steps
-        self.reporter.start(len(todo) * self.options.samples, steps)
+        self.reporter.start(len(todo), self.options.samples, steps)
         self._claims: list[Claim] = []
         try:
             if todo:
@@ -163,13 +163,14 @@ class Runner:
         if finished is not None:  # another process sharing OUT did it
             self._let_go(claim)
             l2 = finished.get("best_l2")
-            self.reporter.step(self.options.samples, l2 if l2 is not None else float("nan"), self.config.steps,
-                               self.config.steps)
+            self.reporter.step(self.options.samples * self.config.steps, l2 if l2 is not None else float("nan"),
+                               self.config.steps, self.config.steps)
             return None
         try:
             target = load_rgb(job.input.path, self.engine.resolution)
             return _Input(job, target, sha256_file(job.input.path), claim)
         except (ImageError, OSError) as exc:
+            self.reporter.step(self.options.samples * self.config.steps, float("nan"), 0, self.config.steps)
             self.record(self._failed(job, str(exc) if isinstance(exc, ImageError) else describe_os_error(exc)))
             self._let_go(claim)
             return None
@@ -202,8 +203,8 @@ class Runner:
                 waiting = busy
 
         def on_step(active: Sequence[ImageSearch]) -> None:
-            self.reporter.step(len(active) / steps, min((s.history[-1].l2 for s in active if s.history),
-                                                        default=float("nan")),
+            self.reporter.step(len(active), min((s.history[-1].l2 for s in active if s.history),
+                                                default=float("nan")),
                                max(s.step for s in active), steps)
 
         def on_frame(search: _Search, step: int, image: torch.Tensor) -> None:
@@ -220,10 +221,11 @@ class Runner:
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
+                self.reporter.step(steps, float("nan"), steps, steps)  # at most a few of them were run
                 self._fail(item, done.error or "search failed")
                 continue
             if done.result.steps_run < steps:  # stopped at eps: the bar owes it the steps it skipped
-                self.reporter.step((steps - done.result.steps_run) / steps, done.result.best_l2, steps, steps)
+                self.reporter.step(steps - done.result.steps_run, done.result.best_l2, steps, steps)
             if item.failed:
                 continue
             if search.frame_error:
@@ -337,7 +339,7 @@ class Runner:
             record.diversity = sample_diversity(images, downscaled)
         if self.options.sheet:
             write_input_sheet(sheet_path(self.out_dir, item.job.input.rel), item.target, images, downscaled,
-                              samples)
+                              samples, metadata=self.options.metadata)
         item.finished.clear()  # the images are written; free them
         self.record(record)
         self._let_go(item.claim)
@@ -353,4 +355,5 @@ class Runner:
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps)))
         shard = self.options.shard
-        write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}")
+        write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}",
+                         metadata=self.options.metadata)

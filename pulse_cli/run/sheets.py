@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from ..errors import printable
-from ..files.images import load_rgb, save_image_atomic, to_pil
+from ..files.images import load_rgb, png_info, save_image_atomic, to_pil
+from ..files.metadata import sheet_metadata
 from ..files.sheets import SHEET_NOTICE, Tile, grid_sheet
 from ..search.downsample import BicubicDownsample
 from .records import OK, SampleRecord
@@ -38,7 +39,7 @@ def sample_diversity(images: torch.Tensor, downscaled: torch.Tensor) -> dict[str
 
 
 def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, downscaled: torch.Tensor,
-                      samples: Sequence[SampleRecord]) -> None:
+                      samples: Sequence[SampleRecord], *, metadata: bool = True) -> None:
     """Input (nearest), bicubic upscale, each result; below each result, it downscaled again."""
     size = images.shape[-1]
     bicubic = torch.nn.functional.interpolate(target[None], size=(size, size), mode="bicubic",
@@ -51,7 +52,8 @@ def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, do
         bottom.append(Tile(to_pil(downscaled[k]), f"#{k} downscaled"))
     met = sum(sample.status == OK for sample in samples)
     title = f"{met} of {len(samples)} met eps. {SHEET_NOTICE}"
-    save_image_atomic(grid_sheet([top, bottom], tile_size=max(SHEET_TILE, min(size, 256)), title=title), path)
+    save_image_atomic(grid_sheet([top, bottom], tile_size=max(SHEET_TILE, min(size, 256)), title=title), path,
+                      pnginfo=png_info(sheet_metadata() if metadata else None))
 
 
 @dataclass
@@ -65,12 +67,12 @@ class SheetRow:
     met_eps: bool
 
 
-def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet") -> None:
+def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet", *, metadata: bool = True) -> None:
     """OUT/sheet.png (or sheet-001.png, … for many inputs): every input beside its results, each captioned
     with its L2; the header says how many inputs' results met eps."""
     tiles = []
     for row in rows:
-        line = [Tile(to_pil(load_rgb(row.input)), printable(row.name)[:18])]
+        line = [Tile(to_pil(load_rgb(row.input)), printable(row.name))]  # shortened in the middle to fit
         for k, image in enumerate(row.results):
             caption = f"#{k}" + (f" L2 {row.l2[k]:.4f}" if row.l2 else "")
             line.append(Tile(to_pil(load_rgb(image)), caption))
@@ -80,4 +82,5 @@ def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet
     pages = [tiles[i:i + SHEET_ROWS_PER_PAGE] for i in range(0, len(tiles), SHEET_ROWS_PER_PAGE)]
     for n, page in enumerate(pages, start=1):
         file = f"{name}.png" if len(pages) == 1 else f"{name}-{n:03d}.png"
-        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE, title=title), Path(out_dir) / file)
+        save_image_atomic(grid_sheet(page, tile_size=SHEET_TILE, title=title), Path(out_dir) / file,
+                          pnginfo=png_info(sheet_metadata() if metadata else None))

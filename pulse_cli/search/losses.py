@@ -7,41 +7,10 @@ gradient as a batch of one (each image's loss depends only on its own latents).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from .limits import MAX_LOSS_WEIGHT
-
-LOSS_NAMES = ("L2", "L1", "GEOCROSS")
-
-
-@dataclass(frozen=True)
-class LossTerm:
-    weight: float
-    name: str
-
-
-def parse_loss(spec: str) -> tuple[LossTerm, ...]:
-    """"100*L2+0.05*GEOCROSS" -> terms; raises ValueError with a one-line reason."""
-    terms = []
-    for part in spec.replace(" ", "").split("+"):
-        weight, sep, name = part.partition("*")
-        if not sep:
-            raise ValueError(f"loss term {part!r} must look like WEIGHT*NAME, e.g. 100*L2")
-        if name not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {name!r} in {spec!r}; known: {', '.join(LOSS_NAMES)}")
-        try:
-            value = float(weight)
-        except ValueError:
-            raise ValueError(f"loss weight {weight!r} in {spec!r} is not a number") from None
-        if not 0 < value <= MAX_LOSS_WEIGHT:  # also refuses nan and inf
-            raise ValueError(f"loss weight {weight!r} in {spec!r} must be a number above 0 and at most "
-                             f"{MAX_LOSS_WEIGHT:g}")
-        terms.append(LossTerm(value, name))
-    if not any(t.name in ("L2", "L1") for t in terms):
-        raise ValueError(f"loss {spec!r} needs an L2 or L1 term, or nothing ties the result to the input")
-    return tuple(terms)
+from .limits import LOSS_NAMES, LossTerm, parse_loss  # noqa: F401  (the loss string's syntax lives there)
 
 
 def mean_squared_error(generated_lr: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

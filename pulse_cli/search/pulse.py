@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from ..networks.generator import Generator, LatentStats
 from .downsample import BicubicDownsample
-from .limits import MAX_LR, MAX_STEPS
+from .limits import SEARCH_MODES, check_numbers
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
-from .robust import SEARCH_MODES, RobustOptions, noise_regularisation
+from .robust import RobustOptions, noise_regularisation
 
 NOISE_TYPES = ("trainable", "fixed", "zero")
 NON_FINITE = "the generator produced non-finite values (NaN or infinity)"
@@ -51,12 +51,7 @@ class SearchConfig:
     def validate(self) -> None:
         """Raise ValueError with a one-line reason for any value the search cannot use (nan and inf too)."""
         parse_loss(self.loss)
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be from 1 to {MAX_STEPS:,}, got {self.steps}")
-        if not 0 <= self.eps <= 1:
-            raise ValueError(f"eps must be from 0 to 1 (a mean squared error of pixels in [0, 1]), got {self.eps}")
-        if not 0 < self.lr <= MAX_LR:
-            raise ValueError(f"lr must be above 0 and at most {MAX_LR:g}, got {self.lr}")
+        check_numbers(steps=self.steps, eps=self.eps, lr=self.lr)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:

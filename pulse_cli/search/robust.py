@@ -35,7 +35,6 @@ from .optim import lr_multiplier
 if TYPE_CHECKING:
     from .pulse import SearchConfig
 
-SEARCH_MODES = ("pulse", "robust")
 
 
 def _warmup_linear(peak: float) -> Callable[[int, int], float]:

@@ -172,6 +172,8 @@ def _fetch_url(url: str, out: Path, *, timeout: float, progress: bool, retries: 
             error = reason
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             error = _describe(e)
+            if _unresolved_host(e):  # no network or no DNS: another attempt a second later will not help
+                raise DownloadError(f"cannot download {url}: {error}", url=url) from None
         except requests.RequestException as e:  # invalid URL, too many redirects...
             raise DownloadError(f"cannot download {url}: {_describe(e)}", url=url) from None
         finally:
@@ -190,32 +192,52 @@ class _Bar(tqdm):
         return True
 
 
-def drive_help(file_id: str) -> str:
-    return (f"fetch https://drive.google.com/uc?id={file_id} by hand in a browser, then run "
-            f"`pulse weights convert FILE DEST`")
+def convert_hint(folder: Path | str) -> str:
+    """How a file fetched by hand becomes one `pulse upsample` finds: converted into `folder`."""
+    return f"`pulse weights convert FILE {folder}`"
 
 
-def _fetch_gdrive(file_id: str, out: Path, *, timeout: float, progress: bool, retries: int) -> None:
-    """Google Drive file `file_id` into `out` with gdown (confirm pages, cookies); refusals become one line."""
+def drive_help(file_id: str, folder: Path | str = "DEST") -> str:
+    return f"fetch https://drive.google.com/uc?id={file_id} by hand in a browser, then run {convert_hint(folder)}"
+
+
+def manual_help(sources: Iterable[Source], folder: Path | str) -> str:
+    """The by-hand route for a model whose every source failed: any of its links, then a conversion."""
+    links = " or ".join(s.url for s in sources)
+    return f"by hand: fetch {links} (a browser works for Drive), then run {convert_hint(folder)}"
+
+
+def _fetch_gdrive(file_id: str, out: Path, *, timeout: float, progress: bool, retries: int, backoff: float,
+                  folder: Path) -> None:
+    """Google Drive file `file_id` into `out` with gdown (confirm pages, cookies); refusals become one line.
+    Network errors are retried here, quietly (gdown's own retries print long lines)."""
     import gdown
     import requests
     from gdown.exceptions import DownloadError as GdownError
 
     link = f"https://drive.google.com/uc?id={file_id}"
-    try:
-        gdown.download(id=file_id, output=str(out), quiet=not progress, timeout=timeout, retries=retries)
-    except GdownError as e:  # FileURLRetrievalError: quota exceeded, permission page, no download link
-        reason = _describe(e)
-    except requests.RequestException as e:  # no network, DNS, TLS, HTTP error status
-        reason = _describe(e)
-    else:
-        if not out.is_file():
-            reason = "gdown reported success but wrote no file"
-        elif _is_html(out):
-            reason = "an HTML page arrived instead of the file"
+    attempt = 0
+    while True:
+        try:
+            gdown.download(id=file_id, output=str(out), quiet=not progress, timeout=timeout, retries=0)
+        except requests.RequestException as e:  # no network, DNS, TLS, HTTP error status: Drive said nothing
+            attempt += 1
+            if attempt <= retries and not _unresolved_host(e):
+                if backoff > 0:
+                    time.sleep(min(backoff * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+                continue
+            raise DownloadError(f"cannot reach Google Drive for {link}: {_describe(e)}; "
+                                f"{drive_help(file_id, folder)}", url=link) from None
+        except GdownError as e:  # FileURLRetrievalError: quota exceeded, permission page, no download link
+            reason = _describe(e)
         else:
-            return
-    raise DownloadError(f"Google Drive refused {link} ({reason}); {drive_help(file_id)}", url=link)
+            if not out.is_file():
+                reason = "gdown reported success but wrote no file"
+            elif _is_html(out):
+                reason = "an HTML page arrived instead of the file"
+            else:
+                return
+        raise DownloadError(f"Google Drive refused {link} ({reason}); {drive_help(file_id, folder)}", url=link)
 
 
 def _is_html(path: Path) -> bool:
@@ -266,7 +288,8 @@ def download(
         out = staging / dest.name
         try:
             if source.kind == "gdrive":
-                _fetch_gdrive(source.location, out, timeout=timeout, progress=progress, retries=retries)
+                _fetch_gdrive(source.location, out, timeout=timeout, progress=progress, retries=retries,
+                              backoff=backoff, folder=dest.parent)
             else:
                 _fetch_url(url, out, timeout=timeout, progress=progress, retries=retries, backoff=backoff)
             actual = sha256_file(out)
@@ -308,12 +331,27 @@ def download_first(
     raise AllSourcesFailed(failures)
 
 
+_UNRESOLVED = ("NameResolutionError", "Failed to resolve", "Name or service not known",
+               "Temporary failure in name resolution", "nodename nor servname", "getaddrinfo failed")
+
+
+def _unresolved_host(e: BaseException) -> bool:
+    """Whether a connection failed because the host name could not be resolved (no network, or no DNS)."""
+    return any(marker in str(e) for marker in _UNRESOLVED)
+
+
 def _describe(e: BaseException) -> str:
     import requests
 
     if isinstance(e, requests.Timeout):
         return "timed out"
     if isinstance(e, requests.ConnectionError):
+        if _unresolved_host(e):
+            host = re.search(r"host='([^']+)'", str(e))
+            name = f"the host {host.group(1)}" if host else "the host"
+            return f"{name} could not be resolved (no network, or no DNS)"
+        if "refused" in str(e).lower():
+            return "connection refused (nothing listens at that address)"
         return "connection failed (no network, or the host is unreachable)"
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}" if text else type(e).__name__

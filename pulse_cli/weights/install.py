@@ -87,7 +87,9 @@ def resolve_target(name_or_url: str) -> Target:
     except UnknownModelError as exc:
         raise WeightsUsageError(str(exc)) from None
     if not model.sources:
-        raise WeightsUsageError(f"{model.name}: nothing to download: {model.note}")
+        raise WeightsUsageError(f"{model.name}: nothing to download: pulse computes it from the generator's "
+                                f"mapping network (`pulse weights download` of a generator does it, once); "
+                                f"see `pulse weights info {model.name}`")
     return Target(model.filename, model.sources, model)
 
 
@@ -169,14 +171,14 @@ def convert_file(src: Path, dst: Path, *, gaussian_fit: Path | None = None, samp
     """`pulse weights convert`: any supported checkpoint (or a folder holding one) to pulse's .safetensors
     file. `dst` may be a folder (or a name without extension). A known model's provenance is recorded unless
     the file already carries a licence; `licence` and `source` override it."""
-    from ..checkpoints.detect import sniff
-    from ..checkpoints.loading import load_networks
-    from .local import resolve_checkpoint
-
     if not src.exists():
         raise WeightsUsageError(f"{src}: no such file")
     if gaussian_fit is not None and not gaussian_fit.is_file():
         raise WeightsUsageError(f"gaussian fit {gaussian_fit} does not exist")
+    from ..checkpoints.detect import sniff  # torch: only once the arguments are known good
+    from ..checkpoints.loading import load_networks
+    from .local import resolve_checkpoint
+
     real_src = resolve_checkpoint(src)
     if dst.is_dir() or (not dst.exists() and not dst.suffix):
         dst = dst / converted_name(real_src, sniff(real_src).format or "")

@@ -1,0 +1,62 @@
+"""How long `pulse` takes to refuse a bad argument, against `pulse --version` (goal: within 1.5x).
+
+Each command runs as a fresh process (`python -m pulse_cli ...`), `--repeat` times, alternating with the
+others so machine noise spreads evenly; the median wall time counts. An argument error should be found
+before torch is imported (seconds): what is left is Python, Typer (which parses arguments with pydantic)
+and rich.
+
+    python bench/startup.py [--repeat 15] [--out bench/results_startup.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+COMMANDS = {
+    "pulse --version": ["--version"],
+    "pulse --help": ["--help"],
+    "weights download <unknown name>": ["weights", "download", "no-such-model"],
+    "weights download NAME --sha256 <bad>": ["weights", "download", "stylegan-ffhq-1024", "--sha256", "bad"],
+    "render <missing latents>": ["render", "missing.latents.safetensors", "out.png"],
+    "upsample IN OUT --loss <bad>": ["upsample", "crops", "out", "--loss", "3*L3"],
+    "upsample IN OUT --device <bad>": ["upsample", "crops", "out", "--device", "gpu"],
+    "import torch (for scale)": None,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path("bench/results_startup.json"))
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "crops").mkdir()
+        Image.new("RGB", (16, 16)).save(Path(folder) / "crops" / "a.png")
+        for _ in range(args.repeat):
+            for name, argv in COMMANDS.items():
+                command = [sys.executable, "-c", "import torch"] if argv is None else [
+                    sys.executable, "-m", "pulse_cli", *argv]
+                started = time.perf_counter()
+                subprocess.run(command, cwd=folder, capture_output=True, check=False)
+                times[name].append(time.perf_counter() - started)
+    version = statistics.median(times["pulse --version"])
+    rows = {name: {"median_s": round(statistics.median(t), 3), "vs_version": round(statistics.median(t) / version, 2)}
+            for name, t in times.items()}
+    for name, row in rows.items():
+        print(f"{name:<40} {row['median_s']:7.3f} s  {row['vs_version']:5.2f}x")
+    args.out.write_text(json.dumps({"repeat": args.repeat, "python": sys.version.split()[0], "rows": rows},
+                                   indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
