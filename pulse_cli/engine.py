@@ -96,7 +96,7 @@ class Engine:
         ValueError with a one-line reason for options this generator cannot use (e.g. noise layers).
         """
         config.validate()
-        config.check_generator(len(generator.noise_shapes(1)))
+        config.check_generator(len(generator.noise_shapes(1)), generator.latent_kind)
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.device = torch.device(device) if device is not None else generator.device

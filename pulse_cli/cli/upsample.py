@@ -29,6 +29,7 @@ from .options import (
     check_output_folder,
     find_checkpoint,
     flag,
+    options_given,
     parse_batch_size,
     parse_noise_layers,
     parse_shard,
@@ -56,6 +57,7 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
 
 
 def upsample(
+    ctx: typer.Context,
     in_dir: Annotated[Path, typer.Argument(metavar="IN", help="Folder of small square face crops, or one image.",
                                            show_default=False)],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for results, logs and results.jsonl.",
@@ -75,14 +77,16 @@ def upsample(
                                        help="Target L2 at input resolution: a result below it counts as "
                                             "converged.")] = 2e-3,
     loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
-                                      help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
+                                      help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS (not for a "
+                                           "DCGAN: its default is 100*L2).")]
     = "100*L2+0.05*GEOCROSS",
     search: Annotated[str, typer.Option("--search", metavar="[pulse|robust]", rich_help_panel=SEARCH,
                                         help="pulse: PULSE as published. robust: noise layers up to 8x the "
                                              "input's size trained (at 3x the latents' rate) and kept white, L2 "
                                              "aimed at half of eps, twice --lr with an early peak (reaches eps "
                                              "more often, in fewer steps); --lr-schedule and "
-                                             "--trainable-noise-layers apply to pulse only.")] = "pulse",
+                                             "--trainable-noise-layers apply to pulse only. A DCGAN has no "
+                                             "noise: robust is then the hinge, rate and schedule.")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
                                       help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
                                            "--search robust runs at twice it).")] = 0.4,
@@ -202,6 +206,11 @@ def upsample(
         batch = parse_batch_size(batch_size)
         try:
             config.validate()
+            from ..checkpoints.loading import latent_kind_of
+            from ..weights.local import family_from_name
+
+            # DCGAN: no GEOCROSS in the default loss; GEOCROSS or a noise option given is a usage error
+            config = config.for_latent(latent_kind_of(checkpoint_path, family_from_name), options_given(ctx))
             # with --ray the workers resolve the device: theirs may have GPUs this machine lacks
             torch_device = check_device_spec(device) if ray_address is not None else resolve_device(device)
         except ValueError as exc:

@@ -60,9 +60,13 @@ class _Iterate:
     noise: list[torch.Tensor]
 
 
-def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int) -> torch.Tensor:
-    """PULSE's learned-Gaussian mapping from search space to W+: LeakyReLU(0.2)(x * std + mean)."""
+def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int, kind: str = "w+") -> torch.Tensor:
+    """PULSE's learned-Gaussian mapping from search space to W+: LeakyReLU(0.2)(x * std + mean).
+
+    For a Gaussian latent (`kind="gaussian"`, e.g. DCGAN's z) the search space is the latent itself."""
     latent = latent.expand(-1, num_ws, -1)
+    if kind == "gaussian":
+        return latent
     return F.leaky_relu(latent * stats.std + stats.mean, 0.2)
 
 
@@ -93,9 +97,12 @@ class ImageSearch:
         # Start drawn on the CPU from the image's own seed, so it is the same on every device.
         rng = torch.Generator().manual_seed(seed)
         latent_rows = 1 if config.tile_latent else G.num_ws
-        self.latent = torch.randn((1, latent_rows, G.w_dim), generator=rng).to(device).requires_grad_(True)
+        start = torch.randn((1, latent_rows, G.w_dim), generator=rng)
+        if G.latent_kind == "gaussian":  # PULSE for a Gaussian latent: z on the sphere of radius sqrt(dim)
+            start = start * (G.w_dim ** 0.5 / start.norm(dim=-1, keepdim=True))
+        self.latent = start.to(device).requires_grad_(True)
         shapes = G.noise_shapes(1)
-        zeroed = config.zeroed_noise_layers(len(shapes))
+        zeroed = config.zeroed_noise_layers(len(shapes)) if shapes else set()
         if self.robust is not None:
             self._init_robust_noise(shapes, zeroed, rng, device)
         else:
@@ -206,7 +213,7 @@ class ImageSearch:
     def result(self, G: Generator, stats: LatentStats) -> SearchResult:
         assert self._best_l2 is not None, "no step was run"
         best = self._best_converged or self._best_l2
-        ws = map_latents(best.latent, stats, G.num_ws)
+        ws = map_latents(best.latent, stats, G.num_ws, G.latent_kind)
         image = render(G, ws, best.noise)
         return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
                             converged=self.converged, best_step=best.step, best_l2=best.l2,
@@ -242,7 +249,7 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
     (each size gets its own downsampler); they share only the generator's forward and backward pass.
     """
     latent = torch.cat([s.latent for s in searches])  # one config per pool: tiled or not for all
-    ws = map_latents(latent, stats, G.num_ws)
+    ws = map_latents(latent, stats, G.num_ws, G.latent_kind)
     per_search = [s.noise for s in searches]
     noise = [torch.cat([n[i] for n in per_search]) for i in range(len(per_search[0]))]
     image = (G.synthesize(ws, noise) + 1) / 2
@@ -299,6 +306,8 @@ class SearchPool:
         """`on_frame(key, step, image)` gets every `save_every`-th iterate of each search as it is made.
         `robust` overrides the default `RobustOptions` of `mode="robust"` (benchmark ablations)."""
         config.validate()
+        if G.latent_kind == "gaussian":  # GEOCROSS and the noise options cannot apply (see SearchConfig.for_latent)
+            config.check_generator(0, G.latent_kind)
         if robust is not None:
             robust.validate()
         self.robust = robust
