@@ -59,11 +59,13 @@ def list_command(
     for r in rows:
         where = "\n".join(_source_label(s) for s in r["sources"]) or f"computed by pulse ({r['source']})"
         local = "\n".join(r["local_paths"]) if r["present"] else "no"
-        table.add_row(r["name"], r["family"], str(r["resolution"]), where, r["licence"], local)
+        licence = r["licence"] + (f"\nFor: {r['purpose']}" if r["purpose"] else "")
+        table.add_row(r["name"], r["family"], str(r["resolution"]), where, licence, local)
     console = _out_console()
     console.print(table)
-    console.print("All are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and licensed for "
-                  "non-commercial use only. Sources are tried in the order shown; (unverified): no NVIDIA "
+    console.print("The StyleGAN models are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and "
+                  "licensed for non-commercial use only; dcgan-digiface-64 is a small DCGAN on synthetic faces "
+                  "(DigiFace-1M) for trying pulse. Sources are tried in the order shown; (unverified): no NVIDIA "
                   "repository names that address. Download with: pulse weights download NAME")
 
 
