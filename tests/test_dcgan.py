@@ -168,3 +168,26 @@ def test_cli_runs_with_the_default_options(runner, tmp_path, training_checkpoint
     log = json.loads((out / "logs" / "0.png.jsonl").read_text().splitlines()[0])
     assert log["search"]["loss"] == "100*L2" and log["generator"]["family"] == "dcgan"
     assert Image.open(out / "0.png.png").size == (64, 64)
+
+
+def test_demo_crops_are_the_generators_faces_downscaled(tmp_path, training_checkpoint):
+    """examples/face_crops.py (make demo): seeded faces, and 8x8 crops that are those faces downscaled."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import face_crops
+    finally:
+        sys.path.pop(0)
+    face_crops.main([str(training_checkpoint), str(tmp_path / "demo"), "--seeds", "3-4", "--size", "8"])
+    G = load_generator(training_checkpoint)
+    for seed in (3, 4):
+        truth = np.asarray(Image.open(tmp_path / "demo" / "true-faces" / f"face-{seed}.png"), dtype=np.float32)
+        crop = np.asarray(Image.open(tmp_path / "demo" / "crops" / f"face-{seed}.png"), dtype=np.float32)
+        assert truth.shape == (64, 64, 3) and crop.shape == (8, 8, 3)
+        z = torch.randn(NZ, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            face = ((G.synthesize(z[None, None], []) + 1) / 2).clamp(0, 1)
+        assert np.abs(face[0].permute(1, 2, 0).numpy() * 255 - truth).max() <= 0.5 + 1e-3
+        small = BicubicDownsample(8)(face).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(small - crop).max() <= 0.5 + 1e-3
