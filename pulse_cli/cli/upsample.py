@@ -133,6 +133,10 @@ def upsample(
     sheet: Annotated[bool, flag("--sheet", panel=TRANSPARENCY,
                                 help="Contact sheets: OUT/sheets/<rel>.sheet.png per input and OUT/sheet.png.")]
     = False,
+    check_face: Annotated[bool, flag("--check-face", panel=TRANSPARENCY,
+                                     help="Run dlib's face detector on every result: face_score in results.jsonl "
+                                          "(null: no face found), counted in the summary and marked on sheets. "
+                                          "Needs the 'align' extra.")] = False,
     save_latents: Annotated[bool, flag("--save-latents", panel=TRANSPARENCY,
                                        help="Save OUT/<rel>.latents.safetensors (see 'pulse render').")] = False,
     save_every: Annotated[int | None, typer.Option(min=1, metavar="K", rich_help_panel=TRANSPARENCY,
@@ -190,6 +194,14 @@ def upsample(
             from .align import check_align_extra
 
             check_align_extra()
+        if check_face:
+            from ..align.detect import MissingExtra, import_dlib
+
+            try:
+                import_dlib()
+            except MissingExtra:
+                raise UsageError("--check-face needs dlib (the 'align' extra): "
+                                 "pip install 'pulse-depixelizer[align]'") from None
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
@@ -218,7 +230,7 @@ def upsample(
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
                              shard=parse_shard(shard),
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
-                             animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
+                             animate=animate, sheet=sheet, stop_at_eps=stop_at_eps, check_face=check_face)
     except UsageError as exc:
         raise fail(str(exc)) from None
     photos_failed = 0
@@ -255,9 +267,9 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
-        _print_summary_table(summary)
+        _print_summary_table(summary, check_face)
     if json_summary:
-        typer.echo(json.dumps(_summary_object(summary, out_dir)))
+        typer.echo(json.dumps(_summary_object(summary, out_dir) | ({"no_face": summary.no_face} if check_face else {})))
     if strict and summary.not_met_eps:
         err_console.print(f"[bold red]error:[/] {summary.not_met_eps} input(s) did not reach eps "
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
@@ -315,13 +327,14 @@ def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _print_summary_table(summary) -> None:
+def _print_summary_table(summary, check_face: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title="pulse upsample", show_edge=False)
-    for column in ("ok", "not converged", "failed", "skipped", "total", "seconds"):
+    for column in ("ok", "not converged", "failed", "skipped", "total", "seconds") + (("no face",) if check_face
+                                                                                         else ()):
         table.add_column(column, justify="right")
     c = summary.counts
     table.add_row(str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]),
-                  str(summary.total), f"{summary.seconds:.1f}")
+                  str(summary.total), f"{summary.seconds:.1f}", *([str(summary.no_face)] if check_face else []))
     err_console.print(table)
