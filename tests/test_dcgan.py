@@ -160,7 +160,8 @@ def test_cli_usage_errors(runner, tmp_path, training_checkpoint, crops, args, me
 def test_cli_runs_with_the_default_options(runner, tmp_path, training_checkpoint, crops, search):
     out = tmp_path / "out"
     result = runner.invoke(app, ["upsample", str(crops), str(out), "--checkpoint", str(training_checkpoint),
-                                 "--device", "cpu", "--steps", "20", "--search", search, "--json", "--quiet"])
+                                 "--device", "cpu", "--steps", "20", "--search", search, "--json", "--quiet",
+                                 "--save-latents"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["total"] == 2
     records = read_records(out)
@@ -168,6 +169,20 @@ def test_cli_runs_with_the_default_options(runner, tmp_path, training_checkpoint
     log = json.loads((out / "logs" / "0.png.jsonl").read_text().splitlines()[0])
     assert log["search"]["loss"] == "100*L2" and log["generator"]["family"] == "dcgan"
     assert Image.open(out / "0.png.png").size == (64, 64)
+    # the saved z re-renders the result bit for bit (pulse render builds its engine with the defaults)
+    again = runner.invoke(app, ["render", str(out / "0.png.latents.safetensors"), str(tmp_path / "again.png"),
+                                "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(out / "0.png.png")))
+
+
+def test_engine_defaults_fit_the_generator(training_checkpoint):
+    from pulse_cli.engine import Engine
+
+    engine = Engine.load(training_checkpoint, device="cpu")
+    assert engine.config.loss == "100*L2" and engine.config == SearchConfig().for_latent("gaussian")
+    with pytest.raises(ValueError, match="GEOCROSS has no meaning"):
+        Engine(engine.generator, config=SearchConfig())
 
 
 def test_demo_crops_are_the_generators_faces_downscaled(tmp_path, training_checkpoint):
