@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test test-quick demo demo-untrained lint bench bench-quick bench-search bench-scale check-gpu clean
+.PHONY: install test test-quick demo demo-untrained lint bench bench-quick bench-search bench-quality bench-scale check-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-quick: install
 # --search pulse vs robust on generator-made targets and the example crops (~30 min on 2 CPU cores).
 bench-search: install
 	$(BIN)/python bench/search.py
+
+# Search quality on 48 faces of dcgan-digiface-64 (8x8 and 16x16 crops): eps reached, dlib finds a face, identity
+# distances; pulse vs robust (~5 min on 1 thread). Results in bench/README.md.
+bench-quality: install $(DEMO_MODEL)
+	$(BIN)/python bench/quality.py
 
 # Images per hour with 1 and 2 processes (--shard, a shared OUT) and --ray local --workers 2 (~3 min on 2 cores).
 bench-scale: install
