@@ -242,8 +242,9 @@ class Engine:
     def search(self, targets: torch.Tensor, seeds: Sequence[int], *, stop_at_eps: bool = False) -> list[SearchResult]:
         """PULSE on targets [B, 3, h, w] in [0, 1], `seeds[b]` fixing target b's start; results in order.
 
-        Raises RuntimeError (with the reason) if a search fails. Each result is what that target gives
-        alone: batch-mates and order do not change it.
+        Raises RuntimeError (with the reason) if a search fails. Batch-mates and order do not change a
+        result (bit for bit within one batch size; other batch sizes round differently, so only the first
+        step is equal to float rounding).
         """
         assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
         assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)

@@ -23,6 +23,8 @@ from pulse_cli.checkpoints.io import load_torch_file
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats, read_gaussian_fit
 from pulse_cli.checkpoints.loading import latent_stats_for, load_networks, resolve_latent_stats
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 TOL = 1e-4
 FORMATS = {
     "zip": {},

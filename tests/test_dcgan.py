@@ -21,6 +21,8 @@ from pulse_cli.search.config import SearchConfig
 from pulse_cli.search.downsample import BicubicDownsample
 from pulse_cli.search.pulse import pulse_search
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 NZ = 8
 
 

@@ -24,6 +24,8 @@ from pulse_cli.run.records import (
     to_json,
 )
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 CONFIG = SearchConfig(steps=3)
 
 

@@ -7,7 +7,8 @@ into a failure, so that command cannot pass without having run on a GPU.
 Covered per device, on the small demo generator (128x128) with a few steps:
 - both evaluation paths ("fast" and "reference") compute the same images and gradients;
 - `synthesis="auto"` is the fast path on the CPU only (unverified elsewhere until these tests pass there);
-- a search's result does not depend on its batch-mates;
+- a search's result does not depend on its batch-mates, bit for bit within one batch size; across batch
+  sizes its first step agrees to float rounding;
 - `engine.render(result.ws, result.noise)` reproduces `result.image` bit for bit;
 - running out of device memory in a batch is reported as the engine's docstring says.
 """
@@ -23,6 +24,8 @@ from helpers import face_target
 from pulse_cli.engine import Engine
 from pulse_cli.search.pulse import SearchConfig
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 REQUIRE_GPU = os.environ.get("PULSE_REQUIRE_GPU", "") not in ("", "0")
 AVAILABLE = {
     "cpu": True,
@@ -32,12 +35,16 @@ AVAILABLE = {
 ANY_GPU = AVAILABLE["cuda"] or AVAILABLE["mps"]
 STEPS = 3
 PARITY_TOL = 1e-4  # float32: the fast path reorders sums; the paths agree to ~1e-5 on the demo network
-# float32, batch of 3 vs alone: batched and single convolutions round differently, and Adam's first steps
-# (update ~ lr * g / |g|) amplify that. Measured on the CPU over 3 steps: the loss trajectory within 2e-6
-# relative, latents within 9e-5 and images within 1.5e-4 max abs. Cross-talk between batch-mates (a shared
-# norm, optimiser state or loss scale) changes them by orders of magnitude more.
-LOSS_RTOL = 1e-5
-LATENT_TOL = 1e-3
+# Gradients: where an activation lies within rounding of LeakyReLU's kink, one path takes the other slope
+# there. On the demo network each path is either ~2e-6 or ~1e-3 from float64 (relative norm), by kernel
+# set: the two paths measured 1.4e-6-1.4e-3 apart on AVX-512, AVX2 and SSE4.1 kernels. A wrong gradient
+# is off by far more.
+GRAD_PARITY_TOL = 5e-3
+# A batch of 3 and a batch of 1 run other kernel shapes, which round differently: the first step's loss
+# (the seeded start, before any update) measured within 2.3e-7 relative on AVX-512, AVX2 and SSE4.1
+# kernels. Adam's first updates (~ lr * g / |g|) then amplify the difference, so later steps are a
+# different search of the same objective and are not compared.
+FIRST_STEP_RTOL = 2e-6
 
 
 def _device_param(name: str):
@@ -62,7 +69,7 @@ def _engine(checkpoint, device: str, synthesis: str, batch_size: int, tmp_path) 
 
 
 def _targets(count: int, size: int = 16) -> torch.Tensor:
-    crops = [(160, 20, 320, 180), (150, 30, 310, 190), (170, 10, 330, 170)]
+    crops = [(160, 20, 320, 180), (150, 30, 310, 190), (170, 10, 330, 170), (100, 50, 400, 350)]
     return torch.stack([face_target(size, crop=crops[i % len(crops)]) for i in range(count)])
 
 
@@ -96,7 +103,7 @@ def test_fast_and_reference_paths_agree(demo_checkpoint, device, tmp_path):
     # allow_tf32=True is that, not the fast path (the product does not change the default).
     tf32 = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32} if device == "cuda" else {}
     assert _max_diff(image_fast, image_ref) < PARITY_TOL, tf32
-    assert ((grad_fast - grad_ref).norm() / grad_ref.norm()).item() < 1e-3, tf32
+    assert ((grad_fast - grad_ref).norm() / grad_ref.norm()).item() < GRAD_PARITY_TOL, tf32
 
 
 def test_auto_synthesis_is_fast_on_the_cpu_only(demo_checkpoint, device, tmp_path):
@@ -109,20 +116,33 @@ def test_auto_synthesis_is_fast_on_the_cpu_only(demo_checkpoint, device, tmp_pat
 
 @pytest.mark.parametrize("synthesis", ["fast", "reference"])
 def test_a_result_does_not_depend_on_its_batch_mates(demo_checkpoint, device, synthesis, tmp_path):
+    """Bit for bit: within one batch size, other batch-mates and another place in the batch leave a
+    result unchanged (each search keeps its own latents, optimiser, schedule and best iterate, and the
+    kernels compute each image of a batch apart). Measured on AVX-512, AVX2 and SSE4.1 kernels; on a GPU
+    it is what `make check-gpu` checks."""
+    targets = _targets(4)
+    engine = _engine(demo_checkpoint, device, synthesis, 3, tmp_path)
+    first = engine.search(targets[[0, 1, 2]], seeds=[11, 12, 13])
+    moved = engine.search(targets[[3, 0, 1]], seeds=[99, 11, 98])  # target 0: new mates, second place
+    one, other = first[0], moved[1]
+    assert one.steps_run == other.steps_run == STEPS
+    assert [(s.l2, s.total) for s in one.history] == [(s.l2, s.total) for s in other.history]
+    assert torch.equal(one.ws, other.ws) and torch.equal(one.image, other.image)
+    assert all(torch.equal(x, y) for x, y in zip(one.noise, other.noise, strict=True))
+    # and the mates' own targets did matter to them: the searches differ
+    assert first[1].history[0].l2 != moved[0].history[0].l2
+
+
+@pytest.mark.parametrize("synthesis", ["fast", "reference"])
+def test_across_batch_sizes_a_search_starts_equal_to_float_rounding(demo_checkpoint, device, synthesis, tmp_path):
     targets, seeds = _targets(3), [11, 12, 13]
     batched = _engine(demo_checkpoint, device, synthesis, 3, tmp_path).search(targets, seeds=seeds)
     single = _engine(demo_checkpoint, device, synthesis, 1, tmp_path)
     for b in range(3):
         [alone] = single.search(targets[b:b + 1], seeds=[seeds[b]])
-        together = batched[b]
-        assert alone.steps_run == together.steps_run == STEPS
-        assert alone.best_step == together.best_step
-        for one, other in zip(alone.history, together.history, strict=True):
-            assert abs(one.l2 - other.l2) <= LOSS_RTOL * abs(one.l2), (b, one.step, one.l2, other.l2)
-            assert abs(one.total - other.total) <= LOSS_RTOL * abs(one.total), (b, one.step)
-        assert _max_diff(alone.ws, together.ws) < LATENT_TOL
-        assert _max_diff(alone.image, together.image) < LATENT_TOL
-        assert max(_max_diff(x, y) for x, y in zip(alone.noise, together.noise, strict=True)) < LATENT_TOL
+        one, other = alone.history[0], batched[b].history[0]
+        assert abs(one.l2 - other.l2) <= FIRST_STEP_RTOL * abs(one.l2), (b, one.l2, other.l2)
+        assert abs(one.total - other.total) <= FIRST_STEP_RTOL * abs(one.total), (b, one.total, other.total)
 
 
 @pytest.mark.parametrize("synthesis", ["fast", "reference"])

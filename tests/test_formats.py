@@ -40,6 +40,8 @@ from pulse_cli.checkpoints.safe_pickle import load_restricted_pickle
 from pulse_cli.cli import app
 from pulse_cli.weights.local import find_default_checkpoint
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 TOL = 1e-4
 
 

@@ -18,6 +18,8 @@ from pulse_cli.search.losses import loss_terms, parse_loss
 from pulse_cli.search.optim import lr_multiplier
 from pulse_cli.search.pulse import ImageSearch, map_latents, run_step
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 FAST = SearchConfig(steps=8)
 # A large fixed learning rate makes the L2 oscillate, so the last iterate is often not the best one.
 WILD = SearchConfig(steps=16, lr=3.0, lr_schedule="fixed", eps=0.0)

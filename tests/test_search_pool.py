@@ -11,6 +11,8 @@ from helpers import face_target, in_float64, tiny_generator
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
 from pulse_cli.search.pulse import SearchConfig, SearchPool, pulse_search
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 CONFIG = SearchConfig(steps=8)
 
 

@@ -21,6 +21,8 @@ from pulse_cli.search.losses import (
 )
 from pulse_cli.search.optim import SphericalOptimizer, lr_multiplier
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 
 @pytest.fixture(scope="module")
 def ref(fixtures_dir: Path) -> dict:

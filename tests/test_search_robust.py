@@ -29,6 +29,8 @@ from pulse_cli.search.robust import (
     w_distance,
 )
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 ROBUST = SearchConfig(steps=8, mode="robust")
 
 

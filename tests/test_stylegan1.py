@@ -19,6 +19,8 @@ from pulse_cli.networks.stylegan1 import (
     infer_synthesis_channels,
 )
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 TOL = 1e-4
 
 

@@ -14,6 +14,8 @@ from pulse_cli.checkpoints.rosinality import rosinality_to_nvidia
 from pulse_cli.networks.generator import Generator
 from pulse_cli.networks.stylegan2 import StyleGAN2Generator, infer_config
 
+pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
+
 TOL = 1e-4
 
 

@@ -3,7 +3,8 @@
 `pulse_search(G, targets, seeds=..., ...)` optimises each target's own W+ latents and noise on their
 spheres so that the generated image, bicubic-downscaled, matches the target. Images in one batch share
 the generator's forward and backward passes only: each keeps its own parameters, optimiser state,
-schedule and best iterate, so its result does not depend on its batch-mates.
+schedule and best iterate, so its result does not depend on its batch-mates (bit for bit within one batch
+size; the batch size itself changes float rounding, README "Reproducibility").
 """
 
 from __future__ import annotations
