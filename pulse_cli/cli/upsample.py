@@ -269,7 +269,7 @@ def upsample(
     if not quiet:
         _print_summary_table(summary, check_face)
     if json_summary:
-        typer.echo(json.dumps(_summary_object(summary, out_dir) | ({"no_face": summary.no_face} if check_face else {})))
+        typer.echo(json.dumps(_summary_object(summary, out_dir, check_face)))
     if strict and summary.not_met_eps:
         err_console.print(f"[bold red]error:[/] {summary.not_met_eps} input(s) did not reach eps "
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
@@ -317,13 +317,14 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
         raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
 
 
-def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
+def _summary_object(summary, out_dir: Path, check_face: bool = False) -> dict[str, Any]:
     return {
         "total": summary.total,
         **summary.counts,
         "seconds": round(summary.seconds, 3),
         "out": str(out_dir),
         "results": str(out_dir / "results.jsonl"),
+        **({"no_face": summary.no_face} if check_face else {}),  # results in which dlib found no face
     }
 
 
@@ -331,10 +332,11 @@ def _print_summary_table(summary, check_face: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title="pulse upsample", show_edge=False)
-    for column in ("ok", "not converged", "failed", "skipped", "total", "seconds") + (("no face",) if check_face
-                                                                                         else ()):
+    columns = ["ok", "not converged", "failed", "skipped", "total", "seconds"] + (["no face"] if check_face else [])
+    for column in columns:
         table.add_column(column, justify="right")
     c = summary.counts
-    table.add_row(str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]),
-                  str(summary.total), f"{summary.seconds:.1f}", *([str(summary.no_face)] if check_face else []))
+    cells = [str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]), str(summary.total),
+             f"{summary.seconds:.1f}"] + ([str(summary.no_face)] if check_face else [])
+    table.add_row(*cells)
     err_console.print(table)
