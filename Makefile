@@ -49,14 +49,14 @@ $(DEMO_MODEL): | install
 demo: install $(DEMO_MODEL)
 	$(BIN)/python examples/face_crops.py $(DEMO_MODEL) $(DEMO_OUT) --seeds 1-6 --size 8
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/pulse upsample $(DEMO_OUT)/crops $(DEMO_OUT)/faces --checkpoint $(DEMO_MODEL) \
-		--samples 3 --sheet --batch-size 6
-	@echo "contact sheet: $(DEMO_OUT)/faces/sheet.png (the faces the crops came from: $(DEMO_OUT)/true-faces/)"
+		--samples 3 --sheet --batch-size 6 --report
+	@echo "contact sheet: $(DEMO_OUT)/faces/sheet.png, all results: $(DEMO_OUT)/faces/report.html (the faces the crops came from: $(DEMO_OUT)/true-faces/)"
 
 # No download: the untrained demo StyleGAN on the example crops (the mechanics, not faces).
 demo-untrained: install
 	$(BIN)/pulse demo-generator weights/demo
-	$(BIN)/pulse upsample examples/crops $(DEMO_OUT)/untrained --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2
-	@echo "results in $(DEMO_OUT)/untrained/ (images, logs/, results.jsonl)"
+	$(BIN)/pulse upsample examples/crops $(DEMO_OUT)/untrained --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2 --report
+	@echo "results in $(DEMO_OUT)/untrained/ (images, logs/, results.jsonl; open report.html)"
 
 bench: install
 	$(BIN)/python bench/bench.py

@@ -233,6 +233,8 @@ class Engine:
                 on_step([search for _, search in pool.active])
             for slot, result in pool.pop_finished():
                 yield Finished(slot.key, result, None, slot.seconds)
+            for slot, reason in pool.pop_failed():  # non-finite values: that search alone fails
+                yield Finished(slot.key, None, reason, slot.seconds)
 
     @staticmethod
     def _fail(pool: SearchPool, reason: str) -> Iterator[Finished]:

@@ -15,6 +15,11 @@ def describe_os_error(exc: OSError) -> str:
     return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
+# Control characters in a file name (a newline, a carriage return, an escape) would split or rewrite a line.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
 def printable(text: str) -> str:
-    """Text safe to print: a file name that is not valid UTF-8 shows its odd bytes as `\\udcXX`."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """Text safe to print on one line: a file name that is not valid UTF-8 shows its odd bytes as `\\udcXX`,
+    control characters (a newline in a name) as escapes such as `\\n`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_CONTROLS)

@@ -196,6 +196,23 @@ def read_records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+def strict_lines(path: Path) -> list[dict]:
+    """Every line of a JSON-lines file, parsed strictly (no NaN/Infinity, nothing torn): what jq accepts."""
+    def refuse(name):
+        raise AssertionError(f"{name} in {path}")
+
+    text = path.read_text("ascii")
+    assert text == "" or text.endswith("\n"), "torn last line"
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+def one_error_line(stderr: str) -> str:
+    """The one `error:` line of a command's stderr (and no traceback)."""
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
 def same_images(a: Path, b: Path, names: list[str]) -> bool:
     """Whether the result images of `names` are pixel-identical in two output folders."""
     return all(np.array_equal(np.asarray(Image.open(a / f"{n}.png")), np.asarray(Image.open(b / f"{n}.png")))

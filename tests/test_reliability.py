@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_crops
+from helpers import one_error_line, strict_lines, write_crops
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -34,22 +34,6 @@ FAST = ["--steps", "3", "--device", "cpu"]
 
 def upsample(runner: CliRunner, *args):
     return runner.invoke(app, ["upsample", *map(str, args)])
-
-
-def strict_lines(path: Path) -> list[dict]:
-    """Every line of a JSON-lines file, parsed strictly (no NaN/Infinity, nothing torn): what jq accepts."""
-    def refuse(name):
-        raise AssertionError(f"{name} in {path}")
-
-    text = path.read_text("ascii")
-    assert text == "" or text.endswith("\n"), "torn last line"
-    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
-
-
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
-    return line
 
 
 def temp_files(folder: Path) -> list[Path]:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import first_line
+from ..files.atomic import describe_file_kind
 from .errors import CheckpointError
 
 __all__ = ["CheckpointError", "check_checkpoint_file", "load_torch_file", "refused_global"]
@@ -24,6 +25,9 @@ def check_checkpoint_file(path: Path) -> Path:
     """The path, if it is a non-empty file; else a one-line CheckpointError."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a FIFO, a device such as /dev/zero, a folder: there is no file to read
+            kind = describe_file_kind(path.stat().st_mode)
+            raise CheckpointError(f"{path}: is {kind}, not a checkpoint file")
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")

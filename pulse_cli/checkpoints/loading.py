@@ -31,6 +31,7 @@ from .formats import (
 from .latent_stats import (
     PULSE_SAMPLES,
     PULSE_SEED,
+    check_finite,
     check_stats_fit,
     compute_latent_stats,
     read_gaussian_fit,
@@ -89,8 +90,11 @@ def latent_kind_of(path: Path, name_family: NameFamily | None = None) -> str:
 
 
 def load_networks(path: Path, name_family: NameFamily | None = None) -> LoadedNetworks:
-    """Load the generator networks from a checkpoint path (file or folder), recognising the format by content."""
-    return read_networks(resolve_checkpoint_path(Path(path), name_family))
+    """Load the generator networks from a checkpoint path (file or folder), recognising the format by content.
+    Every tensor is checked to be finite (see `check_finite`), whatever the family."""
+    loaded = read_networks(resolve_checkpoint_path(Path(path), name_family))
+    check_finite(loaded.generator.state_dict().items(), loaded.path)  # its statistics: in check_stats_fit
+    return loaded
 
 
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}
@@ -267,8 +271,12 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
         **(metadata or {}),
     }
     dst = Path(dst)
-    if dst.exists() and dst.resolve() == loaded.path.resolve():
-        raise CheckpointError(f"{dst}: refusing to overwrite the source checkpoint")
+    # every file the source is read from: the checkpoint and its companions (mapping, latent statistics)
+    sources = {"the source checkpoint": loaded.path, "the source's mapping network": loaded.mapping_path,
+               "the source's latent statistics": Path(gaussian_fit) if gaussian_fit else _fit_beside(loaded)}
+    for role, source in sources.items():
+        if source is not None and dst.exists() and source.exists() and os.path.samefile(dst, source):
+            raise CheckpointError(f"{dst}: refusing to overwrite {role}")
     try:
         safetensors_file.write_file(dst, generator.to("cpu"), stats, meta)
     except OSError as exc:

@@ -197,6 +197,17 @@ def _read_network_pickle(path: Path) -> LoadedNetworks:
 # pulse's safetensors file
 
 
+def _check_declared_shape(path: Path, metadata: Mapping[str, str], generator: Any) -> None:
+    """What the metadata says of the network (resolution, latent sizes) must be what its tensors make: a file
+    that says otherwise is damaged or edited, and `weights info` would repeat the claim."""
+    for name in ("resolution", "num_ws", "w_dim", "z_dim"):
+        declared, actual = metadata.get(name), getattr(generator, name, None)
+        if declared is None or (declared == "none" and actual is None):
+            continue
+        if declared != str(actual):
+            raise CheckpointError(f"{path}: metadata says {name} {declared} but the tensors make {actual}")
+
+
 def _read_safetensors(path: Path) -> LoadedNetworks:
     tensors, stats, metadata = st.read_file(path)
     family = st.family_from_keys(tensors)
@@ -224,5 +235,6 @@ def _read_safetensors(path: Path) -> LoadedNetworks:
         has_mapping = True
     if stats is not None:
         check_stats_fit(stats, generator, path)
+    _check_declared_shape(path, metadata, generator)
     return LoadedNetworks(generator, path, path if has_mapping else None, FORMAT_SAFETENSORS, stats, metadata,
                           use_fit_beside=family == "stylegan1")

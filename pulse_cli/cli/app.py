@@ -12,10 +12,12 @@ import typer
 
 from ..version import __version__
 from .align import align
-from .console import INTERRUPTED
+from .console import INTERRUPTED, stops_cleanly
 from .demo import demo_generator
 from .options import Command, Group
 from .render import render
+from .report import HELP as REPORT_HELP
+from .report import report
 from .upsample import HELP as UPSAMPLE_HELP
 from .upsample import upsample
 from .weights import weights_app
@@ -47,8 +49,9 @@ def main_callback(
     """Batch PULSE face depixelizer."""
 
 
-app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True, cls=Command)(upsample)
+app.command("upsample", help=UPSAMPLE_HELP, no_args_is_help=True, cls=Command)(stops_cleanly(upsample))
 app.command("render", no_args_is_help=True, cls=Command)(render)
+app.command("report", help=REPORT_HELP, no_args_is_help=True, cls=Command)(report)
 app.command("align", no_args_is_help=True, cls=Command)(align)
 app.command("demo-generator", cls=Command)(demo_generator)
 app.add_typer(weights_app, name="weights")

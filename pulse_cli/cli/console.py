@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -33,6 +35,24 @@ def note(message: str) -> None:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (finished outputs kept) but ending with exit code 143."""
+
+
+def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command that, stopped by SIGTERM or Ctrl-C at any moment (importing torch, loading the model,
+    printing the summary), ends with its one line and exit code 143 or 130, never a traceback or a silent
+    death. Typer reads the wrapped function's options."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with sigterm_as_interrupt():
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                terminated = isinstance(exc, Terminated)
+                err_console.print(f"{'terminated' if terminated else 'interrupted'}: finished outputs are kept; "
+                                  "rerun the same command to resume", markup=False)
+                raise typer.Exit(TERMINATED if terminated else INTERRUPTED) from None
+
+    return wrapper
 
 
 @contextmanager

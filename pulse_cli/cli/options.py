@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +17,8 @@ MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", 
 
 
 class _BareHelp:
-    """--help is a flag: shown without a value placeholder (Typer's own shows `<bool>`)."""
+    """--help is a flag: shown without a value placeholder (Typer's own shows `<bool>`). A bad argument
+    (`--steps 0`, an unknown option) is one `error:` line and exit code 2, as every other usage error."""
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
@@ -23,13 +26,39 @@ class _BareHelp:
             option.metavar = ""
         return option
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        with _usage_errors_in_one_line(ctx):
+            return super().parse_args(ctx, args)  # type: ignore[misc]
+
+
+@contextmanager
+def _usage_errors_in_one_line(ctx: Any) -> Iterator[None]:
+    """Click's usage errors (a bad value, an unknown option or command) as one `error:` line, exit code 2,
+    instead of a usage block and a framed box."""
+    from typer._click.exceptions import NoArgsIsHelpError  # the Click that Typer's commands are built on
+    from typer._click.exceptions import UsageError as ClickUsageError
+
+    try:
+        yield
+    except ClickUsageError as exc:
+        if isinstance(exc, NoArgsIsHelpError):  # `pulse upsample` alone: the help, as intended
+            raise
+        from .console import fail
+
+        message = " ".join(exc.format_message().split())  # one line, whatever Click wrapped
+        raise fail(f"{message} (see '{ctx.command_path} --help')", exc.exit_code) from None
+
 
 class Command(_BareHelp, TyperCommand):
     """A command whose --help shows no `<bool>` placeholder."""
 
 
 class Group(_BareHelp, TyperGroup):
-    """A command group whose --help shows no `<bool>` placeholder."""
+    """A command group whose --help shows no `<bool>` placeholder (and an unknown command is one line)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        with _usage_errors_in_one_line(ctx):
+            return super().resolve_command(ctx, args)
 
 
 def flag(*names: str, help: str, panel: str) -> Any:
@@ -119,10 +148,10 @@ def check_input(path: Path) -> None:
 
 def check_in_and_out(in_path: Path, out_dir: Path) -> None:
     """Refuse layouts where outputs could become inputs. OUT inside IN is fine: discovery skips it."""
-    source, target = in_path.resolve(), out_dir.resolve()
+    source, target = in_path.resolve(), out_dir.resolve()  # links followed: where the files really are
     if source == target:
         raise UsageError(f"output folder {out_dir} is the input folder; choose another OUT")
-    if source.is_dir() and target in source.parents:
+    if target in source.parents:  # a folder or a single image: either could be overwritten by results
         raise UsageError(f"input {in_path} is inside the output folder {out_dir}; choose an OUT outside it")
 
 
@@ -138,11 +167,64 @@ def check_output_folder(path: Path) -> None:
         raise UsageError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
 
 
+def check_bookkeeping(out_dir: Path) -> None:
+    """OUT's bookkeeping is usable: `results.jsonl` absent or a plain writable file, `.claims` absent or a
+    writable folder whose claim files are plain files. Checked before the model loads, so a run never starts
+    that could record nothing; each refusal says what to remove or fix (nothing is written through a
+    symbolic link or special file there: OUT may be shared with other users)."""
+    import errno
+    import secrets
+    import stat
+
+    from ..files.atomic import describe_file_kind, open_regular
+    from ..files.claims import CLAIM_SUFFIX, CLAIMS_FOLDER
+    from ..run.records import RESULTS_FILE
+
+    results = out_dir / RESULTS_FILE
+    try:
+        os.close(open_regular(results, os.O_RDWR))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EISDIR):
+            raise UsageError(f"{results} {exc.strerror}: remove or rename it (pulse writes its records "
+                             f"there)") from None
+        raise UsageError(f"{results} is not writable ({exc.strerror or exc})") from None
+    claims = out_dir / CLAIMS_FOLDER
+    try:
+        kind = claims.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(kind):
+        raise UsageError(f"{claims} is {describe_file_kind(kind)}, not a folder: remove it (pulse keeps its "
+                         f"claims there)")
+    probe = claims / f".pulse-write-test-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{claims} is not writable ({exc.strerror or exc}); make it writable or remove "
+                         f"it") from None
+    with os.scandir(claims) as entries:
+        for entry in entries:
+            if entry.name.endswith(CLAIM_SUFFIX) and not entry.is_file(follow_symlinks=False):
+                try:
+                    what = describe_file_kind(entry.stat(follow_symlinks=False).st_mode)
+                except FileNotFoundError:  # a claim another process just let go of
+                    continue
+                raise UsageError(f"{entry.path} is {what}, not a claim file: remove it")
+
+
 def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint to use and how it was chosen."""
     if explicit is not None:
         if not explicit.exists():
             raise UsageError(f"checkpoint {explicit} does not exist")
+        if not explicit.is_file() and not explicit.is_dir():  # a FIFO or a device: reading it never ends well
+            from ..files.atomic import describe_file_kind
+
+            raise UsageError(f"checkpoint {explicit} is {describe_file_kind(explicit.stat().st_mode)}, not a "
+                             f"file or folder")
         if explicit.is_file() and not os.access(explicit, os.R_OK):
             raise UsageError(f"checkpoint {explicit} is not readable")
         return explicit, "given"
@@ -166,15 +248,27 @@ def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> tupl
         return None
     env = os.environ if environ is None else environ
     text = spec.strip().lower()
+
+    def whole(name: str, value: str | None, default: int | None = None) -> int:
+        """An environment variable (or `auto/N`'s N) as a whole number, or a one-line usage error."""
+        if value is None or (not value.strip() and default is not None):
+            assert default is not None
+            return default
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise UsageError(f"--shard {spec}: {name} is {value!r}, not a whole number") from None
+
     if text == "auto" or text.startswith("auto/"):
         count_text = text[5:] if text.startswith("auto/") else None
+        count = whole("the shard count", count_text) if count_text is not None else None
         if "SLURM_ARRAY_TASK_ID" in env:
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
-            k = int(env["SLURM_ARRAY_TASK_ID"]) - first + 1
-            n = int(count_text or env.get("SLURM_ARRAY_TASK_COUNT", "0") or 0)
+            first = whole("SLURM_ARRAY_TASK_MIN", env.get("SLURM_ARRAY_TASK_MIN"), 0)
+            k = whole("SLURM_ARRAY_TASK_ID", env["SLURM_ARRAY_TASK_ID"]) - first + 1
+            n = count if count is not None else whole("SLURM_ARRAY_TASK_COUNT", env.get("SLURM_ARRAY_TASK_COUNT"), 0)
         elif "JOB_COMPLETION_INDEX" in env:
-            k = int(env["JOB_COMPLETION_INDEX"]) + 1
-            n = int(count_text or env.get("PULSE_SHARD_COUNT", "0") or 0)
+            k = whole("JOB_COMPLETION_INDEX", env["JOB_COMPLETION_INDEX"]) + 1
+            n = count if count is not None else whole("PULSE_SHARD_COUNT", env.get("PULSE_SHARD_COUNT"), 0)
         else:
             raise UsageError("--shard auto: no SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX in the environment; "
                              "use --shard K/N")

@@ -23,6 +23,10 @@ def render(
                                            help="Label the PNG as synthetic.")] = True,
 ) -> None:
     """Re-render a saved result from its latents and noise (same device: bit for bit)."""
+    from ..files.discovery import IMAGE_SUFFIXES
+
+    if out.suffix.lower() not in IMAGE_SUFFIXES:  # the suffix says the format
+        raise fail(f"{out}: name the image to write with an image extension, e.g. {out.name or 'out'}.png")
     from ..checkpoints.io import CheckpointError
     from ..device import resolve_device
     from ..files.latents import LatentsError

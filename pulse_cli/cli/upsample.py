@@ -24,6 +24,7 @@ from .options import (
     QuietFlag,
     SynthesisPath,
     UsageError,
+    check_bookkeeping,
     check_in_and_out,
     check_input,
     check_output_folder,
@@ -137,6 +138,9 @@ def upsample(
                                      help="Run dlib's face detector on every result: face_score in results.jsonl "
                                           "(null: no face found), counted in the summary and marked on sheets. "
                                           "Needs the 'align' extra.")] = False,
+    report: Annotated[bool, flag("--report", panel=TRANSPARENCY,
+                                 help="At the end, write OUT/report.html from every record in OUT (as 'pulse "
+                                      "report'); each run or shard sharing OUT rewrites it.")] = False,
     save_latents: Annotated[bool, flag("--save-latents", panel=TRANSPARENCY,
                                        help="Save OUT/<rel>.latents.safetensors (see 'pulse render').")] = False,
     save_every: Annotated[int | None, typer.Option(min=1, metavar="K", rich_help_panel=TRANSPARENCY,
@@ -190,6 +194,7 @@ def upsample(
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
         check_output_folder(out_dir)
+        check_bookkeeping(out_dir)
         if align:
             from .align import check_align_extra
 
@@ -239,7 +244,12 @@ def upsample(
 
         photos_failed = align_into(in_dir, out_dir / "crops", recursive=recursive, overwrite=overwrite, quiet=quiet)
         in_dir = out_dir / "crops"
-    index = FinishedIndex(out_dir / RESULTS_FILE)  # read once: planning, then the run
+    def damaged(line: int, reason: str) -> None:
+        if not quiet:
+            err_console.print(f"[yellow]warning:[/] {escape(printable(str(out_dir / RESULTS_FILE)))} line {line} "
+                              f"is not a record pulse can use ({escape(reason)}); it is ignored", markup=True)
+
+    index = FinishedIndex(out_dir / RESULTS_FILE, on_damaged=damaged)  # read once: planning, then the run
     jobs = plan_jobs(in_dir, out_dir, options, index)
 
     if not quiet:
@@ -268,6 +278,10 @@ def upsample(
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
         _print_summary_table(summary, check_face)
+    if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
+        from .report import inputs_folder, write_report_or_fail
+
+        write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
     if json_summary:
         typer.echo(json.dumps(_summary_object(summary, out_dir, check_face)))
     if strict and summary.not_met_eps:

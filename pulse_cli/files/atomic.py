@@ -18,6 +18,7 @@ import math
 import os
 import secrets
 import socket
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,13 +162,52 @@ def _cut_torn_tail(fd: int) -> None:
     os.ftruncate(fd, 0)
 
 
+def open_regular(path: Path, flags: int, mode: int = 0o666) -> int:
+    """os.open that neither follows a symbolic link nor waits on a FIFO, and refuses anything but a plain
+    file (a folder, a FIFO, a device): bookkeeping files are never written or read through such things."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link, not a plain file", str(path)) from None
+        if exc.errno == errno.EISDIR:
+            raise OSError(errno.EISDIR, "is a folder, not a plain file", str(path)) from None
+        if exc.errno == errno.ENXIO:  # a FIFO or socket nobody reads
+            raise OSError(errno.EINVAL, "is a special file, not a plain file", str(path)) from None
+        raise
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise OSError(errno.EINVAL, f"is {describe_file_kind(kind)}, not a plain file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def describe_file_kind(mode: int) -> str:
+    """What a file is, from its `st_mode`, for messages: `a folder`, `a FIFO`, ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a plain file" if stat.S_ISREG(mode) else "a special file"
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one whole line. Under an exclusive lock (several runs may share a file): a torn last line
     is cut off first, the line is written in full or, if the write fails, cut off again."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_json_line(record).encode("ascii")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, _file_mode())
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, _file_mode())
     try:
         with _locked(fd):
             _cut_torn_tail(fd)
@@ -188,43 +228,52 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every whole, valid JSON object line of a file (a torn or damaged line is passed over)."""
+    return [value for _, value in _read_lines(Path(path), 0, whole_only=False)[2] if value is not None]
+
+
+def _read_lines(path: Path, offset: int, *, whole_only: bool = True
+                ) -> tuple[int, int, list[tuple[int, dict[str, Any] | None]]]:
+    """From byte `offset` on, the whole lines of a plain file (see `open_regular`; with `whole_only=False`
+    a last line without its newline too): (bytes they take, how many lines, [(index of each line that is not
+    blank, its JSON object or None when it is not one)]); nothing when the file does not exist."""
     try:
-        data = Path(path).read_bytes()
+        fd = open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
-        return []
-    return _objects(data)
-
-
-def _objects(data: bytes) -> list[dict[str, Any]]:
-    """The lines of `data` that are JSON objects; anything else (a torn or damaged line) is passed over."""
-    records = []
-    for line in data.split(b"\n"):
+        return 0, 0, []
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1 if whole_only else len(data)
+    lines = data[:end].split(b"\n")[:-1] if whole_only else data.split(b"\n")
+    entries = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
             value = json.loads(line)
         except ValueError:
-            continue
-        if isinstance(value, dict):
-            records.append(value)
-    return records
+            value = None
+        entries.append((number, value if isinstance(value, dict) else None))
+    return end, len(lines), entries
 
 
 class JsonlTail:
-    """Reads a JSON-lines file as it grows: each `new_records()` returns the whole, valid lines appended
-    since the last call (a torn last line waits until it is whole or cut)."""
+    """Reads a JSON-lines file as it grows: each `new_lines()` returns the whole lines appended since the last
+    call (a torn last line waits until it is whole or cut), numbered from 1 as editors number them."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.offset = 0
+        self.lines = 0  # whole lines read so far
+
+    def new_lines(self) -> list[tuple[int, dict[str, Any] | None]]:
+        """(line number, the JSON object or None for a line that is not one) per new whole line."""
+        used, count, entries = _read_lines(self.path, self.offset)
+        self.offset += used
+        numbered = [(self.lines + 1 + k, value) for k, value in entries]
+        self.lines += count
+        return numbered
 
     def new_records(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        if end == 0:
-            return []
-        self.offset += end
-        return _objects(data[:end])
+        """The new whole lines that are JSON objects (a torn or damaged line is passed over)."""
+        return [value for _, value in self.new_lines() if value is not None]

@@ -38,4 +38,12 @@ def load_latents(path: Path) -> tuple[torch.Tensor, list[torch.Tensor], dict[str
     if metadata.get("format") != LATENTS_FORMAT or "ws" not in tensors:
         raise LatentsError(f"{path}: not a pulse latents file (expected format {LATENTS_FORMAT})")
     noise_keys = sorted(k for k in tensors if k.startswith("noise."))
+    for key in ["ws", *noise_keys]:
+        tensor = tensors[key]
+        if not tensor.is_floating_point():
+            raise LatentsError(f"{path}: {key} is stored as {str(tensor.dtype).removeprefix('torch.')}; "
+                               f"latents are floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise LatentsError(f"{path}: {key} holds non-finite values (NaN or infinity)")
+        tensors[key] = tensor.float()  # the search saves float32; float16 or float64 ones are read as such
     return tensors["ws"], [tensors[k] for k in noise_keys], metadata

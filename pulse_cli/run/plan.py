@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..files.atomic import JsonlTail
 from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths
-from .records import DONE, FAILED, RESULTS_FILE
+from .records import DONE, FAILED, RESULTS_FILE, RecordError, ResultRecord
 
 
 def derive_seed(base_seed: int, rel: str, sample: int) -> int:
@@ -59,10 +60,14 @@ class Job:
 class FinishedIndex:
     """Per input, the latest record that finished it (ok or not_converged), unless a later one failed it;
     skipped records repeat an earlier one and change nothing. `refresh()` reads only what other processes
-    sharing the folder appended since, so checking again before each input stays cheap."""
+    sharing the folder appended since, so checking again before each input stays cheap.
 
-    def __init__(self, results_file: Path):
+    A line that is not a record of the shape `ResultRecord.from_json` accepts (hand-edited, damaged) is passed
+    over like a torn line: `on_damaged(line number, reason)` hears of it once."""
+
+    def __init__(self, results_file: Path, on_damaged: Callable[[int, str], None] | None = None):
         self._tail = JsonlTail(results_file)
+        self.on_damaged = on_damaged
         self.latest: dict[str, dict[str, Any]] = {}
         self.since_start: dict[str, dict[str, Any]] = {}  # only what was appended after the first read
         self._read(self.latest)
@@ -71,10 +76,16 @@ class FinishedIndex:
         self._read(self.latest, self.since_start)
 
     def _read(self, *views: dict[str, dict[str, Any]]) -> None:
-        for record in self._tail.new_records():
-            rel, status = record.get("input"), record.get("status")
-            if not isinstance(rel, str):
+        for number, record in self._tail.new_lines():
+            try:
+                if record is None:
+                    raise RecordError("not a JSON object")
+                ResultRecord.from_json(record)
+            except RecordError as exc:
+                if self.on_damaged is not None:
+                    self.on_damaged(number, str(exc))
                 continue
+            rel, status = record["input"], record["status"]
             for view in views:
                 if status in DONE:
                     view[rel] = record

@@ -202,7 +202,10 @@ def _remove_claim_files(todo: Sequence[Job], out_dir: Path, wait: float = 10.0) 
     while pending:
         busy = []
         for job in pending:
-            claim = try_claim(claim_path(out_dir, result_stem(job.input.rel)))
+            try:
+                claim = try_claim(claim_path(out_dir, result_stem(job.input.rel)))
+            except OSError:
+                continue  # not a claim file of ours: nothing to remove
             if claim is None:
                 busy.append(job)
             else:

@@ -91,6 +91,65 @@ class SampleRecord:
     image_seed: int
 
 
+class RecordError(ValueError):
+    """A line of results.jsonl that is not a record of the shape this version writes; one line."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+# What each field of a results line may hold (JSON has no NaN: a non-finite number is written as null).
+_SAMPLE_FIELDS: dict[str, tuple[Any, str]] = {
+    "output": (lambda v: isinstance(v, str), "text"),
+    "status": (lambda v: v in STATUSES, "a status"),
+    "best_l2": (_optional(_is_number), "a number"),
+    "best_step": (_optional(_is_int), "a whole number"),
+    "best_total": (_optional(_is_number), "a number"),
+    "steps_run": (_optional(_is_int), "a whole number"),
+    "seconds": (_optional(_is_number), "a number"),
+    "image_seed": (_optional(_is_int), "a whole number"),
+}
+
+
+def _is_sample(value: Any) -> bool:
+    return isinstance(value, dict) and all(check(value[k]) for k, (check, _) in _SAMPLE_FIELDS.items() if k in value)
+
+
+_RESULT_FIELDS: dict[str, tuple[Any, str]] = {
+    "input": (lambda v: isinstance(v, str), "text"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "outputs": (_is_text_list, "a list of file names"),
+    "logs": (_is_text_list, "a list of file names"),
+    "seed": (_optional(_is_int), "a whole number"),
+    "checkpoint": (_optional(lambda v: isinstance(v, str)), "text"),
+    "checkpoint_sha256": (_optional(lambda v: isinstance(v, str)), "text"),
+    "best_l2": (_optional(_is_number), "a number"),
+    "best_step": (_optional(_is_int), "a whole number"),
+    "steps_run": (_optional(_is_int), "a whole number"),
+    "seconds": (_optional(_is_number), "a number"),
+    "samples": (lambda v: isinstance(v, list) and all(_is_sample(s) for s in v), "a list of sample records"),
+    "error": (_optional(lambda v: isinstance(v, str)), "text"),
+    "diversity": (_optional(lambda v: isinstance(v, dict) and all(_optional(_is_number)(x) for x in v.values())),
+                  "an object of numbers"),
+    "search": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "earlier_status": (_optional(lambda v: v in STATUSES), "a status"),
+}
+_REQUIRED = ("input", "status")
+
+
 @dataclass
 class CheckedSampleRecord(SampleRecord):
     """A sample of a run with --check-face: the best score of dlib's face detector on the result, None (null)
@@ -133,6 +192,27 @@ class ResultRecord:
         """Whether the written results met eps (for a skipped input, as recorded); None if none exist."""
         status = self.earlier_status if self.status == SKIPPED else self.status
         return None if status not in DONE else status == OK
+
+    @classmethod
+    def from_json(cls, data: Any) -> ResultRecord:
+        """The record a results line holds, every field checked (RecordError, one line, for a line of another
+        shape: it is never trusted). Fields this version does not know are passed over."""
+        if not isinstance(data, dict):
+            raise RecordError("not a JSON object")
+        for name in _REQUIRED:
+            if name not in data:
+                raise RecordError(f"no {name!r}")
+        for name, (check, expected) in _RESULT_FIELDS.items():
+            if name in data and not check(data[name]):
+                raise RecordError(f"{name!r} is not {expected}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("outputs", [])
+        values.setdefault("logs", [])
+        values.setdefault("seed", 0)
+        values.setdefault("checkpoint", "")
+        values.setdefault("checkpoint_sha256", None)
+        return cls(**values)
 
     @classmethod
     def from_samples(cls, samples: list[SampleRecord], **common: Any) -> ResultRecord:

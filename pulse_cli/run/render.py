@@ -60,6 +60,10 @@ def render_latents_file(latents: Path, out: Path, *, checkpoint: Path | None = N
         image = Engine(generator, device=device).render(ws, noise)
     except ValueError as exc:
         raise RenderError(f"{latents} does not fit this generator ({exc})") from None
+    if not bool(torch.isfinite(image).all()):
+        from ..search.pulse import NON_FINITE
+
+        raise RenderError(f"{latents}: {NON_FINITE}")
     text = None
     if metadata:
         text = result_metadata(checkpoint=path.name, checkpoint_sha256=info.get("checkpoint_sha256") or None,

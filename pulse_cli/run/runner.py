@@ -156,7 +156,12 @@ class Runner:
     def _take(self, job: Job) -> _Input | None | bool:
         """Claim `job` and read its target: the input to search; None when it needs no search (finished
         meanwhile by another process, or failed to load: recorded); False when another process holds it."""
-        claim = try_claim(claim_path(self.out_dir, result_stem(job.input.rel)))
+        stem = result_stem(job.input.rel)
+        try:
+            claim = try_claim(claim_path(self.out_dir, stem), stem)
+        except OSError as exc:  # the claim file cannot be used (see files.claims): this input fails alone
+            self.record(self._failed(job, f"cannot claim: {describe_os_error(exc)}"))
+            return None
         if claim is None:
             return False
         self._claims.append(claim)
@@ -204,7 +209,8 @@ class Runner:
                 waiting = busy
 
         def on_step(active: Sequence[ImageSearch]) -> None:
-            self.reporter.step(len(active) / steps, min(s.history[-1].l2 for s in active),
+            self.reporter.step(len(active) / steps, min((s.history[-1].l2 for s in active if s.history),
+                                                        default=float("nan")),
                                max(s.step for s in active), steps)
 
         def on_frame(search: _Search, step: int, image: torch.Tensor) -> None:
@@ -293,6 +299,9 @@ class Runner:
             names += [k for k in sorted(set(recorded) | set(self.search)) if recorded.get(k) != self.search.get(k)]
         if earlier.get("seed") != self.options.seed:
             names.append("seed")
+        recorded = earlier.get("checkpoint")
+        if recorded and recorded != self.checkpoint and Path(self.checkpoint) not in Path(recorded).parents:
+            names.append("checkpoint")  # by path (nothing is hashed for a done input); a folder holds its file
         return names
 
     def record(self, record: ResultRecord) -> None:

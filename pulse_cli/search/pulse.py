@@ -9,6 +9,7 @@ size; the batch size itself changes float rounding, README "Reproducibility").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import SphericalOptimizer, lr_multiplier
 from .robust import RobustOptions, noise_regularisation
 
+NON_FINITE = "the generator produced non-finite values (NaN or infinity)"
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
 MIN_TARGET_SIZE = 4
 
@@ -127,6 +129,7 @@ class ImageSearch:
         self.history: list[StepRecord] = []
         self._best_converged: _Iterate | None = None  # lowest total among iterates meeting eps
         self._best_l2: _Iterate | None = None  # lowest L2 overall
+        self.error: str | None = None  # why the search failed (it is then done, with no result)
 
     def _init_robust_noise(self, shapes: list[tuple[int, ...]], zeroed: set[int], rng: torch.Generator,
                            device: torch.device) -> None:
@@ -174,7 +177,7 @@ class ImageSearch:
 
     @property
     def done(self) -> bool:
-        return self.step >= self.config.steps
+        return self.step >= self.config.steps or self.error is not None
 
     @property
     def converged(self) -> bool:
@@ -191,7 +194,11 @@ class ImageSearch:
                         [n.detach().clone() if n.requires_grad else n for n in self.noise])
 
     def record(self, image: torch.Tensor, l2: float, total: float, losses: dict[str, float]) -> None:
-        """Keep the best iterate: among those meeting eps the lowest total loss, else the lowest L2."""
+        """Keep the best iterate: among those meeting eps the lowest total loss, else the lowest L2. A
+        non-finite loss fails the search: no later step can be trusted, and its image is no result."""
+        if not (math.isfinite(l2) and math.isfinite(total)):
+            self.error = NON_FINITE
+            return
         self.history.append(StepRecord(self.step, self.current_lr(), losses, l2, total))
         if l2 <= self.config.eps and (self._best_converged is None or total < self._best_converged.total):
             self._best_converged = self._snapshot(l2, total)
@@ -212,10 +219,16 @@ class ImageSearch:
         self.step += 1
 
     def result(self, G: Generator, stats: LatentStats) -> SearchResult:
+        """The best iterate, rendered. ValueError (NON_FINITE) if the search failed or its image is not
+        finite."""
+        if self.error is not None:
+            raise ValueError(self.error)
         assert self._best_l2 is not None, "no step was run"
         best = self._best_converged or self._best_l2
         ws = map_latents(best.latent, stats, G.num_ws, G.latent_kind)
         image = render(G, ws, best.noise)
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(NON_FINITE)
         return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
                             converged=self.converged, best_step=best.step, best_l2=best.l2,
                             best_total=best.total, steps_run=self.step, history=self.history)
@@ -324,6 +337,7 @@ class SearchPool:
         self.terms = parse_loss(config.loss)
         self.downsamplers: dict[int, BicubicDownsample] = {}
         self.active: list[tuple[object, ImageSearch]] = []
+        self._failed: list[tuple[object, str]] = []  # finished without a result, until `pop_failed`
 
     def __len__(self) -> int:
         return len(self.active)
@@ -348,9 +362,22 @@ class SearchPool:
         return search.done or (self.stop_at_eps and search.converged)
 
     def pop_finished(self) -> list[tuple[object, SearchResult]]:
+        """The searches that finished with a result; those that failed (non-finite values) wait in
+        `pop_failed`."""
         finished = [(key, s) for key, s in self.active if self._finished(s)]
         self.active = [(key, s) for key, s in self.active if not self._finished(s)]
-        return [(key, s.result(self.G, self.stats)) for key, s in finished]
+        results = []
+        for key, search in finished:
+            try:
+                results.append((key, search.result(self.G, self.stats)))
+            except ValueError as exc:
+                self._failed.append((key, str(exc)))
+        return results
+
+    def pop_failed(self) -> list[tuple[object, str]]:
+        """The searches that finished without a result, with the one-line reason."""
+        failed, self._failed = self._failed, []
+        return failed
 
     def clear(self) -> list[object]:
         """Drop every active search (e.g. after a device error); returns their keys."""
@@ -383,5 +410,7 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
         if on_step is not None:
             on_step(step, [s for _, s in pool.active])
         results.update(pool.pop_finished())
+        for b, reason in pool.pop_failed():
+            raise RuntimeError(f"target {b}: {reason}")
         step += 1
     return [results[b] for b in range(len(seeds))]

@@ -28,7 +28,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from pulse_cli import __version__
-from pulse_cli.files.atomic import atomic_write_bytes, sha256_file
+from pulse_cli.files.atomic import atomic_write_bytes, open_regular, sha256_file
 
 from .registry import Source
 
@@ -96,16 +96,26 @@ def read_record(path: Path | str) -> str | None:
     """Digest recorded beside `path` (sha256sum format), None if there is no record; ValueError if garbled."""
     record = record_path(path)
     try:
-        text = record.read_text(encoding="utf-8")
+        with os.fdopen(open_regular(record, os.O_RDONLY), "rb") as f:  # not a folder, FIFO or link
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         return None
-    fields = text.split()
-    if not fields:
+    except OSError as exc:
+        raise ValueError(f"unreadable checksum record {record} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"garbled checksum record {record}") from None
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines:
         raise ValueError(f"empty checksum record {record}")
+    if len(lines) > 1:  # sha256sum's output for several files: the lines naming this one, agreeing
+        lines = [f for f in lines if len(f) == 2 and f[1].lstrip("*") == Path(path).name]
     try:
-        return normalize_sha256(fields[0])
+        digests = {normalize_sha256(fields[0]) for fields in lines}
     except ValueError:
         raise ValueError(f"garbled checksum record {record}") from None
+    if len(digests) != 1:
+        raise ValueError(f"garbled checksum record {record}: not one digest for {Path(path).name}")
+    return digests.pop()
 
 
 def write_record(path: Path | str, hexdigest: str) -> Path:

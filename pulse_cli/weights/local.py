@@ -98,6 +98,10 @@ def find_by_sha256(sha256: str, folders: list[Path] | None = None) -> Path | Non
 
     for folder in weights_search_dirs() if folders is None else folders:
         for _, path in candidate_files(Path(folder)):
-            if read_record(path) == sha256 or converted_from(path) == sha256:
+            try:
+                recorded = read_record(path)
+            except ValueError:  # a damaged record vouches for nothing
+                recorded = None
+            if recorded == sha256 or converted_from(path) == sha256:
                 return path
     return None

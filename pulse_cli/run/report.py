@@ -1,0 +1,282 @@
+"""OUT/report.html: one page with every input of OUT, its crop, its results, their loss curves and the run's
+numbers, built from results.jsonl, the per-sample logs and the images in OUT.
+
+Images: the crop and each result downscaled back (PULSE's bicubic check) are input-sized, so they are
+embedded as data: URLs (a few hundred bytes each); the results themselves are referenced by relative path
+and loaded lazily, one page of rows at a time (see bench/README.md for why, measured on 10,000 inputs).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+import torch
+from PIL import Image
+
+from ..errors import printable
+from ..files.atomic import atomic_write_bytes, read_jsonl
+from ..files.images import ImageError, load_rgb, to_pil
+from ..files.sheets import SHEET_NOTICE
+from ..search.downsample import BicubicDownsample
+from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES
+from .report_page import PAGE, ROWS_PER_PAGE, SCRIPT, STYLE
+
+REPORT_FILE = "report.html"
+CURVE_POINTS = 60  # points per curve kept from a log: enough for its shape, small for 10,000 inputs
+CROP_MAX = 128  # a larger input is embedded shrunk to this size
+
+
+class ReportError(Exception):
+    """OUT cannot give a report (no results.jsonl)."""
+
+
+@dataclass
+class ReportSummary:
+    path: Path
+    rows: int
+    bytes: int
+    seconds: float
+
+
+def write_report(out_dir: Path, inputs_dir: Path | None = None) -> ReportSummary:
+    """Write OUT/report.html atomically from what OUT holds now. `inputs_dir`: the folder the inputs were
+    read from (their crops are shown); default OUT/crops when it exists (an --align run), else none."""
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    results = out_dir / RESULTS_FILE
+    if not results.is_file():
+        raise ReportError(f"{results} does not exist: not an output folder of 'pulse upsample'")
+    if inputs_dir is None and (out_dir / "crops").is_dir():
+        inputs_dir = out_dir / "crops"
+    latest, last_done = _latest_records(read_jsonl(results))
+    builder = _RowBuilder(out_dir, inputs_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # input-sized images: waking a thread pool per tiny op costs ~100x (measured)
+    try:
+        rows = [builder.row(record, last_done.get(name)) for name, record in latest.items()]
+    finally:
+        torch.set_num_threads(threads)
+    data = {"run": _run_numbers(list(latest.values()), last_done, inputs_dir), "rows": rows}
+    page = render_page(data)
+    path = out_dir / REPORT_FILE
+    atomic_write_bytes(path, page)
+    return ReportSummary(path, len(rows), len(page), time.monotonic() - started)
+
+
+def render_page(data: dict[str, Any]) -> bytes:
+    """The HTML page holding `data` as JSON. `<`, `>` and `&` are escaped inside the JSON so that no value
+    can end its script block; the page's policy lets only this page's own style and script run."""
+    blob = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    blob = blob.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    script = SCRIPT % {"per_page": ROWS_PER_PAGE}
+    html = PAGE % {"style": STYLE, "script": script, "data": blob,
+                   "style_hash": _csp_hash(STYLE), "script_hash": _csp_hash(script)}
+    return html.encode("ascii")
+
+
+def _csp_hash(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+def _latest_records(records: list[dict[str, Any]]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per input, its latest record (what OUT says of it now), and its latest ok / not_converged record
+    (a skipped record repeats that one's results but not its time)."""
+    latest: dict[str, dict] = {}
+    last_done: dict[str, dict] = {}
+    for record in records:
+        name, status = record.get("input"), record.get("status")
+        if not isinstance(name, str) or status not in STATUSES:
+            continue
+        latest[name] = record
+        if status in DONE:
+            last_done[name] = record
+    return latest, last_done
+
+
+def _distinct(values: list[Any]) -> str:
+    seen = list(dict.fromkeys(json.dumps(v) if isinstance(v, (dict, list)) else v for v in values if v is not None))
+    return ", ".join(str(v) for v in seen) if seen else "-"
+
+
+def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inputs_dir: Path | None) -> dict:
+    counts = dict.fromkeys(STATUSES, 0)
+    for record in records:
+        counts[record["status"]] += 1
+    searches = [r.get("search") if isinstance(r.get("search"), dict) else {} for r in records]
+    eps_values = [s.get("eps") for s in searches if isinstance(s.get("eps"), (int, float))]
+    seconds = [_number(r.get("seconds")) or 0.0 for r in last_done.values()]
+    searched = sum(s > 0 for s in seconds)
+    total = sum(seconds)
+    checkpoints = [f"{printable(str(r.get('checkpoint')))} (sha256 {r.get('checkpoint_sha256') or 'unknown'})"
+                   for r in records if r.get("checkpoint")]
+    samples = [len(r.get("outputs") or []) for r in records if r.get("status") != FAILED]
+    numbers = [
+        ("inputs", str(len(records))),
+        ("ok / not converged / failed / skipped",
+         f"{counts['ok']} / {counts['not_converged']} / {counts['failed']} / {counts['skipped']}"),
+        ("met eps", f"{sum(_met_eps(r) is True for r in records)} of {len(records)}"),
+        ("eps", _distinct(eps_values)),
+        ("search mode", _distinct([s.get("mode", "pulse") for s in searches])),
+        ("steps", _distinct([s.get("steps") for s in searches])),
+        ("loss", _distinct([s.get("loss") for s in searches])),
+        ("samples per input", _distinct(samples)),
+        ("checkpoint", _distinct(checkpoints)),
+        ("search time", f"{total:.1f} s in all, {total / searched:.2f} s per input" if searched else "-"),
+        ("inputs folder", printable(str(inputs_dir)) if inputs_dir else "not given: crops are not shown"),
+        ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    eps = eps_values[-1] if eps_values else None
+    return {"notice": SHEET_NOTICE, "numbers": numbers, "eps": eps}
+
+
+def _met_eps(record: dict[str, Any]) -> bool | None:
+    status = record.get("earlier_status") if record.get("status") == SKIPPED else record.get("status")
+    return None if status not in DONE else status == "ok"
+
+
+def _text(value: Any) -> str | None:
+    """A record's free-form value as text for the page (a hand-edited record may hold anything)."""
+    return None if value is None else printable(str(value))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _url(rel: str) -> str:
+    """A relative URL for a path relative to OUT: every character that means something in a URL quoted,
+    so a name can be neither a scheme (`javascript:`) nor a query; bytes not valid UTF-8 kept as bytes."""
+    return quote(rel.encode("utf-8", "surrogateescape"), safe="/")
+
+
+def _data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """`root/rel` when `rel` (from a record) is a plain relative path that stays inside `root`."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+        return None
+    return root.joinpath(*parts)
+
+
+def _subsample(values: list[float], points: int = CURVE_POINTS) -> list[float]:
+    if len(values) <= points:
+        return [float(f"{v:.3g}") for v in values]
+    picks = [round(i * (len(values) - 1) / (points - 1)) for i in range(points)]
+    return [float(f"{values[i]:.3g}") for i in picks]
+
+
+def read_curves(log: Path) -> dict[str, list[float]] | None:
+    """L2 (unclamped), GEOCROSS and learning rate per step, from one sample's log; None if unreadable."""
+    l2, geocross, lr = [], [], []
+    try:
+        lines = read_jsonl(log)
+    except OSError:
+        return None
+    for line in lines:
+        if line.get("type") != "step":
+            continue
+        value = _number(line.get("l2"))
+        if value is None:
+            continue
+        l2.append(value)
+        losses = line.get("loss") if isinstance(line.get("loss"), dict) else {}
+        if _number(losses.get("GEOCROSS")) is not None:
+            geocross.append(losses["GEOCROSS"])
+        if _number(line.get("lr")) is not None:
+            lr.append(line["lr"])
+    if not l2:
+        return None
+    curves = {"l2": _subsample(l2)}
+    if len(geocross) == len(l2):
+        curves["geocross"] = _subsample(geocross)
+    if len(lr) == len(l2):
+        curves["lr"] = _subsample(lr)
+    return curves
+
+
+class _RowBuilder:
+    def __init__(self, out_dir: Path, inputs_dir: Path | None):
+        self.out_dir = out_dir
+        self.inputs_dir = inputs_dir
+        self._downsamplers: dict[int, BicubicDownsample] = {}
+
+    def _crop(self, name: str) -> tuple[torch.Tensor | None, str | None]:
+        path = _inside(self.inputs_dir, name) if self.inputs_dir is not None else None
+        if path is None or not path.is_file():
+            return None, None
+        try:
+            crop = load_rgb(path)
+        except (ImageError, OSError):
+            return None, None
+        image = to_pil(crop)
+        if max(image.size) > CROP_MAX:
+            image.thumbnail((CROP_MAX, CROP_MAX), Image.Resampling.LANCZOS)
+        return crop, _data_url(image)
+
+    @torch.no_grad()
+    def _downscaled(self, result: Path, crop: torch.Tensor | None) -> str | None:
+        """The result as PULSE's downsampler sees it at the input's size (None without the crop)."""
+        if crop is None:
+            return None
+        try:
+            image = load_rgb(result)
+        except (ImageError, OSError):
+            return None
+        factor = image.shape[-1] // crop.shape[-1]
+        if factor < 1 or image.shape[-1] != factor * crop.shape[-1] or image.shape[-2] != image.shape[-1]:
+            return None
+        if factor not in self._downsamplers:
+            self._downsamplers[factor] = BicubicDownsample(factor)
+        return _data_url(to_pil(self._downsamplers[factor](image[None])[0]))
+
+    def row(self, record: dict[str, Any], done: dict[str, Any] | None) -> dict[str, Any]:
+        name, status = record["input"], record["status"]
+        seconds = record.get("seconds")
+        if status == SKIPPED and done is not None:
+            seconds = done.get("seconds")
+        row: dict[str, Any] = {
+            "name": printable(name), "status": status, "error": _text(record.get("error")),
+            "earlier_status": _text(record.get("earlier_status")) if status == SKIPPED else None,
+            "best_l2": _number(record.get("best_l2")),
+            "steps": record.get("steps_run") if status != FAILED and isinstance(record.get("steps_run"), int) else None,
+            "seconds": _number(seconds), "crop": None, "crop_size": None, "samples": [],
+        }
+        if status == FAILED:
+            return row
+        crop, row["crop"] = self._crop(name)
+        if crop is not None:
+            row["crop_size"] = f"{crop.shape[-1]}x{crop.shape[-2]}"
+        samples = [s for s in record.get("samples") or [] if isinstance(s, dict)]
+        outputs = record.get("outputs") or []
+        logs = record.get("logs") or []
+        for k, output in enumerate(outputs):
+            if not isinstance(output, str):
+                continue
+            sample = samples[k] if k < len(samples) else {}
+            image = _inside(self.out_dir, output)
+            present = image is not None and image.is_file()
+            log = _inside(self.out_dir, logs[k]) if k < len(logs) and isinstance(logs[k], str) else None
+            row["samples"].append({
+                "image": _url(output) if present else None,
+                "down": self._downscaled(image, crop) if present else None,
+                "best_l2": _number(sample.get("best_l2", record.get("best_l2") if len(outputs) == 1 else None)),
+                "status": _text(sample.get("status")),
+                "face_score": _number(sample.get("face_score")),
+                "curve": read_curves(log) if log is not None else None,
+            })
+        return row
