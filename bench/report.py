@@ -4,8 +4,8 @@ it, for results referenced by relative path (what `pulse report` does) against t
 The large OUTs are made from a real run (default: `make demo`'s, 100 steps, 2 samples, 128 px results): its
 records, logs, results and crops repeated under N names (hard links), so the report reads N real logs and
 images. Usage:
-    python bench/report.py --source demo-out --inputs examples/crops --counts 1000 10000
-    python bench/report.py --source demo-out --inputs examples/crops --screenshot docs/report.png
+    python bench/report.py --source demo-out/untrained --inputs examples/crops --counts 1000 10000
+    python bench/report.py --source demo-out/untrained --inputs examples/crops --screenshot docs/report.png
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def open_in_browser(page: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=REPO / "demo-out")
+    parser.add_argument("--source", type=Path, default=REPO / "demo-out" / "untrained")
     parser.add_argument("--inputs", type=Path, default=REPO / "examples" / "crops")
     parser.add_argument("--counts", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "report_results.json")

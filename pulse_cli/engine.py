@@ -88,15 +88,18 @@ class Engine:
     """A generator on a device, with the search options and batch size every search uses."""
 
     def __init__(self, generator: Generator, *, device: str | torch.device | None = None,
-                 config: SearchConfig = SearchConfig(), batch_size: int = 1, batch_size_auto: bool = False,
+                 config: SearchConfig | None = None, batch_size: int = 1, batch_size_auto: bool = False,
                  notify: Callable[[str], None] | None = None):
         """Wrap a loaded generator (see `Engine.load` to read a checkpoint). Searching needs its latent
-        statistics (`generator.latent_stats`); rendering does not.
+        statistics (`generator.latent_stats`); rendering does not. No `config`: PULSE's defaults as they
+        apply to this generator (`SearchConfig.for_latent`: a DCGAN's loss has no GEOCROSS).
 
         ValueError with a one-line reason for options this generator cannot use (e.g. noise layers).
         """
+        if config is None:
+            config = SearchConfig().for_latent(generator.latent_kind)
         config.validate()
-        config.check_generator(len(generator.noise_shapes(1)))
+        config.check_generator(len(generator.noise_shapes(1)), generator.latent_kind)
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.device = torch.device(device) if device is not None else generator.device
@@ -108,12 +111,14 @@ class Engine:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "auto", *,
-             config: SearchConfig = SearchConfig(), synthesis: Synthesis = "auto",
+             config: SearchConfig | None = None, synthesis: Synthesis = "auto",
              batch_size: int | Literal["auto"] = "auto", gaussian_fit: str | Path | None = None,
              cache_dir: str | Path | None = None, notify: Callable[[str], None] | None = None) -> Engine:
         """Load a checkpoint once. Every option is checked before the weights are read; ValueError
-        (CheckpointError for the file itself) with a one-line reason otherwise."""
-        config.validate()
+        (CheckpointError for the file itself) with a one-line reason otherwise. No `config`: the defaults as
+        they apply to the generator (see `Engine`)."""
+        if config is not None:
+            config.validate()
         if synthesis not in _FAST:
             raise ValueError(f"unknown synthesis path {synthesis!r}; use auto, fast or reference")
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):

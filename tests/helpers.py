@@ -244,3 +244,37 @@ def three_targets() -> torch.Tensor:
     """Three 8x8 crops of a real photo: the face, the top-left and the bottom-right corner."""
     return torch.stack([face_target(8), face_target(8, crop=(0, 0, 256, 256)),
                         face_target(8, crop=(256, 256, 512, 512))])
+
+
+def dcgan_state_dict(nz: int = 8, ngf: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random 64x64 DCGAN generator state dict in the PyTorch tutorial's key layout, written out by hand:
+    `main.{0,3,6,9,12}.weight` transposed-conv kernels [in, out, 4, 4] (no bias), `main.{1,4,7,10}.*` batch
+    norms with running statistics."""
+    rng = torch.Generator().manual_seed(seed)
+    channels = [nz, ngf * 8, ngf * 4, ngf * 2, ngf, 3]
+    sd: dict[str, torch.Tensor] = {}
+    for stage, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+        sd[f"main.{3 * stage}.weight"] = 0.3 * torch.randn((c_in, c_out, 4, 4), generator=rng)
+        if stage < 4:
+            bn = f"main.{3 * stage + 1}."
+            sd[bn + "weight"] = 1 + 0.1 * torch.randn((c_out,), generator=rng)
+            sd[bn + "bias"] = 0.1 * torch.randn((c_out,), generator=rng)
+            sd[bn + "running_mean"] = 0.1 * torch.randn((c_out,), generator=rng)
+            sd[bn + "running_var"] = 1 + torch.rand((c_out,), generator=rng)
+            sd[bn + "num_batches_tracked"] = torch.tensor(1000)
+    return sd
+
+
+def dcgan_reference(sd: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """The tutorial's forward pass with functional ops (eval-mode batch norm): z [B, nz] -> [B, 3, 64, 64]."""
+    import torch.nn.functional as F
+
+    x = z[:, :, None, None]
+    for stage in range(5):
+        x = F.conv_transpose2d(x, sd[f"main.{3 * stage}.weight"], stride=1 if stage == 0 else 2,
+                               padding=0 if stage == 0 else 1)
+        if stage < 4:
+            bn = f"main.{3 * stage + 1}."
+            x = F.relu(F.batch_norm(x, sd[bn + "running_mean"], sd[bn + "running_var"], sd[bn + "weight"],
+                                    sd[bn + "bias"], training=False, eps=1e-5))
+    return torch.tanh(x)

@@ -1,9 +1,9 @@
 """The README's snippets stay true: its Python runs as written, its quick start's commands run, and every
 `pulse ...` line anywhere in it names commands and options that exist.
 
-Cheap by design: the folder the snippets run in is laid out as `make demo` leaves a clone (the demo generator
-in weights/demo, with a small gaussian fit beside it instead of the cached one, examples/crops, demo-out/);
-the Python snippet asks for few steps itself, and the quick start's `pulse upsample` lines get `--steps 2`.
+Cheap by design: the folder the snippets run in is laid out as `make demo-untrained` leaves a clone (the demo
+generator in weights/demo, with a small gaussian fit beside it instead of the cached one, examples/crops,
+demo-out/); the Python snippet asks for few steps itself, and the quick start's `pulse upsample` lines get `--steps 2`.
 """
 
 from __future__ import annotations

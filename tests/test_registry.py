@@ -19,12 +19,15 @@ def test_names_and_filenames_are_unique():
 
 def test_generators_have_licence_url_and_training_note():
     generators = [m for m in KNOWN_MODELS if m.kind == "generator"]
-    assert {m.family for m in generators} >= {"stylegan1", "stylegan2"}
+    assert {m.family for m in generators} >= {"stylegan1", "stylegan2", "dcgan"}
     for m in generators:
         assert m.url and m.url.startswith("https://"), m.name
         assert "non-commercial" in m.licence.lower(), m.name
-        assert "FFHQ" in m.training_data_note, m.name
-        assert m.resolution == 1024
+        if m.family.startswith("stylegan"):  # NVIDIA's
+            assert "FFHQ" in m.training_data_note, m.name
+            assert m.resolution == 1024
+        else:  # the small DCGAN for trying pulse says what it is for
+            assert "DigiFace-1M" in m.training_data_note and m.purpose, m.name
 
 
 def test_stylegan1_tries_nvidias_drive_file_before_the_unverified_cdn_guess():

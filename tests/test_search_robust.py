@@ -299,3 +299,16 @@ def test_cli_rejects_an_unknown_search_mode(tmp_path, demo_checkpoint) -> None:
         app, ["upsample", str(src), str(tmp_path / "out"), "--checkpoint", str(demo_checkpoint), "--search", "fast"])
     assert result.exit_code == 2
     assert "search mode" in result.stderr
+
+
+def test_search_modules_do_not_import_each_other() -> None:
+    """The configuration types live in search/config.py: robust.py never imports pulse.py, not even for
+    type checking (pulse.py imports robust.py)."""
+    import ast
+    from pathlib import Path
+
+    import pulse_cli.search.robust as robust_module
+
+    tree = ast.parse(Path(robust_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "pulse" not in imported and "config" in imported, imported

@@ -119,3 +119,23 @@ class FaceDetector:
             landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
             found.append(Detection((box.left(), box.top(), box.right(), box.bottom()), float(score), landmarks))
         return sorted(found, key=lambda d: (-d.score, d.box[0], d.box[1]))
+
+
+CHECK_SIZE = 256  # results smaller than this are upscaled (bicubic) before detection: HOG needs ~80 px faces
+
+
+@functools.lru_cache(maxsize=1)
+def _frontal_detector():
+    return import_dlib().get_frontal_face_detector()
+
+
+def face_score(rgb: np.ndarray) -> float | None:
+    """The best score of dlib's HOG detector (upsampling once, as `pulse align`) on an 8-bit RGB image
+    [H, W, 3], first upscaled to CHECK_SIZE if smaller; None when it finds no face (no detection above 0)."""
+    from PIL import Image
+
+    if rgb.shape[0] < CHECK_SIZE:
+        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).resize(
+            (CHECK_SIZE, CHECK_SIZE), Image.BICUBIC))
+    _boxes, scores, _ = _frontal_detector().run(np.ascontiguousarray(rgb, dtype=np.uint8), UPSAMPLE, 0.0)
+    return round(float(max(scores)), 4) if len(scores) else None

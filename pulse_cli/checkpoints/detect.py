@@ -18,6 +18,8 @@ from typing import Any
 from . import lernapparat, nvidia
 from . import safetensors_file as st
 from .formats import (
+    DCGAN_CHECKPOINT_KEY,
+    FORMAT_DCGAN,
     FORMAT_FAMILIES,
     FORMAT_LERNAPPARAT,
     FORMAT_NVIDIA_SD,
@@ -83,6 +85,8 @@ TORCH_MARKERS = (
     TorchMarker(FORMAT_ROSINALITY, keys=("input.input", "style.1.weight")),  # a bare g_ema state dict
     TorchMarker(FORMAT_SG3, prefixes=SG3_KEY_PREFIXES),
     TorchMarker(FORMAT_NVIDIA_SD, keys=("synthesis.b4.const",)),
+    TorchMarker(FORMAT_DCGAN, keys=(DCGAN_CHECKPOINT_KEY,)),
+    TorchMarker(FORMAT_DCGAN, keys=("main.0.weight", "main.12.weight")),
     TorchMarker(GAUSSIAN_FIT_DATA, keys=("mean", "std")),
 )
 

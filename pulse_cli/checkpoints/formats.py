@@ -9,7 +9,9 @@ Formats are recognised by content, never by file name (`detect`), and read witho
 * ``sg2ada`` (StyleGAN2): stylegan2-ada-pytorch / stylegan3-repo StyleGAN2 pickles (``G_ema``);
 * ``rosinality`` (StyleGAN2): rosinality/stylegan2-pytorch ``{"g_ema", "latent_avg", ...}``;
 * ``nvidia-state-dict`` (StyleGAN2): a bare ``G_ema.state_dict()`` saved with torch.save;
-* ``pulse-safetensors`` (either): pulse's own single file (see `safetensors_file`).
+* ``dcgan-torch`` (DCGAN): the PyTorch DCGAN tutorial's generator state dict (``main.0.weight`` ...), bare
+  or under ``netG_state_dict`` as its training checkpoints save it;
+* ``pulse-safetensors`` (any family): pulse's own single file (see `safetensors_file`).
 
 StyleGAN3 generators are recognised and refused with `SG3_MESSAGE`.
 """
@@ -34,6 +36,8 @@ FORMAT_SG3 = "sg3"
 FORMAT_ROSINALITY = "rosinality"
 FORMAT_NVIDIA_SD = "nvidia-state-dict"
 FORMAT_SAFETENSORS = "pulse-safetensors"
+FORMAT_DCGAN = "dcgan-torch"
+DCGAN_CHECKPOINT_KEY = "netG_state_dict"  # the tutorial's training checkpoints: {"netG_state_dict": ..., ...}
 
 # Files recognised as something other than a generator.
 PULSE_MAPPING_DATA = "pulse-mapping"
@@ -50,7 +54,11 @@ FORMAT_FAMILIES = {
     FORMAT_SG2ADA: "stylegan2",
     FORMAT_ROSINALITY: "stylegan2",
     FORMAT_NVIDIA_SD: "stylegan2",
+    FORMAT_DCGAN: "dcgan",
 }
+
+# Families whose generator is searched on one standard normal z (networks.Generator.latent_kind "gaussian").
+GAUSSIAN_LATENT_FAMILIES = ("dcgan",)
 
 FORMAT_DESCRIPTIONS = {
     FORMAT_PULSE: "PULSE synthesis.pt (+ mapping.pt)",
@@ -62,10 +70,12 @@ FORMAT_DESCRIPTIONS = {
     FORMAT_ROSINALITY: "rosinality stylegan2-pytorch checkpoint",
     FORMAT_NVIDIA_SD: "NVIDIA StyleGAN2 G_ema state dict",
     FORMAT_SAFETENSORS: "pulse single-file safetensors",
+    FORMAT_DCGAN: "PyTorch DCGAN tutorial generator (state dict or netG_state_dict checkpoint)",
 }
 
 EXPECTED = ("expected PULSE's synthesis.pt, a pulse .safetensors file, an NVIDIA StyleGAN v1/StyleGAN2 "
-            "network pickle, a lernapparat for_g_all.pt or a rosinality stylegan2-pytorch checkpoint")
+            "network pickle, a lernapparat for_g_all.pt, a rosinality stylegan2-pytorch checkpoint or a "
+            "PyTorch-tutorial DCGAN generator")
 
 SG3_MESSAGE = ("StyleGAN3 generators are not supported: they have no noise inputs (PULSE optimises per-layer "
                "noise) and a different synthesis network; use a StyleGAN2 or StyleGAN v1 checkpoint")

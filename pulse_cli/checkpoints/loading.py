@@ -16,12 +16,13 @@ from ..errors import describe_os_error
 from ..files.atomic import sha256_file
 from ..networks.generator import Generator, LatentStats
 from . import safetensors_file
-from .detect import choose_in_folder
+from .detect import choose_in_folder, sniff
 from .errors import CheckpointError
 from .formats import (
     FORMAT_DESCRIPTIONS,
     FORMAT_PULSE,
     FORMAT_SAFETENSORS,
+    GAUSSIAN_LATENT_FAMILIES,
     PULSE_GAUSSIAN_FIT,
     PULSE_MAPPING,
     PULSE_SYNTHESIS,
@@ -78,6 +79,16 @@ def resolve_checkpoint_path(path: Path, name_family: NameFamily | None = None) -
     return path
 
 
+def latent_kind_of(path: Path, name_family: NameFamily | None = None) -> str:
+    """"gaussian" when the checkpoint at `path` (file or folder) is of a family searched on one standard normal
+    z (DCGAN), else "w+"; from a light content sniff, nothing loaded ("w+" when the sniff cannot tell)."""
+    try:
+        family = sniff(resolve_checkpoint_path(Path(path), name_family)).family
+    except CheckpointError:
+        return "w+"
+    return "gaussian" if family in GAUSSIAN_LATENT_FAMILIES else "w+"
+
+
 def load_networks(path: Path, name_family: NameFamily | None = None) -> LoadedNetworks:
     """Load the generator networks from a checkpoint path (file or folder), recognising the format by content.
     Every tensor is checked to be finite (see `check_finite`), whatever the family."""
@@ -125,6 +136,7 @@ CACHED = "cached"
 COMPUTED = "computed"
 TO_BE_COMPUTED = "computed on first use (then cached)"
 NONE_FOUND = "none (pass --gaussian-fit PATH)"
+STANDARD_NORMAL = "none needed: z is standard normal"
 
 
 def resolve_latent_stats(loaded: LoadedNetworks, *, gaussian_fit: Path | None = None, cache_dir: Path | None = None,
@@ -139,6 +151,11 @@ def resolve_latent_stats(loaded: LoadedNetworks, *, gaussian_fit: Path | None = 
     "computed on first use ...") or cannot be (origin "none ..."). Otherwise the latter is a CheckpointError.
     """
     generator = loaded.generator
+    if generator.latent_kind == "gaussian":  # DCGAN: the search runs on z itself, no fit applies
+        if gaussian_fit is not None:
+            raise CheckpointError(f"{loaded.path}: a {generator.family} generator searches its standard normal z "
+                                  f"directly and takes no --gaussian-fit")
+        return LatentStats(torch.zeros(generator.w_dim), torch.ones(generator.w_dim)), STANDARD_NORMAL
     if gaussian_fit is not None:
         explicit = read_gaussian_fit(gaussian_fit)
         return check_stats_fit(explicit, generator, gaussian_fit), f"--gaussian-fit {gaussian_fit}"
@@ -225,7 +242,9 @@ def convert_checkpoint(src: str | Path | LoadedNetworks, dst: str | Path, *, gau
     stats, origin = resolve_latent_stats(loaded, gaussian_fit=Path(gaussian_fit) if gaussian_fit else None,
                                          cache_dir=Path(cache_dir) if cache_dir is not None else None,
                                          samples=samples, notify=notify)
-    if origin == IN_THE_FILE:
+    if origin == STANDARD_NORMAL:
+        stats_note, stats = STANDARD_NORMAL, None  # nothing to store
+    elif origin == IN_THE_FILE:
         stats_note = loaded.metadata.get("latent_stats", "carried over")
     elif origin in (CACHED, COMPUTED):
         stats_note = f"computed by pulse: {samples} samples, seed {PULSE_SEED}"

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import first_line
+from ..networks.dcgan import DCGANGenerator
 from ..networks.stylegan1 import StyleGAN1Generator
 from ..networks.stylegan2 import StyleGAN2Generator
 from . import nvidia
@@ -22,7 +23,9 @@ from . import safetensors_file as st
 from .detect import classify_torch_data, container_of
 from .errors import CheckpointError
 from .formats import (
+    DCGAN_CHECKPOINT_KEY,
     EXPECTED,
+    FORMAT_DCGAN,
     FORMAT_LERNAPPARAT,
     FORMAT_NVIDIA_SD,
     FORMAT_PULSE,
@@ -108,6 +111,8 @@ def _read_torch_data(path: Path, data: Any) -> LoadedNetworks:
         sd = _tensors_only(path, data, "state dict")
         generator = _checked(path, StyleGAN2Generator.from_state_dict, sd)
         return LoadedNetworks(generator, path, path, FORMAT_NVIDIA_SD, use_fit_beside=False)
+    if fmt == FORMAT_DCGAN:
+        return _read_dcgan(path, data)
     sample = ", ".join(str(k) for k in list(data)[:4]) if isinstance(data, Mapping) else type(data).__name__
     raise CheckpointError(f"{path}: not a recognised generator checkpoint (a torch file holding "
                           f"{sample or 'nothing'}; {EXPECTED})")
@@ -138,6 +143,14 @@ def _read_rosinality(path: Path, data: Mapping[str, Any]) -> LoadedNetworks:
     sd = _checked(path, rosinality_to_nvidia, data)
     generator = _checked(path, StyleGAN2Generator.from_state_dict, sd)
     return LoadedNetworks(generator, path, path, FORMAT_ROSINALITY, use_fit_beside=False)
+
+
+def _read_dcgan(path: Path, data: Mapping[str, Any]) -> LoadedNetworks:
+    sd = data.get(DCGAN_CHECKPOINT_KEY, data)
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{path}: {DCGAN_CHECKPOINT_KEY} is not a state dict")
+    generator = _checked(path, DCGANGenerator.from_state_dict, _tensors_only(path, sd, "DCGAN state dict"))
+    return LoadedNetworks(generator, path, None, FORMAT_DCGAN, use_fit_beside=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,8 +213,8 @@ def _read_safetensors(path: Path) -> LoadedNetworks:
     family = st.family_from_keys(tensors)
     declared = metadata.get("family")
     if family is None:
-        raise CheckpointError(f"{path}: a safetensors file without a generator in it (no synthesis.blocks.4x4.const "
-                              f"or synthesis.b4.const; {EXPECTED})")
+        raise CheckpointError(f"{path}: a safetensors file without a generator in it (no synthesis.blocks.4x4.const, "
+                              f"synthesis.b4.const or main.0.weight; {EXPECTED})")
     if declared is not None and declared != family:
         raise CheckpointError(f"{path}: metadata says family {declared!r} but the tensors are a {family} generator")
     if family == "stylegan1":
@@ -212,6 +225,11 @@ def _read_safetensors(path: Path) -> LoadedNetworks:
             raise CheckpointError(f"{path}: unexpected tensors {other[:3]} in a StyleGAN v1 file")
         generator = _checked(path, StyleGAN1Generator.from_state_dicts, synthesis, mapping or None)
         has_mapping = bool(mapping)
+    elif family == "dcgan":
+        if stats is not None:
+            raise CheckpointError(f"{path}: latent statistics in a DCGAN file (its z is standard normal)")
+        generator = _checked(path, DCGANGenerator.from_state_dict, tensors)
+        return LoadedNetworks(generator, path, None, FORMAT_SAFETENSORS, None, metadata, use_fit_beside=False)
     else:
         generator = _checked(path, StyleGAN2Generator.from_state_dict, tensors)
         has_mapping = True

@@ -4,9 +4,10 @@ Layout (format version 1):
 
 * tensors ``synthesis.<key>`` and ``mapping.<key>``: the generator's ``state_dict()``. For StyleGAN v1 the
   keys after the prefix are PULSE's (``synthesis.blocks.4x4.const``, ``mapping.dense0.weight``); for
-  StyleGAN2 the whole set is NVIDIA's ``G_ema.state_dict()`` (``synthesis.b4.const``, ``mapping.w_avg``).
+  StyleGAN2 the whole set is NVIDIA's ``G_ema.state_dict()`` (``synthesis.b4.const``, ``mapping.w_avg``); for
+  DCGAN the tutorial's generator keys, unprefixed (``main.0.weight`` ... ``main.12.weight``).
 * tensors ``latent_stats.mean`` / ``latent_stats.std`` [w_dim]: PULSE's Gaussian fit of
-  ``LeakyReLU(5)(mapping(z))``, so loading needs no computation.
+  ``LeakyReLU(5)(mapping(z))``, so loading needs no computation (none for DCGAN: its z is standard normal).
 * ``__metadata__`` (strings): ``format`` = ``pulse-generator``, ``format_version``, ``family``,
   ``resolution``, ``num_ws``, ``w_dim``, ``source``, ``source_format``, ``source_sha256``, ``licence``,
   ``training_data``, ``latent_stats``, ``created_by``.
@@ -78,6 +79,8 @@ def family_from_keys(keys: Any) -> str | None:
         return "stylegan1"
     if "synthesis.b4.const" in keys:
         return "stylegan2"
+    if "main.0.weight" in keys and "main.12.weight" in keys:
+        return "dcgan"
     return None
 
 

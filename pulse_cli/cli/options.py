@@ -102,6 +102,14 @@ QuietFlag = Annotated[bool, flag("--quiet", "-q", panel=OUTPUT, help="Only error
 JsonFlag = Annotated[bool, flag("--json", panel=OUTPUT, help="A JSON summary on stdout.")]
 
 
+def options_given(ctx: typer.Context) -> set[str]:
+    """Names of the parameters set on the command line or through their environment variable (not defaults)."""
+    # by name: Typer may bring its own copy of click's ParameterSource enum
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {name for name, source in sources.items()
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+
+
 class UsageError(Exception):
     """A bad argument or environment found before any work: one line, exit code 2."""
 

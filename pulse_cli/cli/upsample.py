@@ -30,6 +30,7 @@ from .options import (
     check_output_folder,
     find_checkpoint,
     flag,
+    options_given,
     parse_batch_size,
     parse_noise_layers,
     parse_shard,
@@ -59,6 +60,7 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
 
 
 def upsample(
+    ctx: typer.Context,
     in_dir: Annotated[Path, typer.Argument(metavar="IN", help="Folder of small square face crops, or one image.",
                                            show_default=False)],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for results, logs and results.jsonl.",
@@ -78,7 +80,8 @@ def upsample(
                                        help="Target L2 at input resolution: a result below it counts as "
                                             "converged.")] = 2e-3,
     loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
-                                      help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS.")]
+                                      help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS (not for a "
+                                           "DCGAN: its default is 100*L2).")]
     = "100*L2+0.05*GEOCROSS",
     search: Annotated[str, typer.Option("--search", metavar="NAME", rich_help_panel=SEARCH,
                                         help="pulse: PULSE as published. robust: reaches eps more often, in "
@@ -129,6 +132,10 @@ def upsample(
     sheet: Annotated[bool, flag("--sheet", panel=TRANSPARENCY,
                                 help="Contact sheets: OUT/sheets/<rel>.sheet.png per input and OUT/sheet.png.")]
     = False,
+    check_face: Annotated[bool, flag("--check-face", panel=TRANSPARENCY,
+                                     help="Run dlib's face detector on every result: face_score in results.jsonl "
+                                          "(null: no face found), counted in the summary and marked on sheets. "
+                                          "Needs the 'align' extra.")] = False,
     report: Annotated[bool, flag("--report", panel=TRANSPARENCY,
                                  help="At the end, write OUT/report.html from every record in OUT (as 'pulse "
                                       "report'); each run or shard sharing OUT rewrites it.")] = False,
@@ -195,6 +202,14 @@ def upsample(
             from .align import check_align_extra
 
             check_align_extra()
+        if check_face:
+            from ..align.detect import MissingExtra, import_dlib
+
+            try:
+                import_dlib()
+            except MissingExtra:
+                raise UsageError("--check-face needs dlib (the 'align' extra): "
+                                 "pip install 'pulse-depixelizer[align]'") from None
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
@@ -209,6 +224,11 @@ def upsample(
                               bad_noise_layers=bad_layers, tile_latent=tile_latent, mode=search)
         try:
             config.validate()
+            from ..checkpoints.loading import latent_kind_of
+            from ..weights.local import family_from_name
+
+            # DCGAN: no GEOCROSS in the default loss; GEOCROSS or a noise option given is a usage error
+            config = config.for_latent(latent_kind_of(checkpoint_path, family_from_name), options_given(ctx))
             # with --ray the workers resolve the device: theirs may have GPUs this machine lacks
             torch_device = check_device_spec(device) if ray_address is not None else resolve_device(device)
         except ValueError as exc:
@@ -216,7 +236,7 @@ def upsample(
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
                              shard=shard_spec,
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
-                             animate=animate, sheet=sheet, stop_at_eps=stop_at_eps)
+                             animate=animate, sheet=sheet, stop_at_eps=stop_at_eps, check_face=check_face)
     except UsageError as exc:
         raise fail(str(exc)) from None
     photos_failed = 0
@@ -260,13 +280,13 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
-        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps)
+        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps, check_face=check_face)
     if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
 
         write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
     if json_summary:
-        typer.echo(json.dumps(_summary_object(summary, out_dir)))
+        typer.echo(json.dumps(_summary_object(summary, out_dir, check_face)))
     if strict and summary.not_met_eps:
         err_console.print(f"[bold red]error:[/] {summary.not_met_eps} input(s) did not reach eps "
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
@@ -340,7 +360,7 @@ def _header_line(jobs, in_dir: Path, shard: tuple[int, int] | None) -> str:
     return f"{len(jobs)} of {discovered} image(s) in {where} (shard {shard[0]}/{shard[1]}), {done} already done"
 
 
-def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
+def _summary_object(summary, out_dir: Path, check_face: bool = False) -> dict[str, Any]:
     from ..run.records import DONE, FAILED, SKIPPED
 
     skipped = [r for r in summary.records if r.status == SKIPPED]
@@ -355,6 +375,7 @@ def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
         "failed_inputs": [{"input": r.input, "error": r.error} for r in summary.records if r.status == FAILED],
         "not_converged_inputs": [{"input": r.input, "best_l2": r.best_l2, "earlier": r.status == SKIPPED}
                                  for r in summary.records if r.met_eps is False],
+        **({"no_face": summary.no_face} if check_face else {}),  # results in which dlib found no face
     }
 
 
@@ -362,18 +383,20 @@ def _summary_object(summary, out_dir: Path) -> dict[str, Any]:
 SUMMARY_LIST_LINES = 15
 
 
-def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float) -> None:
+def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_face: bool = False) -> None:
     """The counts, then the inputs that failed or did not reach eps (up to a screenful), then what to do next."""
     from rich.table import Table
 
     from ..run.records import FAILED, SKIPPED
 
     table = Table(title="pulse upsample", show_edge=False)
-    for column in ("ok", "not converged", "failed", "skipped", "total", "seconds"):
+    columns = ["ok", "not converged", "failed", "skipped", "total", "seconds"] + (["no face"] if check_face else [])
+    for column in columns:
         table.add_column(column, justify="right")
     c = summary.counts
-    table.add_row(str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]),
-                  str(summary.total), f"{summary.seconds:.1f}")
+    cells = [str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]), str(summary.total),
+             f"{summary.seconds:.1f}"] + ([str(summary.no_face)] if check_face else [])
+    table.add_row(*cells)
     err_console.print(table)
     if c["skipped"]:
         earlier = _summary_object(summary, out_dir)["skipped_earlier"]

@@ -62,12 +62,15 @@ def list_command(
         licence = r["licence"].split(":")[0]
         console.print(f"  licence: {licence}" + (" (non-commercial)" if "non-commercial" in r["licence"] else ""),
                       markup=False)
+        if r["purpose"]:
+            console.print(f"  for: {r['purpose']}", markup=False)
         for i, source in enumerate(r["sources"], 1):
             # a URL on a line of its own: the terminal may wrap it but nothing splits it into a column
             console.print(f"  {i}. {_source_label(source)}", markup=False, soft_wrap=True)
     console.print()
-    console.print("All are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and licensed for "
-                  "non-commercial use only. Sources are tried in the order shown; (unverified): no NVIDIA "
+    console.print("The StyleGAN models are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and "
+                  "licensed for non-commercial use only; dcgan-digiface-64 is a small DCGAN on synthetic faces "
+                  "(DigiFace-1M) for trying pulse. Sources are tried in the order shown; (unverified): no NVIDIA "
                   "repository names that address.", markup=False)
     if computed:
         console.print(f"Not downloaded but computed by pulse from a generator: {', '.join(computed)} "

@@ -32,6 +32,9 @@ class Generator(nn.Module):
     """
 
     family: str = "unknown"
+    # "w+": the search optimises W+ rows mapped from PULSE's Gaussian fit (StyleGAN); "gaussian": it optimises
+    # a standard normal z directly, on the sphere of radius sqrt(w_dim) (DCGAN: no mapping, no noise inputs).
+    latent_kind: str = "w+"
     resolution: int
     num_ws: int
     w_dim: int

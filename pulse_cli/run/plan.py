@@ -35,6 +35,7 @@ class RunOptions:
     animate: bool = False
     sheet: bool = False
     stop_at_eps: bool = False  # an image leaves the batch at its first iterate meeting eps
+    check_face: bool = False  # dlib's face detector on every result (face_score in the records)
     shard: tuple[int, int] | None = None  # (K, N): only the inputs of shard K of N
 
 

@@ -151,6 +151,21 @@ _REQUIRED = ("input", "status")
 
 
 @dataclass
+class CheckedSampleRecord(SampleRecord):
+    """A sample of a run with --check-face: the best score of dlib's face detector on the result, None (null)
+    when it finds no face."""
+
+    face_score: float | None = None
+
+
+def has_no_face(sample: SampleRecord | dict[str, Any]) -> bool:
+    """Whether a sample was checked (--check-face) and no face was found in it."""
+    if isinstance(sample, dict):
+        return "face_score" in sample and sample["face_score"] is None
+    return isinstance(sample, CheckedSampleRecord) and sample.face_score is None
+
+
+@dataclass
 class ResultRecord:
     """One line of `results.jsonl`: one input of one run."""
 
@@ -170,6 +185,7 @@ class ResultRecord:
     diversity: dict[str, float] | None = None  # only with several samples
     search: dict[str, Any] | None = None  # the search options the outputs were made with
     earlier_status: str | None = None  # skipped: the status the earlier run recorded (ok / not_converged)
+    no_face: int | None = None  # with --check-face: how many of its samples show no face to dlib's detector
 
     @property
     def met_eps(self) -> bool | None:
@@ -210,7 +226,7 @@ class ResultRecord:
 
 
 # Fields written only when they carry something, so records keep the shape readers know.
-_OMIT_WHEN_NONE = {"diversity", "earlier_status"}
+_OMIT_WHEN_NONE = {"diversity", "earlier_status", "no_face"}
 # Log lines start with their type (and a header with the tool), as they always have.
 _FIRST = ("type", "tool", "version", "torch", "python")
 

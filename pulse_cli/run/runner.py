@@ -28,9 +28,11 @@ from .records import (
     RESULTS_FILE,
     SKIPPED,
     STATUSES,
+    CheckedSampleRecord,
     ResultRecord,
     RunHeader,
     SampleRecord,
+    has_no_face,
     search_options,
     search_status,
     to_json,
@@ -50,6 +52,11 @@ class RunSummary:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def no_face(self) -> int:
+        """Results (samples) checked with --check-face in which no face was found, skipped inputs' included."""
+        return sum(has_no_face(s) for r in self.records for s in r.samples)
 
     @property
     def not_met_eps(self) -> int:
@@ -323,15 +330,23 @@ class Runner:
 
     def _finish(self, item: _Input) -> None:
         """All samples of an input are written: its record, diversity and sheet."""
-        samples = []
+        samples: list[SampleRecord] = []
         for k in range(self.options.samples):
             seed, result, seconds = item.finished[k]
-            samples.append(SampleRecord(
-                output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
-                best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
-                steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed))
+            fields = dict(output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
+                          best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
+                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed)
+            if self.options.check_face:
+                from ..align.detect import face_score
+
+                rgb = (result.image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+                samples.append(CheckedSampleRecord(**fields, face_score=face_score(rgb)))
+            else:
+                samples.append(SampleRecord(**fields))
         record = ResultRecord.from_samples(samples, search=self.search, **self._this_checkpoint(),
                                            **self._identity(item.job))
+        if self.options.check_face:
+            record.no_face = sum(has_no_face(s) for s in samples)
         images = torch.stack([item.finished[k][1].image for k in range(self.options.samples)])
         if len(images) > 1 or self.options.sheet:
             downscaled = downscale_results(images, item.target.shape[-1])  # once, for both uses
@@ -353,7 +368,8 @@ class Runner:
                 continue
             l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
-                                 l2 if l2 and None not in l2 else None, bool(record.met_eps)))
+                                 l2 if l2 and None not in l2 else None, bool(record.met_eps),
+                                 [has_no_face(s) for s in record.samples]))
         shard = self.options.shard
         write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}",
                          metadata=self.options.metadata)

@@ -13,7 +13,7 @@ from ..files.images import load_rgb, png_info, save_image_atomic, to_pil
 from ..files.metadata import sheet_metadata
 from ..files.sheets import SHEET_NOTICE, Tile, grid_sheet
 from ..search.downsample import BicubicDownsample
-from .records import OK, SampleRecord
+from .records import OK, SampleRecord, has_no_face
 
 SHEET_ROWS_PER_PAGE = 16
 SHEET_TILE = 128
@@ -48,7 +48,9 @@ def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, do
     bottom: list[Tile | None] = [None, None]
     for k, sample in enumerate(samples):
         mark = "ok" if sample.status == OK else "> eps"
-        top.append(Tile(to_pil(images[k]), f"#{k} L2 {sample.best_l2:.4f} {mark}"))
+        # first in the caption, which is cut to the tile's width
+        label = f"#{k} NO FACE {sample.best_l2:.4f}" if has_no_face(sample) else f"#{k} L2 {sample.best_l2:.4f}"
+        top.append(Tile(to_pil(images[k]), f"{label} {mark}"))
         bottom.append(Tile(to_pil(downscaled[k]), f"#{k} downscaled"))
     met = sum(sample.status == OK for sample in samples)
     title = f"{met} of {len(samples)} met eps. {SHEET_NOTICE}"
@@ -65,6 +67,7 @@ class SheetRow:
     results: list[Path]
     l2: list[float] | None
     met_eps: bool
+    no_face: list[bool] | None = None  # per result, with --check-face: no face found in it
 
 
 def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet", *, metadata: bool = True) -> None:
@@ -75,10 +78,14 @@ def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet
         line = [Tile(to_pil(load_rgb(row.input)), printable(row.name))]  # shortened in the middle to fit
         for k, image in enumerate(row.results):
             caption = f"#{k}" + (f" L2 {row.l2[k]:.4f}" if row.l2 else "")
+            if row.no_face and k < len(row.no_face) and row.no_face[k]:
+                caption = f"#{k} NO FACE" + (f" {row.l2[k]:.4f}" if row.l2 else "")
             line.append(Tile(to_pil(load_rgb(image)), caption))
         tiles.append(line)
     met = sum(row.met_eps for row in rows)
-    title = f"{met} of {len(rows)} inputs met eps. {SHEET_NOTICE}"
+    no_face = sum(sum(row.no_face or []) for row in rows)
+    title = f"{met} of {len(rows)} inputs met eps" + (f", {no_face} results show no face" if no_face else "") + \
+        f". {SHEET_NOTICE}"
     pages = [tiles[i:i + SHEET_ROWS_PER_PAGE] for i in range(0, len(tiles), SHEET_ROWS_PER_PAGE)]
     for n, page in enumerate(pages, start=1):
         file = f"{name}.png" if len(pages) == 1 else f"{name}-{n:03d}.png"

@@ -17,68 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from ..networks.generator import Generator, LatentStats
+from .config import SearchConfig
 from .downsample import BicubicDownsample
-from .limits import SEARCH_MODES, check_numbers
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
-from .optim import LR_SCHEDULES, OPTIMIZERS, SphericalOptimizer, lr_multiplier
+from .optim import SphericalOptimizer, lr_multiplier
 from .robust import RobustOptions, noise_regularisation
 
-NOISE_TYPES = ("trainable", "fixed", "zero")
 NON_FINITE = "the generator produced non-finite values (NaN or infinity)"
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
 MIN_TARGET_SIZE = 4
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """PULSE's hyper-parameters; the defaults are the paper's.
-
-    `mode="pulse"` is the paper's search; `mode="robust"` adds `RobustOptions` (see search/robust.py).
-    """
-
-    loss: str = "100*L2+0.05*GEOCROSS"
-    eps: float = 2e-3
-    steps: int = 100
-    lr: float = 0.4
-    lr_schedule: str = "linear1cycledrop"
-    optimizer: str = "adam"
-    noise_type: str = "trainable"
-    trainable_noise_layers: int = 5
-    bad_noise_layers: tuple[int, ...] = (-1,)  # negative counts from the last layer
-    tile_latent: bool = False
-    mode: str = "pulse"
-
-    def validate(self) -> None:
-        """Raise ValueError with a one-line reason for any value the search cannot use (nan and inf too)."""
-        parse_loss(self.loss)
-        check_numbers(steps=self.steps, eps=self.eps, lr=self.lr)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        if self.noise_type not in NOISE_TYPES:
-            raise ValueError(f"unknown noise type {self.noise_type!r}; known: {', '.join(NOISE_TYPES)}")
-        if self.trainable_noise_layers < 0:
-            raise ValueError("trainable noise layers must be >= 0")
-        if self.mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {self.mode!r}; known: {', '.join(SEARCH_MODES)}")
-
-    def check_generator(self, num_noise_layers: int) -> None:
-        """The options that depend on the generator: noise layer indices and counts."""
-        self.zeroed_noise_layers(num_noise_layers)
-        if self.noise_type == "trainable" and self.trainable_noise_layers > num_noise_layers:
-            raise ValueError(f"--trainable-noise-layers {self.trainable_noise_layers} is more than this "
-                             f"generator's {num_noise_layers} noise layers")
-
-    def zeroed_noise_layers(self, num_layers: int) -> set[int]:
-        """Indices of noise layers set to zero, checked against the generator's layer count."""
-        zeroed = set()
-        for index in self.bad_noise_layers:
-            if not -num_layers <= index < num_layers:
-                raise ValueError(f"bad noise layer {index} is out of range: this generator has "
-                                 f"{num_layers} noise layers (0..{num_layers - 1})")
-            zeroed.add(index % num_layers)
-        return zeroed
 
 
 @dataclass
@@ -116,9 +63,13 @@ class _Iterate:
     noise: list[torch.Tensor]
 
 
-def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int) -> torch.Tensor:
-    """PULSE's learned-Gaussian mapping from search space to W+: LeakyReLU(0.2)(x * std + mean)."""
+def map_latents(latent: torch.Tensor, stats: LatentStats, num_ws: int, kind: str = "w+") -> torch.Tensor:
+    """PULSE's learned-Gaussian mapping from search space to W+: LeakyReLU(0.2)(x * std + mean).
+
+    For a Gaussian latent (`kind="gaussian"`, e.g. DCGAN's z) the search space is the latent itself."""
     latent = latent.expand(-1, num_ws, -1)
+    if kind == "gaussian":
+        return latent
     return F.leaky_relu(latent * stats.std + stats.mean, 0.2)
 
 
@@ -149,9 +100,12 @@ class ImageSearch:
         # Start drawn on the CPU from the image's own seed, so it is the same on every device.
         rng = torch.Generator().manual_seed(seed)
         latent_rows = 1 if config.tile_latent else G.num_ws
-        self.latent = torch.randn((1, latent_rows, G.w_dim), generator=rng).to(device).requires_grad_(True)
+        start = torch.randn((1, latent_rows, G.w_dim), generator=rng)
+        if G.latent_kind == "gaussian":  # PULSE for a Gaussian latent: z on the sphere of radius sqrt(dim)
+            start = start * (G.w_dim ** 0.5 / start.norm(dim=-1, keepdim=True))
+        self.latent = start.to(device).requires_grad_(True)
         shapes = G.noise_shapes(1)
-        zeroed = config.zeroed_noise_layers(len(shapes))
+        zeroed = config.zeroed_noise_layers(len(shapes)) if shapes else set()
         if self.robust is not None:
             self._init_robust_noise(shapes, zeroed, rng, device)
         else:
@@ -271,7 +225,7 @@ class ImageSearch:
             raise ValueError(self.error)
         assert self._best_l2 is not None, "no step was run"
         best = self._best_converged or self._best_l2
-        ws = map_latents(best.latent, stats, G.num_ws)
+        ws = map_latents(best.latent, stats, G.num_ws, G.latent_kind)
         image = render(G, ws, best.noise)
         if not bool(torch.isfinite(image).all()):
             raise ValueError(NON_FINITE)
@@ -309,7 +263,7 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
     (each size gets its own downsampler); they share only the generator's forward and backward pass.
     """
     latent = torch.cat([s.latent for s in searches])  # one config per pool: tiled or not for all
-    ws = map_latents(latent, stats, G.num_ws)
+    ws = map_latents(latent, stats, G.num_ws, G.latent_kind)
     per_search = [s.noise for s in searches]
     noise = [torch.cat([n[i] for n in per_search]) for i in range(len(per_search[0]))]
     image = (G.synthesize(ws, noise) + 1) / 2
@@ -366,6 +320,8 @@ class SearchPool:
         """`on_frame(key, step, image)` gets every `save_every`-th iterate of each search as it is made.
         `robust` overrides the default `RobustOptions` of `mode="robust"` (benchmark ablations)."""
         config.validate()
+        if G.latent_kind == "gaussian":  # GEOCROSS and the noise options cannot apply (see SearchConfig.for_latent)
+            config.check_generator(0, G.latent_kind)
         if robust is not None:
             robust.validate()
         self.robust = robust

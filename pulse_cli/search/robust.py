@@ -24,17 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..networks.generator import LatentStats
+from .config import SearchConfig
 from .optim import lr_multiplier
-
-if TYPE_CHECKING:
-    from .pulse import SearchConfig
-
 
 
 def _warmup_linear(peak: float) -> Callable[[int, int], float]:

