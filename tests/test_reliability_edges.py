@@ -309,11 +309,12 @@ def _render(*args):
     return CliRunner().invoke(app, ["render", *map(str, args)])
 
 
-@pytest.mark.parametrize("name", ["x", "x.safetensors"])
-def test_render_to_a_name_without_an_image_extension_is_one_line(tmp_path, saved_latents, name):
+@pytest.mark.parametrize("name", ["x", "x.safetensors", "x.jpg"])
+def test_render_to_a_name_that_is_not_png_is_one_line(tmp_path, saved_latents, name):
+    """pulse render writes PNG only (the format that keeps the synthetic-image label)."""
     result = _render(saved_latents, tmp_path / name)
     assert result.exit_code == 2
-    assert "image extension" in one_error_line(result.stderr)
+    assert "name it *.png" in one_error_line(result.stderr)
     assert not (tmp_path / name).exists()
 
 
