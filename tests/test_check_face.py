@@ -81,3 +81,4 @@ def test_missing_dlib_is_a_usage_error(runner, tmp_path, setup, monkeypatch):
     result = upsample(runner, setup, tmp_path / "out", "--check-face")
     assert result.exit_code == 2
     assert "--check-face needs dlib (the 'align' extra)" in result.stderr and result.stderr.count("\n") == 1
+    assert "pip install '.[align]'" in result.stderr  # from a clone: the package is not on PyPI

@@ -203,13 +203,12 @@ def upsample(
 
             check_align_extra()
         if check_face:
-            from ..align.detect import MissingExtra, import_dlib
+            from ..align.detect import INSTALL_HINT, MissingExtra, import_dlib
 
             try:
                 import_dlib()
             except MissingExtra:
-                raise UsageError("--check-face needs dlib (the 'align' extra): "
-                                 "pip install 'pulse-depixelizer[align]'") from None
+                raise UsageError(f"--check-face needs dlib (the 'align' extra): {INSTALL_HINT}") from None
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
@@ -360,15 +359,21 @@ def _header_line(jobs, in_dir: Path, shard: tuple[int, int] | None) -> str:
     return f"{len(jobs)} of {discovered} image(s) in {where} (shard {shard[0]}/{shard[1]}), {done} already done"
 
 
-def _summary_object(summary, out_dir: Path, check_face: bool = False) -> dict[str, Any]:
-    from ..run.records import DONE, FAILED, SKIPPED
+def _skipped_earlier(summary) -> dict[str, int]:
+    """What the skipped inputs' earlier runs found (failed inputs are never skipped: they are redone)."""
+    from ..run.records import DONE, SKIPPED
 
     skipped = [r for r in summary.records if r.status == SKIPPED]
+    return {status: sum(r.earlier_status == status for r in skipped) for status in DONE}
+
+
+def _summary_object(summary, out_dir: Path, check_face: bool = False) -> dict[str, Any]:
+    from ..run.records import FAILED, SKIPPED
+
     return {
         "total": summary.total,
         **summary.counts,
-        # what the skipped inputs' earlier runs found (failed inputs are never skipped: they are redone)
-        "skipped_earlier": {status: sum(r.earlier_status == status for r in skipped) for status in DONE},
+        "skipped_earlier": _skipped_earlier(summary),
         "seconds": round(summary.seconds, 3),
         "out": str(out_dir),
         "results": str(out_dir / "results.jsonl"),
@@ -399,7 +404,7 @@ def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_fac
     table.add_row(*cells)
     err_console.print(table)
     if c["skipped"]:
-        earlier = _summary_object(summary, out_dir)["skipped_earlier"]
+        earlier = _skipped_earlier(summary)
         err_console.print(f"skipped {c['skipped']} done earlier: {earlier['ok']} ok, "
                           f"{earlier['not_converged']} not converged", markup=False)
     failed = [r for r in summary.records if r.status == FAILED]
