@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,3 +280,23 @@ def dcgan_reference(sd: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tenso
             x = F.relu(F.batch_norm(x, sd[bn + "running_mean"], sd[bn + "running_var"], sd[bn + "weight"],
                                     sd[bn + "bias"], training=False, eps=1e-5))
     return torch.tanh(x)
+
+
+_PULSE_IN_A_FRESH_PROCESS = """
+import json, sys
+from pulse_cli.cli.app import app
+try:
+    app(json.loads(sys.argv[1]))
+except SystemExit as exit:
+    print(json.dumps({"code": exit.code, "torch": "torch" in sys.modules, "pydantic": "pydantic" in sys.modules}))
+"""
+
+
+def pulse_in_a_fresh_process(args: list[str], cwd: Path) -> tuple[dict[str, Any], str]:
+    """Run `pulse ARGS` in a new interpreter (PULSE_HOME in `cwd`, 80 columns): its exit code and whether it
+    imported torch or pydantic, and its stderr."""
+    result = subprocess.run([sys.executable, "-c", _PULSE_IN_A_FRESH_PROCESS, json.dumps(args)], capture_output=True,
+                            text=True, cwd=cwd, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PULSE_HOME": str(cwd / "h"), "COLUMNS": "80"})
+    assert result.stdout.strip(), result.stderr
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr

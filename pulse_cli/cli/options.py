@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from .values import use_plain_values
+
 # --help panels
 MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", "Transparency", "Performance"
 
@@ -28,11 +30,13 @@ class _BareHelp:
         self.help = reflow(self.help)  # type: ignore[has-type]
         for param in self.params:  # type: ignore[attr-defined]
             _plain_placeholder(param)
+            use_plain_values(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
         if option is not None:
             option.metavar = ""
+            use_plain_values(option)
         return option
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
