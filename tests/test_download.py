@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import random
 import re
@@ -166,7 +165,8 @@ def test_matching_pin_succeeds(server, tmp_path):
 
 def test_progress_bar_goes_to_stderr(server, tmp_path, capsys, monkeypatch):
     base, _ = server
-    monkeypatch.setattr(download_module, "_Bar", functools.partial(download_module._Bar, delay=0))
+    bar = download_module._progress_bar
+    monkeypatch.setattr(download_module, "_progress_bar", lambda **options: bar(**{**options, "delay": 0}))
     download(f"{base}/file.bin", tmp_path / "w.pkl", **{**FAST, "progress": True})
     out, err = capsys.readouterr()
     assert out == ""

@@ -12,7 +12,7 @@ from helpers import read_records, same_images, write_crops
 from typer.testing import CliRunner
 
 from pulse_cli.cli import app
-from pulse_cli.run import ray_backend
+from pulse_cli.run import ray_backend, ray_extra
 
 
 def _args(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
@@ -21,7 +21,7 @@ def _args(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
 
 
 def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path, demo_checkpoint):
-    monkeypatch.setattr(ray_backend, "ray_available", lambda: False)
+    monkeypatch.setattr(ray_extra, "ray_available", lambda: False)
     result = CliRunner().invoke(app, _args(write_crops(tmp_path / "in", 1), tmp_path / "out", demo_checkpoint,
                                            "--ray", "local"))
     assert result.exit_code == 2

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-ALIGNED_SIZE = 1024  # FFHQ's resolution, the generator's
+from .sizes import ALIGNED_SIZE
+
 TRANSFORM_SIZE = 4096  # the quad is sampled at this size first, then reduced with Lanczos
 
 

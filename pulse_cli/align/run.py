@@ -26,18 +26,10 @@ from ..errors import describe_os_error, first_line
 from ..files.atomic import append_jsonl, read_jsonl, remove_stale_temp_files
 from ..files.discovery import InputFile, discover_inputs
 from .detect import DEFAULT_MIN_SCORE
-from .ffhq import ALIGNED_SIZE
+from .sizes import check_crop_size
 
 FACES_FILE = "faces.jsonl"
 OK, NO_FACE, FAILED, SKIPPED = "ok", "no_face", "failed", "skipped"
-MIN_CROP_SIZE = 4  # what `pulse upsample` accepts at the least
-
-
-def check_crop_size(size: int) -> None:
-    """A crop size must be a power of two from 4 to 1024, so that it divides the aligned 1024."""
-    if not (MIN_CROP_SIZE <= size <= ALIGNED_SIZE and size & (size - 1) == 0):
-        raise ValueError(f"--size {size}: use a power of two from {MIN_CROP_SIZE} to {ALIGNED_SIZE} "
-                         f"(8, 16, 32, 64, ...) so that it divides the aligned {ALIGNED_SIZE}")
 
 
 def crop_path(crops: Path, rel: str, face: int) -> Path:

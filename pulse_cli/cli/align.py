@@ -73,18 +73,19 @@ def align(
         check_in_and_out(photos, crops)
         if not math.isfinite(min_score):
             raise UsageError(f"--min-score {min_score}: use a finite number")
-        from ..align.detect import MissingExtra, check_installed
-        from ..align.run import check_crop_size
+        from ..align.sizes import check_crop_size
 
         try:
             check_crop_size(size)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        check_output_folder(crops)
+        from ..align.detect import MissingExtra, check_installed
+
         try:
             check_installed()
         except MissingExtra as exc:
             raise UsageError(str(exc)) from None
-        check_output_folder(crops)
     except UsageError as exc:
         raise fail(str(exc)) from None
 

@@ -15,6 +15,8 @@ def demo_generator(
     seed: Annotated[int, typer.Option(metavar="INT", help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write the small untrained demo StyleGAN (PULSE layout): shows the mechanics, not faces."""
+    if folder.exists() and not folder.is_dir():  # before torch, which takes seconds to import
+        raise fail(f"cannot write {folder}: not a folder")
     from ..checkpoints.demo import write_demo_checkpoint
 
     try:

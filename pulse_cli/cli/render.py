@@ -32,8 +32,13 @@ def render(
         raise fail(f"{out}: pulse render writes PNG (with the synthetic-image label); name it *.png")
     if checkpoint is not None and not checkpoint.exists():
         raise fail(f"checkpoint {checkpoint} does not exist")
+    from ..device import check_device_spec, resolve_device
+
+    try:
+        check_device_spec(device)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     from ..checkpoints.errors import CheckpointError
-    from ..device import resolve_device
     from ..files.latents import LatentsError
     from ..run.render import RenderError, render_latents_file
 

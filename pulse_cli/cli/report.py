@@ -32,6 +32,10 @@ def _size(count: int) -> str:
 
 def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool) -> Path:
     """Write the report; a one-line error if OUT holds no results (exit 2) or cannot be written (exit 1)."""
+    from ..run.records import not_an_output_folder
+
+    if (reason := not_an_output_folder(out_dir)) is not None:  # before the report code, which imports torch
+        raise fail(reason)
     from ..errors import describe_os_error
     from ..run.report import ReportError, write_report
 

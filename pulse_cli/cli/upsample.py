@@ -182,7 +182,7 @@ def upsample(
                                                          "worker.")] = 1,
 ) -> None:
     if ray_address is not None:
-        from ..run.ray_backend import ray_available
+        from ..run.ray_extra import ray_available
 
         if not ray_available():
             raise fail("--ray needs Ray: in your pulse-cli clone, pip install '.[ray]' "

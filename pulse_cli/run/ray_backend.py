@@ -37,13 +37,6 @@ from .runner import Runner, RunSummary, _Input
 DIE_ONCE_ENV = "PULSE_TEST_RAY_DIE_ONCE"
 
 
-def ray_available() -> bool:
-    """Whether Ray and Ray Data's dependencies are installed (without importing them: that takes seconds)."""
-    from importlib.util import find_spec
-
-    return all(find_spec(name) is not None for name in ("ray", "pyarrow", "pandas"))
-
-
 class RayRunError(Exception):
     """Ray or a worker failed in a way no retry mends (a worker's model would not load, the cluster went).
     `bad_input`: the worker's error was a ValueError (an unusable checkpoint or option, a missing device), the

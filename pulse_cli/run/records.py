@@ -10,11 +10,18 @@ import json
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..version import __version__
 
 RESULTS_FILE = "results.jsonl"
+
+
+def not_an_output_folder(out_dir: Path) -> str | None:
+    """Why `out_dir` cannot be read as an output folder of `pulse upsample` (it has no results file), or None."""
+    results = Path(out_dir) / RESULTS_FILE
+    return None if results.is_file() else f"{results} does not exist: not an output folder of 'pulse upsample'"
 OK, NOT_CONVERGED, FAILED, SKIPPED = "ok", "not_converged", "failed", "skipped"
 STATUSES = (OK, NOT_CONVERGED, FAILED, SKIPPED)
 DONE = (OK, NOT_CONVERGED)  # an input with such a record (and its outputs) is done

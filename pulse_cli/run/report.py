@@ -28,7 +28,7 @@ from ..files.atomic import atomic_write_bytes, read_jsonl
 from ..files.images import ImageError, load_rgb, to_pil
 from ..files.sheets import SHEET_NOTICE
 from ..search.downsample import BicubicDownsample
-from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES
+from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES, not_an_output_folder
 from .report_page import PAGE, ROWS_PER_PAGE, SCRIPT, STYLE
 
 REPORT_FILE = "report.html"
@@ -54,8 +54,8 @@ def write_report(out_dir: Path, inputs_dir: Path | None = None) -> ReportSummary
     started = time.monotonic()
     out_dir = Path(out_dir)
     results = out_dir / RESULTS_FILE
-    if not results.is_file():
-        raise ReportError(f"{results} does not exist: not an output folder of 'pulse upsample'")
+    if (reason := not_an_output_folder(out_dir)) is not None:
+        raise ReportError(reason)
     if inputs_dir is None and (out_dir / "crops").is_dir():
         inputs_dir = out_dir / "crops"
     latest, last_done = _latest_records(read_jsonl(results))

@@ -23,9 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from tqdm import tqdm
+from typing import Any, Literal
 
 from pulse_cli import __version__
 from pulse_cli.files.atomic import atomic_write_bytes, open_regular, sha256_file
@@ -157,8 +155,8 @@ def _fetch_url(url: str, out: Path, *, timeout: float, progress: bool, retries: 
     pooch.get_logger().setLevel(logging.WARNING)  # its INFO lines talk about pooch's own API, not ours
     attempt = 0
     while True:
-        bar = _Bar(desc=out.name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                   disable=not progress, leave=False, delay=0.5)  # delay: no bar flashes before a quick error
+        bar = _progress_bar(desc=out.name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                            disable=not progress, leave=False, delay=0.5)  # delay: no bar flashes before a quick error
         downloader = pooch.HTTPDownloader(progressbar=bar if progress else False, timeout=timeout,
                                           headers={"User-Agent": USER_AGENT})
         try:
@@ -187,11 +185,16 @@ def _fetch_url(url: str, out: Path, *, timeout: float, progress: bool, retries: 
             time.sleep(min(backoff * 2 ** (attempt - 1), _MAX_BACKOFF_S))
 
 
-class _Bar(tqdm):
-    """A tqdm bar pooch can be handed: pooch tests `if progressbar:`, which plain tqdm refuses without a total."""
+def _progress_bar(**options: Any) -> Any:
+    """A tqdm bar pooch can be handed: pooch tests `if progressbar:`, which plain tqdm refuses without a total.
+    tqdm is imported here, not with the module: `pulse weights` refuses a bad argument before it is needed."""
+    from tqdm import tqdm
 
-    def __bool__(self) -> bool:
-        return True
+    class Bar(tqdm):
+        def __bool__(self) -> bool:
+            return True
+
+    return Bar(**options)
 
 
 def convert_hint(folder: Path | str) -> str:
