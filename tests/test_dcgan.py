@@ -19,7 +19,7 @@ from pulse_cli.checkpoints.loading import convert_checkpoint, latent_kind_of, lo
 from pulse_cli.cli import app
 from pulse_cli.search.config import SearchConfig
 from pulse_cli.search.downsample import BicubicDownsample
-from pulse_cli.search.pulse import pulse_search
+from pulse_cli.search.pulse import SearchPool, pulse_search
 
 pytestmark = pytest.mark.numerics  # float results: `make test` runs these with AVX2 and SSE4.1 kernels too
 
@@ -115,6 +115,19 @@ def test_search_keeps_z_on_its_sphere_and_converges_on_a_target_it_made(training
             assert abs(result.ws.norm().item() - NZ ** 0.5) < 1e-4  # on the sphere of radius sqrt(nz)
             downscaled = BicubicDownsample(8)(result.image[None])[0]
             assert (downscaled - target).pow(2).mean().item() <= 1e-3 + 1e-6
+
+
+def test_search_without_options_uses_the_defaults_that_apply(training_checkpoint):
+    """A notebook's `pulse_search(G, targets, seeds=...)` on a DCGAN: PULSE's loss without GEOCROSS, as the
+    Engine and the CLI do; GEOCROSS named explicitly is still refused."""
+    G = load_generator(training_checkpoint)
+    targets = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    (result,) = pulse_search(G, targets, seeds=[0])
+    assert result.steps_run == SearchConfig().steps
+    assert set(result.history[-1].losses) == {"L2"}  # PULSE's 100*L2+0.05*GEOCROSS, less GEOCROSS
+    assert SearchPool(G).config.loss == "100*L2"
+    with pytest.raises(ValueError, match="GEOCROSS has no meaning"):
+        pulse_search(G, targets, seeds=[0], config=SearchConfig())
 
 
 def test_options_without_meaning_for_a_gaussian_latent_are_refused():

@@ -313,12 +313,15 @@ class SearchPool:
     its first iterate that meets eps instead of running all its steps.
     """
 
-    def __init__(self, G: Generator, *, config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
+    def __init__(self, G: Generator, *, config: SearchConfig | None = None, device: torch.device | str = "cpu",
                  stop_at_eps: bool = False, save_every: int | None = None,
                  on_frame: Callable[[object, int, torch.Tensor], None] | None = None,
                  robust: RobustOptions | None = None):
         """`on_frame(key, step, image)` gets every `save_every`-th iterate of each search as it is made.
-        `robust` overrides the default `RobustOptions` of `mode="robust"` (benchmark ablations)."""
+        `robust` overrides the default `RobustOptions` of `mode="robust"` (benchmark ablations). No `config`:
+        PULSE's defaults as they apply to G (`SearchConfig.for_latent`)."""
+        if config is None:
+            config = SearchConfig().for_latent(G.latent_kind)
         config.validate()
         if G.latent_kind == "gaussian":  # GEOCROSS and the noise options cannot apply (see SearchConfig.for_latent)
             config.check_generator(0, G.latent_kind)
@@ -387,7 +390,7 @@ class SearchPool:
 
 
 def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
-                 config: SearchConfig = SearchConfig(), device: torch.device | str = "cpu",
+                 config: SearchConfig | None = None, device: torch.device | str = "cpu",
                  on_step: StepCallback | None = None, save_every: int | None = None,
                  on_frame: Callable[[int, int, torch.Tensor], None] | None = None,
                  stop_at_eps: bool = False, robust: RobustOptions | None = None) -> list[SearchResult]:
@@ -395,7 +398,8 @@ def pulse_search(G: Generator, targets: torch.Tensor, *, seeds: Sequence[int],
 
     `seeds[b]` fixes target b's random start. The generator's resolution must be a multiple of the
     targets' size. With `save_every=K`, `on_frame(b, step, image)` gets target b's iterate every K steps;
-    with `stop_at_eps` a target stops at its first iterate that meets eps.
+    with `stop_at_eps` a target stops at its first iterate that meets eps. No `config`: PULSE's defaults as
+    they apply to G (`SearchConfig.for_latent`: a DCGAN's loss has no GEOCROSS).
     """
     assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
     assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
