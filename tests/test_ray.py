@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import read_records, same_images, write_crops
+from helpers import dcgan_state_dict, read_records, same_images, save_tensor_file, write_crops
 from typer.testing import CliRunner
 
 from pulse_cli.cli import app
@@ -110,6 +110,28 @@ def test_a_ray_run_and_a_plain_process_share_out(local_ray, monkeypatch, tmp_pat
     assert plain.wait(timeout=300) == 0
     assert result.exit_code == 0, result.output
     _check(out, reference, names)
+
+
+def test_a_dcgan_on_ray_gives_a_plain_runs_results(local_ray, monkeypatch, tmp_path):
+    """A DCGAN (one Gaussian z, no noise): the workers search it as a plain process does, with the loss that
+    applies to it (no GEOCROSS), and a GEOCROSS loss is refused before any worker starts."""
+    monkeypatch.delenv("PULSE_CHECKPOINT", raising=False)
+    checkpoint = save_tensor_file({"netG_state_dict": dcgan_state_dict(nz=8)}, tmp_path / "dcgan.tar")
+    src = write_crops(tmp_path / "in", 3, size=8)
+    names = sorted(p.name for p in src.iterdir())
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_CHECKPOINT"}
+    env.update(PULSE_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "pulse_cli", *_args(src, tmp_path / "single", checkpoint)], env=env,
+                   check=True, timeout=300)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, _args(src, out, checkpoint, "--ray", "local", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    _check(out, tmp_path / "single", names)
+    assert all(r["search"]["loss"] == "100*L2" for r in read_records(out))
+    refused = CliRunner().invoke(app, _args(src, tmp_path / "out2", checkpoint, "--ray", "local",
+                                            "--loss", "100*L2+0.05*GEOCROSS"))
+    assert refused.exit_code == 2 and "GEOCROSS has no meaning" in refused.stderr
+    assert not (tmp_path / "out2" / "results.jsonl").exists()
 
 
 def test_a_worker_that_cannot_load_the_model_fails_the_run_in_one_line(local_ray, monkeypatch, tmp_path):
