@@ -301,10 +301,19 @@ class Runner:
             names += [k for k in sorted(set(recorded) | set(self.search)) if recorded.get(k) != self.search.get(k)]
         if earlier.get("seed") != self.options.seed:
             names.append("seed")
-        recorded = earlier.get("checkpoint")
-        if recorded and recorded != self.checkpoint and Path(self.checkpoint) not in Path(recorded).parents:
-            names.append("checkpoint")  # by path (nothing is hashed for a done input); a folder holds its file
+        if self._other_checkpoint(earlier.get("checkpoint"), earlier.get("checkpoint_sha256")):
+            names.append("checkpoint")
         return names
+
+    def _other_checkpoint(self, path: Any, sha256: Any) -> bool:
+        """Whether a done input was made with another checkpoint. The same path (or its folder) is the same one,
+        unhashed: a done folder costs no hashing of the model. Another path is compared by content when the
+        record has the sha256: a copy elsewhere is the same model."""
+        if not path or path == self.checkpoint or Path(self.checkpoint) in Path(str(path)).parents:
+            return False
+        if isinstance(sha256, str) and sha256 and self.checkpoint_sha256:
+            return sha256 != self.checkpoint_sha256
+        return True
 
     def record(self, record: ResultRecord) -> None:
         """Append the input's record: written last, it is what marks the input done. An OSError here
