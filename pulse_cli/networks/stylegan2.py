@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulse_cli.networks.generator import Generator
+from .generator import Generator
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)

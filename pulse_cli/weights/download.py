@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pulse_cli import __version__
-from pulse_cli.files.atomic import atomic_write_bytes, open_regular, sha256_file
-
+from ..files.atomic import atomic_write_bytes, open_regular, sha256_file
+from ..version import __version__
 from .registry import Source
 
 USER_AGENT = f"pulse-cli/{__version__}"
