@@ -158,7 +158,7 @@ def upsample(
                                             help="Images optimised together; auto: 1 on a CPU, as many as fit "
                                                  "on a GPU.")] = "auto",
     synthesis: Annotated[SynthesisPath, typer.Option(metavar="NAME", rich_help_panel=PERFORMANCE,
-                                                     help="fast (the same function, ~3x faster on a CPU), "
+                                                     help="fast (the same function, 2-3x faster on a CPU), "
                                                           "reference (the original's operations) or auto (fast "
                                                           "where verified: the CPU).")] = SynthesisPath.auto,
     ray_address: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS|local", rich_help_panel=PERFORMANCE,

@@ -269,8 +269,8 @@ class StyleGAN1Generator(Generator):
         return [(batch, 1, 2 ** (i // 2 + 2), 2 ** (i // 2 + 2)) for i in range(self.num_ws)]
 
     def use_fast_path(self, enabled: bool = True) -> StyleGAN1Generator:
-        """Evaluate `synthesize` with the fast path of stylegan1_fast.py (same function, ~3.5x faster on a
-        CPU in float32). Off: the reference modules, exactly as the original."""
+        """Evaluate `synthesize` with the fast path of stylegan1_fast.py (same function, 2-3x faster on a
+        CPU in float32, bench/README.md). Off: the reference modules, exactly as the original."""
         self._fast_enabled = bool(enabled)
         self._fast = None
         return self
