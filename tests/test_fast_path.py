@@ -7,6 +7,7 @@ import platform
 import pytest
 import torch
 import torch.nn.functional as F
+from slopes import impose_slopes, nudged, record_slopes, relative_error
 
 from pulse_cli.device import configure_cpu_allocator
 from pulse_cli.networks.stylegan1 import StyleGAN1Generator
@@ -34,31 +35,55 @@ def test_fast_path_matches_the_original_implementation(reference):
     assert (image - reference["synthesis_image"]).abs().max() < 1e-4
 
 
-def _gradients(G, reference, dtype):
-    ws = reference["synthesis_dlatents"].to(dtype).clone().requires_grad_(True)
-    noise = [n.to(dtype).clone().requires_grad_(i < 5) for i, n in enumerate(reference["synthesis_noise"])]
+def _inputs(reference, dtype=torch.float32, nudge: tuple[int, int | None] = (0, None)):
+    """The fixture's latents and noise (optionally nudged by ulps, see `slopes.nudged`), as leaves."""
+    ulps, seed = nudge
+    ws, noise = reference["synthesis_dlatents"], list(reference["synthesis_noise"])
+    if ulps:
+        ws = nudged(ws, ulps, seed)
+        noise = [nudged(n, ulps, None if seed is None else seed + 1 + i) for i, n in enumerate(noise)]
+    return ws.to(dtype), [n.to(dtype) for n in noise]
+
+
+def _gradients(G, inputs):
+    """Gradients of a fixed linear function of the image: latents, then noise maps 0-4, in float64."""
+    ws, noise = inputs
+    ws = ws.clone().requires_grad_(True)
+    noise = [n.clone().requires_grad_(i < 5) for i, n in enumerate(noise)]
     image = G.synthesize(ws, noise)
-    (image * torch.linspace(-1, 1, image.numel(), dtype=dtype).view_as(image)).sum().backward()
+    (image * torch.linspace(-1, 1, image.numel(), dtype=image.dtype).view_as(image)).sum().backward()
     return [ws.grad.double()] + [n.grad.double() for n in noise[:5]]
 
 
-def test_fast_path_gradients_are_as_accurate_as_the_reference_path(reference):
-    """Against a float64 run of the reference: the fast path's float32 gradients must be no less accurate
-    than the reference path's own float32 gradients (this network amplifies rounding).
+# Inputs as recorded, and moved by one ulp (all up, all down, each at random): each moves every
+# pre-activation by about its own rounding error, so a bound that holds for one kink state only fails for
+# one of them on any CPU (the former bound, fast <= 3 x reference + 1e-5 against plain float64, fails on
+# this project's AVX-512 AMD EPYC with its own kernels for the downward nudge, and unnudged with AVX2 kernels).
+NUDGES = [pytest.param((0, None), id="as-recorded"), pytest.param((1, None), id="up-1ulp"),
+          pytest.param((-1, None), id="down-1ulp"), pytest.param((1, 0), id="random-1ulp")]
+# Rounding level for this 256-px network in float32, against float64 with the same slopes, latents and noise
+# maps 0-4. Measured on an AMD EPYC with AVX-512, with its own, AVX2 and SSE4.1 kernels, 1 and 2 threads,
+# seven nudges: latents 1.5e-7-2.6e-7, noise maps 1.1e-6-4.1e-6, both paths. Against plain float64 (which
+# decides its own slopes) the same runs are 1.6e-7 to 9e-5 (latents) and 1.1e-6 to 2e-3 (noise maps), by
+# kink state alone (issue 26).
+ROUNDING_LEVEL = {"latents": 1e-6, "noise": 1e-5}
 
-    Relative distance from float64, fast / reference path (latents; noise maps 0-4), measured on an
-    AVX-512 CPU with its own kernels and with AVX2 and SSE4.1 ones forced (`make test` runs all three):
-    AVX-512 1.5e-7 / 1.6e-6 (1.2e-6-2.1e-6 / 1.6e-5-4.3e-5), AVX2 1.6e-6 / 2.5e-6 (1.6e-5-4.3e-5 /
-    3.5e-5-6.8e-5), SSE4.1 1.9e-7 / 2.2e-5 (2.0e-6-3.8e-6 / 3.7e-4-6.9e-4). With one float32 pass per
-    channel sum instead of `plane_sums` the fast path was 2-12x worse than the reference on AVX2 and SSE4.1.
-    """
-    exact = _gradients(generator(reference, fast=False).double(), reference, torch.float64)
-    plain = _gradients(generator(reference, fast=False), reference, torch.float32)
-    fast = _gradients(generator(reference, fast=True), reference, torch.float32)
-    for e, p, f in zip(exact, plain, fast, strict=True):
-        reference_error = ((p - e).norm() / e.norm()).item()
-        fast_error = ((f - e).norm() / e.norm()).item()
-        assert fast_error <= 3 * reference_error + 1e-5, (fast_error, reference_error)
+
+@pytest.mark.parametrize("nudge", NUDGES)
+def test_fast_path_gradients_are_as_accurate_as_the_reference_path(reference, nudge):
+    """Each path's float32 gradients against float64 taking that run's own LeakyReLU slopes (its exact
+    derivative; see tests/slopes.py): both at float32 rounding level, under the same bound. (The fast path
+    is 0.8-2.2x the reference path's error, tensor by tensor, in the runs measured: rounding noise.)"""
+    exact_G = generator(reference, fast=False).double()
+    for path in ("fast", "reference"):
+        with record_slopes() as slopes:
+            got = _gradients(generator(reference, fast=path == "fast"), _inputs(reference, torch.float32, nudge))
+        with impose_slopes(slopes.masks) as imposed:
+            exact = _gradients(exact_G, _inputs(reference, torch.float64, nudge))
+        assert imposed.used == len(slopes.masks) == 14  # every LeakyReLU of this 7-block network
+        errors = [relative_error(g, e) for g, e in zip(got, exact, strict=True)]
+        assert errors[0] < ROUNDING_LEVEL["latents"], (path, errors)
+        assert max(errors[1:]) < ROUNDING_LEVEL["noise"], (path, errors)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -127,8 +152,9 @@ def test_the_fast_path_follows_the_generator_to_float64_and_back(reference):
 
 
 def test_float64_fast_path_gradients_equal_the_float64_reference(reference):
-    exact = _gradients(generator(reference, fast=False).double(), reference, torch.float64)
-    fast = _gradients(generator(reference, fast=True).double(), reference, torch.float64)
+    inputs = _inputs(reference, torch.float64)
+    exact = _gradients(generator(reference, fast=False).double(), inputs)
+    fast = _gradients(generator(reference, fast=True).double(), inputs)
     for e, f in zip(exact, fast, strict=True):
         assert ((f - e).norm() / e.norm()).item() < 1e-9
 

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 from helpers import face_target, random_state_dicts, three_targets, tiny_generator
+from slopes import impose_slopes, record_slopes
 
 from pulse_cli import SearchConfig, pulse_search
 from pulse_cli.checkpoints.latent_stats import compute_latent_stats
@@ -205,8 +206,14 @@ def test_gradient_of_summed_loss_is_per_image(G: StyleGAN1Generator, G64: StyleG
     def close(a: torch.Tensor, b: torch.Tensor) -> bool:
         return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
-    batch_lat, batch_noise = _loss_grads(gen, latent, noise, targets)
-    solo_lat, solo_noise = _loss_grads(gen, latent[1:2], [n[1:2] for n in noise], targets[1:2])
+    with record_slopes() as slopes:
+        batch_lat, batch_noise = _loss_grads(gen, latent, noise, targets)
+    # Alone, image 1 takes the LeakyReLU slopes it had in the batch: a pre-activation within rounding of the
+    # kink, which the other kernel shapes of a batch of 1 could put on the other side, changes its gradient
+    # by ~1e-3 however per-image the computation is (tests/slopes.py). What is left is rounding.
+    with impose_slopes([mask[1:2] for mask in slopes.masks]) as imposed:
+        solo_lat, solo_noise = _loss_grads(gen, latent[1:2], [n[1:2] for n in noise], targets[1:2])
+    assert imposed.used == len(slopes.masks) > 0
     assert close(batch_lat[1:2], solo_lat)
     for bn, sn in zip(batch_noise, solo_noise, strict=True):
         assert close(bn[1:2], sn)
