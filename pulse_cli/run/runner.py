@@ -415,7 +415,8 @@ class Runner:
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps),
                                  [has_no_face(s) for s in record.samples],
-                                 **sheet_extras(self.out_dir, record.disagreement, record.identity)))
+                                 **sheet_extras(disagreement_path(self.out_dir, job.input.rel), record.disagreement,
+                                                record.identity)))
         shard = self.options.shard
         write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}",
                          metadata=self.options.metadata)

@@ -86,15 +86,13 @@ class SheetRow:
     note: str | None = None  # with --check-face and several samples: how many people they are
 
 
-def sheet_extras(out_dir: Path, disagreement: Any, identity: Any) -> dict[str, Any]:
-    """A record's disagreement map and identity sentence, as SheetRow fields (what an earlier run recorded may
-    lack them, or hold anything)."""
+def sheet_extras(map_path: Path, disagreement: Any, identity: Any) -> dict[str, Any]:
+    """A record's disagreement map (at `map_path`, the input's own, when the record has one and it is there) and
+    identity sentence, as SheetRow fields (what an earlier run recorded may lack them, or hold anything)."""
     extras: dict[str, Any] = {}
-    if isinstance(disagreement, dict) and isinstance(disagreement.get("map"), str):
-        path = Path(out_dir) / disagreement["map"]
-        if path.is_file():
-            mean = disagreement.get("mean")
-            extras.update(disagreement=path, disagreement_mean=mean if isinstance(mean, (int, float)) else None)
+    if isinstance(disagreement, dict) and map_path.is_file():
+        mean = disagreement.get("mean")
+        extras.update(disagreement=map_path, disagreement_mean=mean if isinstance(mean, (int, float)) else None)
     if isinstance(identity, dict):
         extras["note"] = identity_sentence(identity)
     return extras
@@ -126,6 +124,5 @@ def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet
     pages = [pairs[i:i + SHEET_ROWS_PER_PAGE] for i in range(0, len(pairs), SHEET_ROWS_PER_PAGE)]
     for n, page in enumerate(pages, start=1):
         file = f"{name}.png" if len(pages) == 1 else f"{name}-{n:03d}.png"
-        grid = grid_sheet([t for _, t in page], tile_size=SHEET_TILE, title=title if len(title) > 1 else title[0],
-                          notes=[r.note for r, _ in page])
+        grid = grid_sheet([t for _, t in page], tile_size=SHEET_TILE, title=title, notes=[r.note for r, _ in page])
         save_image_atomic(grid, Path(out_dir) / file, pnginfo=png_info(sheet_metadata() if metadata else None))
