@@ -50,8 +50,9 @@ $(DEMO_MODEL): | install
 demo: install $(DEMO_MODEL)
 	$(BIN)/python examples/face_crops.py $(DEMO_MODEL) $(DEMO_OUT) --seeds 1-6 --size 8
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/pulse upsample $(DEMO_OUT)/crops $(DEMO_OUT)/faces --checkpoint $(DEMO_MODEL) \
-		--samples 3 --sheet --batch-size 6 --report
+		--samples 3 --sheet --batch-size 6 --report --check-face
 	@echo "contact sheet: $(DEMO_OUT)/faces/sheet.png, all results: $(DEMO_OUT)/faces/report.html (the faces the crops came from: $(DEMO_OUT)/true-faces/)"
+	@echo "on both: where the three samples of a crop disagree (the map: invented detail) and whether dlib's face-recognition measure takes them for different people (docs/invented.md)"
 
 # No download: the untrained demo StyleGAN on the example crops (the mechanics, not faces).
 demo-untrained: install
@@ -71,9 +72,12 @@ bench-search: install
 	$(BIN)/python bench/search.py
 
 # Search quality on 48 faces of dcgan-digiface-64 (8x8 and 16x16 crops): eps reached, dlib finds a face, identity
-# distances; pulse vs robust (~5 min on 1 thread). Results in bench/README.md.
+# distances; pulse vs robust (~5 min on 1 thread). Then what is invented (bench/invented.py, ~7 min on 1 thread):
+# where 3 samples per crop disagree, inside and outside the face, and whether they are different people.
+# Results in bench/README.md.
 bench-quality: install $(DEMO_MODEL)
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/invented.py
 
 # Images per hour with 1 and 2 processes (--shard, a shared OUT) and --ray local --workers 2 (~3 min on 2 cores).
 bench-scale: install

@@ -12,7 +12,7 @@ from helpers import dcgan_state_dict, face_target, read_records, save_tensor_fil
 
 pytest.importorskip("dlib")
 
-from pulse_cli.align import detect  # noqa: E402
+from pulse_cli.align import detect, identity  # noqa: E402
 from pulse_cli.cli import app  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def test_face_score_finds_a_real_face_and_not_noise():
 
 def test_records_summary_and_sheets(runner, tmp_path, setup, monkeypatch):
     scores = itertools.cycle([1.25, None])  # the first sample of each input shows a face, the second none
-    monkeypatch.setattr(detect, "face_score", lambda rgb: next(scores))
+    monkeypatch.setattr(identity, "read_face", lambda rgb, describe: identity.FaceReading(next(scores)))
     out = tmp_path / "out"
     result = upsample(runner, setup, out, "--check-face", "--sheet", "--json")
     assert result.exit_code == 0, result.output

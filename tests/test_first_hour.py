@@ -232,9 +232,9 @@ def test_sheets_carry_text_metadata_and_whole_names(runner, tmp_path, demo_check
     captions: list[str] = []
     real = sheets.grid_sheet
 
-    def recording(grid, *, tile_size, title):
+    def recording(grid, **options):
         captions.extend(tile.caption for row in grid for tile in row if tile is not None)
-        return real(grid, tile_size=tile_size, title=title)
+        return real(grid, **options)
 
     monkeypatch.setattr(sheets, "grid_sheet", recording)
     crops = tmp_path / "in"

@@ -22,6 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pulse_cli.cli import app
+from pulse_cli.run.disagreement import MAP_LINE
 
 FAST = ["--steps", "3", "--device", "cpu"]
 
@@ -452,18 +453,20 @@ def test_sheet_headers_say_how_many_results_met_eps(runner, tmp_path, demo_check
     titles: list[str] = []
     real = sheets.grid_sheet
 
-    def recording(grid, *, tile_size, title):
-        titles.append(title)
-        return real(grid, tile_size=tile_size, title=title)
+    def recording(grid, **options):
+        titles.append(options["title"])
+        return real(grid, **options)
 
     monkeypatch.setattr(sheets, "grid_sheet", recording)
     src = write_crops(tmp_path / "in", 2)
     result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, "--eps", "0",
                       "--samples", "2", "--sheet")
     assert result.exit_code == 0
-    assert titles[:2] == ["0 of 2 met eps. Synthetic faces invented by PULSE; none is the real person."] * 2
-    assert titles[2].startswith("0 of 2 inputs met eps.")
-    assert not any("each fits" in title for title in titles)
+    # two samples: a second line says what their disagreement map shows
+    assert titles[:2] == [["0 of 2 met eps. Synthetic faces invented by PULSE; none is the real person.",
+                           MAP_LINE]] * 2
+    assert titles[2][0].startswith("0 of 2 inputs met eps.") and titles[2][1] == MAP_LINE
+    assert not any("each fits" in line for title in titles for line in title)
 
 
 def test_upsample_help_reads_well_at_80_columns(runner):

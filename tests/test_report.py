@@ -266,9 +266,9 @@ def test_demo_run_report_in_chromium(runner, tmp_path, demo_checkpoint):
             if row["status"] == "failed":
                 assert records[row["name"]]["error"] in row["text"] and row["images"] == []
                 continue
-            # the crop, and per sample its result and the result downscaled back: all loaded
-            assert len(row["images"]) == 1 + 2 * 2 and all(w > 0 for w in row["images"]), row
-            assert row["images"][1] == 128 and row["images"][0] == row["images"][2] == 16
+            # the crop, per sample its result and the result downscaled back, and the samples' disagreement map
+            assert len(row["images"]) == 1 + 2 * 2 + 1 and all(w > 0 for w in row["images"]), row
+            assert row["images"][1] == row["images"][5] == 128 and row["images"][0] == row["images"][2] == 16
             assert row["curves"] == 3 * 2 and row["eps"] == 1  # L2, GEOCROSS and lr, one line per sample
         # hostile names are text: the element shows them, and nothing in them ran
         assert browser.evaluate("window.pwned === undefined && document.title") == "pulse report"

@@ -139,19 +139,23 @@ def test_samples_sheet_and_diversity(tmp_path, checkpoint, crops):
 
     tile = 128
     with Image.open(out / "sheets" / "a.png.sheet.png") as sheet:
-        # input, bicubic and three results across; results above their downscaled versions
-        assert sheet.size == (PADDING + 5 * (tile + PADDING),
-                              CAPTION_HEIGHT + 2 * PADDING + 2 * (tile + CAPTION_HEIGHT + PADDING))
-        top = CAPTION_HEIGHT + 2 * PADDING
+        # input, bicubic, three results and their disagreement map across; results above their downscaled
+        # versions, the map above its scale; two title lines (the second says what the map shows)
+        assert sheet.size == (PADDING + 6 * (tile + PADDING),
+                              2 * CAPTION_HEIGHT + 2 * PADDING + 2 * (tile + CAPTION_HEIGHT + PADDING))
+        top = 2 * CAPTION_HEIGHT + 2 * PADDING
         input_tile = np.asarray(sheet.crop((PADDING, top, PADDING + tile, top + tile)))
         expected = np.asarray(Image.open(crops / "a.png").convert("RGB").resize((tile, tile), Image.NEAREST))
         assert np.array_equal(input_tile, expected)
         result_x = PADDING + 2 * (tile + PADDING)
         result_tile = np.asarray(sheet.crop((result_x, top, result_x + tile, top + tile)))
         assert np.array_equal(result_tile, (images[0] * 255).round().astype(np.uint8))
-    with Image.open(out / "sheet.png") as run_sheet:
-        assert run_sheet.size == (PADDING + 4 * (tile + PADDING),
-                                  CAPTION_HEIGHT + 2 * PADDING + 2 * (tile + CAPTION_HEIGHT + PADDING))
+        map_x = PADDING + 5 * (tile + PADDING)
+        map_tile = np.asarray(sheet.crop((map_x, top, map_x + tile, top + tile)))
+        assert np.array_equal(map_tile, np.asarray(Image.open(out / "a.png.disagreement.png")))
+    with Image.open(out / "sheet.png") as run_sheet:  # each input, its three results and their map
+        assert run_sheet.size == (PADDING + 5 * (tile + PADDING),
+                                  2 * CAPTION_HEIGHT + 2 * PADDING + 2 * (tile + CAPTION_HEIGHT + PADDING))
 
 
 def test_grid_sheet_captions_are_drawn_under_tiles_only():

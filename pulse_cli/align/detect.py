@@ -71,17 +71,21 @@ def predictor_path() -> Path:
         if not path.is_file():
             raise MissingExtra(f"{PREDICTOR_ENV}={explicit} is not a file")
         return path
+    for folder in model_folders():
+        if (folder / PREDICTOR_FILE).is_file():
+            return folder / PREDICTOR_FILE
+    raise MissingExtra(f"pulse align needs the 68-point landmark model (package face_recognition_models): "
+                       f"{INSTALL_HINT}")
+
+
+def model_folders() -> list[Path]:
+    """The `models` folders of the installed `face_recognition_models` package, found without importing it."""
     try:
         spec = importlib.util.find_spec("face_recognition_models")
     except (ImportError, ValueError):
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location) / "models" / PREDICTOR_FILE
-        if path.is_file():
-            return path
-    raise MissingExtra(f"pulse align needs the 68-point landmark model (package face_recognition_models): "
-                       f"{INSTALL_HINT}")
+    return [Path(location) / "models" for location in locations]
 
 
 def check_installed() -> None:
@@ -129,13 +133,28 @@ def _frontal_detector():
     return import_dlib().get_frontal_face_detector()
 
 
+def check_image(rgb: np.ndarray) -> np.ndarray:
+    """An 8-bit RGB result [H, W, 3] as the checks see it: upscaled (bicubic) to CHECK_SIZE if smaller."""
+    from PIL import Image
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.shape[0] < CHECK_SIZE:
+        rgb = np.asarray(Image.fromarray(rgb).resize((CHECK_SIZE, CHECK_SIZE), Image.BICUBIC))
+    return np.ascontiguousarray(rgb)
+
+
+def best_face(image: np.ndarray):
+    """dlib's best detection (HOG, upsampling once, as `pulse align`) in an image made by `check_image`:
+    (its rectangle, its score), or None when no detection scores above 0."""
+    boxes, scores, _ = _frontal_detector().run(image, UPSAMPLE, 0.0)
+    if not len(scores):
+        return None
+    best = max(range(len(scores)), key=lambda k: scores[k])
+    return boxes[best], float(scores[best])
+
+
 def face_score(rgb: np.ndarray) -> float | None:
     """The best score of dlib's HOG detector (upsampling once, as `pulse align`) on an 8-bit RGB image
     [H, W, 3], first upscaled to CHECK_SIZE if smaller; None when it finds no face (no detection above 0)."""
-    from PIL import Image
-
-    if rgb.shape[0] < CHECK_SIZE:
-        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).resize(
-            (CHECK_SIZE, CHECK_SIZE), Image.BICUBIC))
-    _boxes, scores, _ = _frontal_detector().run(np.ascontiguousarray(rgb, dtype=np.uint8), UPSAMPLE, 0.0)
-    return round(float(max(scores)), 4) if len(scores) else None
+    found = best_face(check_image(rgb))
+    return None if found is None else round(found[1], 4)

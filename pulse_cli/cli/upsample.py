@@ -54,8 +54,8 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
   # photos: find and align the faces first
   pulse upsample photos/ out/ --align
 
-  # how many different faces fit one crop
-  pulse upsample crops/ out/ --samples 6 --sheet
+  # how many different faces fit one crop, where they disagree, and whether they are one person
+  pulse upsample crops/ out/ --samples 6 --sheet --check-face
 """
 
 
@@ -107,7 +107,8 @@ def upsample(
     tile_latent: Annotated[bool, flag("--tile-latent", panel=SEARCH,
                                       help="One latent for all layers instead of W+.")] = False,
     samples: Annotated[int, typer.Option(min=1, max=MAX_SAMPLES, metavar="N", rich_help_panel=SEARCH,
-                                         help="Independent results per input (different faces).")] = 1,
+                                         help="Independent results per input (different faces); from 2, also "
+                                              "OUT/<rel>.disagreement.png, where they differ.")] = 1,
     seed: Annotated[int, typer.Option(metavar="INT", rich_help_panel=SEARCH,
                                       help="Base seed; each image's start derives from it and its path.")] = 0,
     stop_at_eps: Annotated[bool, flag("--stop-at-eps", panel=SEARCH,
@@ -135,7 +136,8 @@ def upsample(
     check_face: Annotated[bool, flag("--check-face", panel=TRANSPARENCY,
                                      help="Run dlib's face detector on every result: face_score in results.jsonl "
                                           "(null: no face found), counted in the summary and marked on sheets. "
-                                          "Needs the 'align' extra.")] = False,
+                                          "With --samples N >= 2, also dlib's face descriptor: how many different "
+                                          "people the samples are. Needs the 'align' extra.")] = False,
     report: Annotated[bool, flag("--report", panel=TRANSPARENCY,
                                  help="At the end, write OUT/report.html from every record in OUT (as 'pulse "
                                       "report'); each run or shard sharing OUT rewrites it.")] = False,
@@ -209,6 +211,7 @@ def upsample(
                 import_dlib()
             except MissingExtra:
                 raise UsageError(f"--check-face needs dlib (the 'align' extra): {INSTALL_HINT}") from None
+        identities, no_identities = _identities_wanted(check_face, samples)
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
@@ -235,7 +238,8 @@ def upsample(
         options = RunOptions(samples=samples, seed=seed, overwrite=overwrite, recursive=recursive or align,
                              shard=shard_spec,
                              metadata=metadata, save_latents=save_latents, save_every=save_every,
-                             animate=animate, sheet=sheet, stop_at_eps=stop_at_eps, check_face=check_face)
+                             animate=animate, sheet=sheet, stop_at_eps=stop_at_eps, check_face=check_face,
+                             identities=identities)
     except UsageError as exc:
         raise fail(str(exc)) from None
     photos_failed = 0
@@ -253,6 +257,8 @@ def upsample(
     jobs = plan_jobs(in_dir, out_dir, options, index)
 
     if not quiet:
+        if no_identities:
+            err_console.print(f"[yellow]warning:[/] {escape(no_identities)}", markup=True)
         if how != "given":
             err_console.print(f"using checkpoint {printable(str(checkpoint_path))} ({how})", markup=False)
         from ..checkpoints.demo_marker import DEMO_WARNING, is_demo_checkpoint
@@ -279,18 +285,34 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
-        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps, check_face=check_face)
+        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps, check_face=check_face,
+                       no_identities=no_identities)
     if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
 
         write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
     if json_summary:
-        typer.echo(json.dumps(_summary_object(summary, out_dir, check_face)))
+        typer.echo(json.dumps(_summary_object(summary, out_dir, check_face, no_identities)))
     if strict and summary.not_met_eps:
         err_console.print(f"[bold red]error:[/] {summary.not_met_eps} input(s) did not reach eps "
                           f"{config.eps:g} (--strict), skipped ones included", markup=True)
     failed = summary.counts["failed"] > 0 or photos_failed > 0 or (strict and summary.not_met_eps > 0)
     raise typer.Exit(FAILED if failed else 0)
+
+
+def _identities_wanted(check_face: bool, samples: int) -> tuple[bool, str | None]:
+    """Whether the run counts the people an input's samples are (--check-face with several samples), and if it
+    cannot (dlib's face-recognition model missing), the reason, said once: the rest of the run goes on."""
+    if not check_face or samples < 2:
+        return False, None
+    from ..align.detect import MissingExtra
+    from ..align.identity import check_installed
+
+    try:
+        check_installed()
+    except MissingExtra as exc:
+        return False, f"--check-face: whether the samples are the same person is not measured: {exc}"
+    return True, None
 
 
 def _check_values_before_torch(*, loss: str, eps: float, steps: int, lr: float, search: str, device: str) -> None:
@@ -367,7 +389,8 @@ def _skipped_earlier(summary) -> dict[str, int]:
     return {status: sum(r.earlier_status == status for r in skipped) for status in DONE}
 
 
-def _summary_object(summary, out_dir: Path, check_face: bool = False) -> dict[str, Any]:
+def _summary_object(summary, out_dir: Path, check_face: bool = False,
+                    no_identities: str | None = None) -> dict[str, Any]:
     from ..run.records import FAILED, SKIPPED
 
     return {
@@ -381,14 +404,27 @@ def _summary_object(summary, out_dir: Path, check_face: bool = False) -> dict[st
         "not_converged_inputs": [{"input": r.input, "best_l2": r.best_l2, "earlier": r.status == SKIPPED}
                                  for r in summary.records if r.met_eps is False],
         **({"no_face": summary.no_face} if check_face else {}),  # results in which dlib found no face
+        **_identities_object(summary, no_identities),
     }
+
+
+def _identities_object(summary, no_identities: str | None) -> dict[str, Any]:
+    """With --check-face and several samples: how many inputs' samples are different people, or why that was
+    not measured."""
+    from ..align.identity import run_counts
+
+    if no_identities:
+        return {"identities": {"not_measured": no_identities}}
+    counts = run_counts(r.identity for r in summary.records)
+    return {"identities": counts} if counts else {}
 
 
 # Inputs named one per line in the summary before the rest are counted: about a screenful in all.
 SUMMARY_LIST_LINES = 15
 
 
-def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_face: bool = False) -> None:
+def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_face: bool = False,
+                   no_identities: str | None = None) -> None:
     """The counts, then the inputs that failed or did not reach eps (up to a screenful), then what to do next."""
     from rich.table import Table
 
@@ -403,6 +439,13 @@ def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_fac
              f"{summary.seconds:.1f}"] + ([str(summary.no_face)] if check_face else [])
     table.add_row(*cells)
     err_console.print(table)
+    from ..align.identity import run_counts, run_sentence
+
+    counts = run_counts(r.identity for r in summary.records)
+    if counts:
+        err_console.print(f"identity: {run_sentence(counts)}", markup=False)
+    elif no_identities:
+        err_console.print(f"identity: {no_identities}", markup=False)
     if c["skipped"]:
         earlier = _skipped_earlier(summary)
         err_console.print(f"skipped {c['skipped']} done earlier: {earlier['ok']} ok, "
@@ -428,6 +471,8 @@ def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_fac
     next_steps = [f"results: {out}/ (one PNG per input), logs in {out}/logs/, records in {out}/results.jsonl"]
     if sheet:
         next_steps.append(f"sheets: {out}/sheet.png and {out}/sheets/")
+    if any(r.disagreement for r in summary.records):
+        next_steps.append(f"where the samples disagree (invented detail): {out}/<input>.disagreement.png")
     if unconverged:
         next_steps.append("not converged (best images written): --search robust or more --steps may get closer; "
                           "add --overwrite, which redoes every input")

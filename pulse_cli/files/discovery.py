@@ -81,8 +81,8 @@ def result_stem(rel: PurePosixPath) -> str:
     """The name an input's outputs are made from: its relative path, extension kept (so `a.jpg` and `a.png`
     never share outputs). An input without an image extension (recognised by its content) gets `.image`
     added: the tool's own files (`sheet.png`, `<stem>.sheet.png`, `<stem>.sample<k>.png`,
-    `frames/<stem>/step-NNNN.png`) never end in an image extension + `.png`, so no input's result can
-    take one of their names, whatever the input files and folders are called."""
+    `<stem>.disagreement.png`, `frames/<stem>/step-NNNN.png`) never end in an image extension + `.png`, so no
+    input's result can take one of their names, whatever the input files and folders are called."""
     name = rel.as_posix()
     return name if rel.suffix.lower() in IMAGE_SUFFIXES else f"{name}.image"
 
@@ -101,3 +101,8 @@ def sheet_path(out_dir: Path, rel: PurePosixPath) -> Path:
     """Per-input contact sheet: OUT/sheets/<stem>.sheet.png, apart from the result of an input that itself
     sits in a folder called `sheets` (see `result_stem`)."""
     return Path(out_dir) / "sheets" / f"{result_stem(rel)}.sheet.png"
+
+
+def disagreement_path(out_dir: Path, rel: PurePosixPath) -> Path:
+    """Where an input's samples disagree (with several samples): OUT/<stem>.disagreement.png (see `result_stem`)."""
+    return Path(out_dir) / f"{result_stem(rel)}.disagreement.png"

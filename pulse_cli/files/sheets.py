@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ CAPTION_HEIGHT = 16
 PADDING = 4
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
+NOTE = (255, 212, 121)  # a row's note: what the row's samples show together
 SHEET_NOTICE = "Synthetic faces invented by PULSE; none is the real person."
 
 
@@ -41,22 +43,33 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
     return ""
 
 
-def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str = SHEET_NOTICE) -> Image.Image:
-    """Tiles resized to `tile_size` (nearest, so small inputs show their pixels), captions below."""
+def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str | Sequence[str] = SHEET_NOTICE,
+               notes: Sequence[str | None] | None = None) -> Image.Image:
+    """Tiles resized to `tile_size` (nearest, so small inputs show their pixels), captions below. `title`: one
+    line, or several. `notes`: per row, a line of text under its captions (rows get the room only when some row
+    has a note)."""
+    lines = [title] if isinstance(title, str) else list(title)
     columns = max((len(row) for row in grid), default=1)
-    cell_w, cell_h = tile_size + PADDING, tile_size + CAPTION_HEIGHT + PADDING
-    header = CAPTION_HEIGHT + PADDING
+    noted = notes is not None and any(notes)
+    cell_w, cell_h = tile_size + PADDING, tile_size + CAPTION_HEIGHT * (2 if noted else 1) + PADDING
+    header = CAPTION_HEIGHT * max(1, len(lines)) + PADDING
     sheet = Image.new("RGB", (PADDING + columns * cell_w, header + PADDING + len(grid) * cell_h), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = _font()
-    draw.text((PADDING, PADDING), _fit(draw, title, font, sheet.width - 2 * PADDING), fill=TEXT, font=font)
+    for k, line in enumerate(lines):
+        draw.text((PADDING, PADDING + k * CAPTION_HEIGHT), _fit(draw, line, font, sheet.width - 2 * PADDING),
+                  fill=TEXT, font=font)
     for r, row in enumerate(grid):
+        y = header + PADDING + r * cell_h
         for c, tile in enumerate(row):
             if tile is None:
                 continue
-            x, y = PADDING + c * cell_w, header + PADDING + r * cell_h
+            x = PADDING + c * cell_w
             sheet.paste(tile.image.convert("RGB").resize((tile_size, tile_size), Image.NEAREST), (x, y))
             draw.text((x, y + tile_size + 2), _fit(draw, tile.caption, font, tile_size), fill=TEXT, font=font)
+        if noted and r < len(notes) and notes[r]:
+            draw.text((PADDING, y + tile_size + CAPTION_HEIGHT + 2),
+                      _fit(draw, notes[r], font, sheet.width - 2 * PADDING), fill=NOTE, font=font)
     return sheet
 
 

@@ -36,6 +36,7 @@ class RunOptions:
     sheet: bool = False
     stop_at_eps: bool = False  # an image leaves the batch at its first iterate meeting eps
     check_face: bool = False  # dlib's face detector on every result (face_score in the records)
+    identities: bool = False  # with check_face and several samples: dlib's face descriptors, people per input
     shard: tuple[int, int] | None = None  # (K, N): only the inputs of shard K of N
 
 

@@ -152,6 +152,8 @@ _RESULT_FIELDS: dict[str, tuple[Any, str]] = {
     "diversity": (_optional(lambda v: isinstance(v, dict) and all(_optional(_is_number)(x) for x in v.values())),
                   "an object of numbers"),
     "search": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "disagreement": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "identity": (_optional(lambda v: isinstance(v, dict)), "an object"),
     "earlier_status": (_optional(lambda v: v in STATUSES), "a status"),
 }
 _REQUIRED = ("input", "status")
@@ -193,6 +195,9 @@ class ResultRecord:
     search: dict[str, Any] | None = None  # the search options the outputs were made with
     earlier_status: str | None = None  # skipped: the status the earlier run recorded (ok / not_converged)
     no_face: int | None = None  # with --check-face: how many of its samples show no face to dlib's detector
+    # with several samples: the disagreement map's file (relative to OUT), its mean and max, and its scale
+    disagreement: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None  # with --check-face and several samples: how many people they are
 
     @property
     def met_eps(self) -> bool | None:
@@ -233,7 +238,7 @@ class ResultRecord:
 
 
 # Fields written only when they carry something, so records keep the shape readers know.
-_OMIT_WHEN_NONE = {"diversity", "earlier_status", "no_face"}
+_OMIT_WHEN_NONE = {"diversity", "earlier_status", "no_face", "disagreement", "identity"}
 # Log lines start with their type (and a header with the tool), as they always have.
 _FIRST = ("type", "tool", "version", "torch", "python")
 

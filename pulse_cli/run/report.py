@@ -23,11 +23,13 @@ from urllib.parse import quote
 import torch
 from PIL import Image
 
+from ..align.identity import identity_sentence, run_counts, run_sentence
 from ..errors import printable
 from ..files.atomic import atomic_write_bytes, read_jsonl
 from ..files.images import ImageError, load_rgb, to_pil
 from ..files.sheets import SHEET_NOTICE
 from ..search.downsample import BicubicDownsample
+from .disagreement import MAP_LINE, SCALE_MAX, colour_bar
 from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES, not_an_output_folder
 from .report_page import PAGE, ROWS_PER_PAGE, SCRIPT, STYLE
 
@@ -135,8 +137,14 @@ def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inpu
         ("inputs folder", printable(str(inputs_dir)) if inputs_dir else "not given: crops are not shown"),
         ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
     ]
+    counts = run_counts(r.get("identity") for r in records)
+    if counts:
+        numbers.insert(3, ("identity (dlib)", run_sentence(counts)))
     eps = eps_values[-1] if eps_values else None
-    return {"notice": SHEET_NOTICE, "numbers": numbers, "eps": eps}
+    run = {"notice": SHEET_NOTICE, "numbers": numbers, "eps": eps}
+    if any(isinstance(r.get("disagreement"), dict) for r in records):
+        run["scale"] = {"bar": _data_url(colour_bar(256, 12)), "max": SCALE_MAX, "text": MAP_LINE}
+    return run
 
 
 def _met_eps(record: dict[str, Any]) -> bool | None:
@@ -279,4 +287,19 @@ class _RowBuilder:
                 "face_score": _number(sample.get("face_score")),
                 "curve": read_curves(log) if log is not None else None,
             })
+        row.update(self._invented(record))
         return row
+
+    def _invented(self, record: dict[str, Any]) -> dict[str, Any]:
+        """With several samples: their disagreement map (linked, as results are) and its mean; with
+        --check-face, how many people they are, as a sentence. Nothing for a record without them."""
+        shown: dict[str, Any] = {}
+        described = record.get("disagreement")
+        if isinstance(described, dict) and isinstance(described.get("map"), str):
+            path = _inside(self.out_dir, described["map"])
+            shown["disagreement"] = {"image": _url(described["map"]) if path is not None and path.is_file() else None,
+                                     "mean": _number(described.get("mean"))}
+        identity = record.get("identity")
+        if isinstance(identity, dict):
+            shown["identity"] = _text(identity_sentence(identity))
+        return shown

@@ -31,6 +31,8 @@ figure img,.none{width:128px;height:128px;display:block;background:#eee;object-f
 img.px{image-rendering:pixelated}
 .none{display:flex;align-items:center;justify-content:center;color:#888}
 .curves{display:flex;gap:6px;flex-wrap:wrap}
+.identity{font-weight:600;color:#6a3d00}
+#scale:not([hidden]){display:flex;gap:8px;align-items:center;margin:8px 0 0}#scale img{height:12px;width:256px}
 svg.curve{background:#fff;border:1px solid #ccc}
 svg text{font-size:10px;fill:#444}
 """
@@ -63,6 +65,17 @@ SCRIPT = r"""
     document.getElementById("notice").textContent = run.notice;
     const dl = document.getElementById("numbers");
     for (const [k, v] of run.numbers) { dl.appendChild(el("dt", null, k)); dl.appendChild(el("dd", null, v)); }
+    if (run.scale) {  // the disagreement maps' fixed scale
+      const scale = document.getElementById("scale");
+      scale.appendChild(el("span", null, "0"));
+      const bar = el("img");
+      bar.src = run.scale.bar;
+      bar.alt = "colour scale of the disagreement maps";
+      scale.appendChild(bar);
+      scale.appendChild(el("span", null, run.scale.max + "+"));
+      scale.appendChild(el("span", null, run.scale.text));
+      scale.hidden = false;
+    }
   }
 
   // One small chart: a polyline per sample (log10 of the values with `log`), an optional dashed level line.
@@ -124,6 +137,7 @@ SCRIPT = r"""
     const met = r.samples.filter((s) => s.status === "ok").length;
     if (r.samples.length > 1) info.appendChild(el("div", null, met + " of " + r.samples.length + " samples met eps"));
     if (r.steps !== null) info.appendChild(el("div", null, r.steps + " steps, " + num(r.seconds, 3) + " s"));
+    if (r.identity) info.appendChild(el("div", "identity", r.identity));
     div.appendChild(info);
     if (r.status === "failed") return div;
     div.appendChild(image(r.crop, "input " + (r.crop_size || ""), true, false));
@@ -134,6 +148,11 @@ SCRIPT = r"""
       div.appendChild(image(s.image, tag + "L2 " + num(s.best_l2) + mark + score, false, true));
       div.appendChild(image(s.down, tag + "downscaled", true, false));
     });
+    if (r.disagreement) {
+      const map = image(r.disagreement.image, "spread, mean " + num(r.disagreement.mean, 3), false, true);
+      map.className = "disagreement";
+      div.appendChild(map);
+    }
     const curves = el("div", "curves");
     const have = (key) => r.samples.filter((s) => s.curve && s.curve[key] && s.curve[key].length)
       .map((s) => s.curve[key]);
@@ -207,6 +226,7 @@ style-src '%(style_hash)s'; script-src '%(script_hash)s'">
 <h1>pulse report</h1>
 <p class="notice" id="notice"></p>
 <dl id="numbers"></dl>
+<div id="scale" hidden></div>
 </header>
 <div class="controls">
 <label>status <select id="filter"></select></label>

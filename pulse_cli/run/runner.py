@@ -18,9 +18,12 @@ from ..engine import Engine
 from ..errors import describe_os_error
 from ..files.atomic import append_jsonl, remove_stale_temp_files, sha256_file
 from ..files.claims import Claim, claim_path, try_claim
-from ..files.discovery import result_stem, sheet_path
+from ..files.discovery import disagreement_path, result_stem, sheet_path
 from ..files.images import ImageError, load_rgb
+from ..files.metadata import disagreement_metadata
 from ..search.pulse import ImageSearch, SearchConfig, SearchResult
+from .disagreement import COLORMAP, SCALE_MAX, SCALE_TEXT, disagreement_map, write_map
+from .disagreement import summary as map_summary
 from .outputs import animation_frame, write_frame, write_sample
 from .plan import FinishedIndex, Job, RunOptions, derive_seed
 from .records import (
@@ -38,7 +41,14 @@ from .records import (
     to_json,
 )
 from .reporter import Reporter
-from .sheets import SheetRow, downscale_results, sample_diversity, write_input_sheet, write_run_sheets
+from .sheets import (
+    SheetRow,
+    downscale_results,
+    sample_diversity,
+    sheet_extras,
+    write_input_sheet,
+    write_run_sheets,
+)
 
 
 @dataclass
@@ -288,6 +298,7 @@ class Runner:
         return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), best_l2=earlier.get("best_l2"),
                             best_step=earlier.get("best_step"), steps_run=earlier.get("steps_run") or 0,
                             samples=list(earlier.get("samples") or []), diversity=earlier.get("diversity"),
+                            disagreement=earlier.get("disagreement"), identity=earlier.get("identity"),
                             search=earlier.get("search"), checkpoint=earlier.get("checkpoint", self.checkpoint),
                             checkpoint_sha256=earlier.get("checkpoint_sha256"), **self._identity(job))
 
@@ -338,18 +349,21 @@ class Runner:
             search=self.search, batch_size=engine.batch_size, samples=self.options.samples)
 
     def _finish(self, item: _Input) -> None:
-        """All samples of an input are written: its record, diversity and sheet."""
+        """All samples of an input are written: its record, diversity, disagreement map, identities and sheet."""
         samples: list[SampleRecord] = []
+        descriptors = []
         for k in range(self.options.samples):
             seed, result, seconds = item.finished[k]
             fields = dict(output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
                           best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
                           steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed)
             if self.options.check_face:
-                from ..align.detect import face_score
+                from ..align.identity import read_face
 
                 rgb = (result.image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-                samples.append(CheckedSampleRecord(**fields, face_score=face_score(rgb)))
+                reading = read_face(rgb, describe=self.options.identities)
+                samples.append(CheckedSampleRecord(**fields, face_score=reading.score))
+                descriptors.append(reading.descriptor)
             else:
                 samples.append(SampleRecord(**fields))
         record = ResultRecord.from_samples(samples, search=self.search, **self._this_checkpoint(),
@@ -359,14 +373,36 @@ class Runner:
         images = torch.stack([item.finished[k][1].image for k in range(self.options.samples)])
         if len(images) > 1 or self.options.sheet:
             downscaled = downscale_results(images, item.target.shape[-1])  # once, for both uses
+        spread = None
         if len(images) > 1:
             record.diversity = sample_diversity(images, downscaled)
+            spread = disagreement_map(images)  # from the results found: no pass over the model
+            record.disagreement = self._write_map(item, spread)
+            if self.options.identities:
+                from ..align.identity import count_identities
+
+                record.identity = count_identities(descriptors).to_json()
         if self.options.sheet:
             write_input_sheet(sheet_path(self.out_dir, item.job.input.rel), item.target, images, downscaled,
-                              samples, metadata=self.options.metadata)
+                              samples, metadata=self.options.metadata, spread=spread,
+                              identity=record.identity)
         item.finished.clear()  # the images are written; free them
         self.record(record)
         self._let_go(item.claim)
+
+    def _write_map(self, item: _Input, spread: torch.Tensor) -> dict[str, Any]:
+        """OUT/<stem>.disagreement.png, labelled as the results are; what the record says of it."""
+        path = disagreement_path(self.out_dir, item.job.input.rel)
+        described = map_summary(spread, self._rel(path))
+        text = None
+        if self.options.metadata:
+            text = disagreement_metadata(samples=self.options.samples, mean=described["mean"], scale=SCALE_TEXT,
+                                         scale_max=SCALE_MAX, colormap=COLORMAP,
+                                         checkpoint=Path(self.checkpoint).name,
+                                         checkpoint_sha256=self.checkpoint_sha256, seed=self.options.seed,
+                                         input_sha256=item.input_sha256)
+        write_map(path, spread, text)
+        return described
 
     def _write_run_sheets(self, jobs: Sequence[Job]) -> None:
         by_input = {r.input: r for r in self.summary.records}
@@ -378,7 +414,9 @@ class Runner:
             l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps),
-                                 [has_no_face(s) for s in record.samples]))
+                                 [has_no_face(s) for s in record.samples],
+                                 **sheet_extras(disagreement_path(self.out_dir, job.input.rel), record.disagreement,
+                                                record.identity)))
         shard = self.options.shard
         write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}",
                          metadata=self.options.metadata)
