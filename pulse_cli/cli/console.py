@@ -33,6 +33,27 @@ def note(message: str) -> None:
     err_console.print(message, markup=False)
 
 
+def print_wrapped(console: Console, line: str, *, indent: int = 0, markup: bool = False) -> None:
+    """A line of prose: on a terminal, wrapped between words at its width (rich breaks a word only when it
+    is wider than a line) and continued `indent` columns in; elsewhere whole, so that grep finds it.
+    `markup`: the line holds rich markup."""
+    from rich.text import Text
+
+    text = Text.from_markup(line) if markup else Text(line)
+    if not console.is_terminal:
+        console.print(text, soft_wrap=True)
+        return
+    width = max(40, console.width)
+    lines = list(text.wrap(console, width))
+    for part in lines:
+        part.rstrip()  # the space the line was broken at
+    if len(lines) > 1 and indent:  # the rest again, `indent` columns narrower
+        rest = Text(" ").join(lines[1:]).wrap(console, width - indent)
+        lines = [lines[0], *(Text(" " * indent) + part for part in rest)]
+    for part in lines:
+        console.print(part, soft_wrap=True)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (finished outputs kept) but ending with exit code 143."""
 

@@ -41,15 +41,32 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
     return ""
 
 
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """`text` in lines that fit `width` pixels, broken between words (a word wider than a line is shortened
+    in the middle, see `_fit`)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(_fit(draw, word, font, width))
+    return lines or [""]
+
+
 def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str = SHEET_NOTICE) -> Image.Image:
-    """Tiles resized to `tile_size` (nearest, so small inputs show their pixels), captions below."""
+    """Tiles resized to `tile_size` (nearest, so small inputs show their pixels), captions below; the title
+    above, on as many lines as it needs (a sheet one result wide is narrow)."""
     columns = max((len(row) for row in grid), default=1)
     cell_w, cell_h = tile_size + PADDING, tile_size + CAPTION_HEIGHT + PADDING
-    header = CAPTION_HEIGHT + PADDING
-    sheet = Image.new("RGB", (PADDING + columns * cell_w, header + PADDING + len(grid) * cell_h), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
+    width = PADDING + columns * cell_w
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     font = _font()
-    draw.text((PADDING, PADDING), _fit(draw, title, font, sheet.width - 2 * PADDING), fill=TEXT, font=font)
+    title_lines = _wrap(draw, title, font, width - 2 * PADDING)
+    header = len(title_lines) * CAPTION_HEIGHT + PADDING
+    sheet = Image.new("RGB", (width, header + PADDING + len(grid) * cell_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for n, line in enumerate(title_lines):
+        draw.text((PADDING, PADDING + n * CAPTION_HEIGHT), line, fill=TEXT, font=font)
     for r, row in enumerate(grid):
         for c, tile in enumerate(row):
             if tile is None:

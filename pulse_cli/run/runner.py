@@ -24,7 +24,9 @@ from ..search.pulse import ImageSearch, SearchConfig, SearchResult
 from .outputs import animation_frame, write_frame, write_sample
 from .plan import FinishedIndex, Job, RunOptions, derive_seed
 from .records import (
+    DONE,
     FAILED,
+    OK,
     RESULTS_FILE,
     SKIPPED,
     STATUSES,
@@ -33,6 +35,7 @@ from .records import (
     RunHeader,
     SampleRecord,
     has_no_face,
+    sample_l2_range,
     search_options,
     search_status,
     to_json,
@@ -169,7 +172,7 @@ class Runner:
         finished = self.index.finished(job, self.out_dir, since_start=self.options.overwrite)
         if finished is not None:  # another process sharing OUT did it
             self._let_go(claim)
-            l2 = finished.get("best_l2")
+            l2 = sample_l2_range(finished)[1]
             self.reporter.step(self.options.samples * self.config.steps, l2 if l2 is not None else float("nan"),
                                self.config.steps, self.config.steps)
             return None
@@ -285,8 +288,9 @@ class Runner:
         earlier = job.earlier or {}
         for name in self._differences(earlier):
             self.summary.other_options[name] = self.summary.other_options.get(name, 0) + 1
-        return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), best_l2=earlier.get("best_l2"),
-                            best_step=earlier.get("best_step"), steps_run=earlier.get("steps_run") or 0,
+        best, worst = sample_l2_range(earlier)
+        return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), worst_sample_l2=worst,
+                            best_sample_l2=best, steps_run=earlier.get("steps_run") or 0,
                             samples=list(earlier.get("samples") or []), diversity=earlier.get("diversity"),
                             search=earlier.get("search"), checkpoint=earlier.get("checkpoint", self.checkpoint),
                             checkpoint_sha256=earlier.get("checkpoint_sha256"), **self._identity(job))
@@ -376,9 +380,11 @@ class Runner:
             if record is None or record.status == FAILED or not all(o.image.is_file() for o in job.outputs):
                 continue
             l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
+            status = [s.status if isinstance(s, SampleRecord) else s.get("status") for s in record.samples]
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps),
-                                 [has_no_face(s) for s in record.samples]))
+                                 [has_no_face(s) for s in record.samples],
+                                 [None if st not in DONE else st == OK for st in status]))
         shard = self.options.shard
         write_run_sheets(self.out_dir, rows, "sheet" if shard is None else f"sheet-shard{shard[0]}of{shard[1]}",
                          metadata=self.options.metadata)
