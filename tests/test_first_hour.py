@@ -143,6 +143,11 @@ def test_summary_lists_failed_and_unconverged_inputs_and_says_what_next(runner, 
     assert "0.png: L2" in rerun.stderr and "(done earlier)" in rerun.stderr
 
 
+def test_names_are_printed_as_they_are(runner, tmp_path):
+    result = runner.invoke(app, ["upsample", ":fire:.png", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.stderr == "error: input :fire:.png does not exist\n"
+
+
 def test_hints_fit_the_run(runner, tmp_path, demo_checkpoint):
     crops = write_crops(tmp_path / "in", 2, size=8)
     args = ["--checkpoint", str(demo_checkpoint), *FAST]

@@ -19,7 +19,8 @@ FAILED = 1
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a name such as `:fire:.png` is printed as it is (and rich's emoji table is not loaded)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:

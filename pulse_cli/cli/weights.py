@@ -33,7 +33,7 @@ def _out_console():
     """stdout, as rich sees it (is it a terminal, how wide); lines are printed whole (see `print_wrapped`)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 # --------------------------------------------------------------------------------------------- list
