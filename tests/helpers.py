@@ -288,13 +288,13 @@ from pulse_cli.cli.app import app
 try:
     app(json.loads(sys.argv[1]))
 except SystemExit as exit:
-    print(json.dumps({"code": exit.code, "torch": "torch" in sys.modules, "pydantic": "pydantic" in sys.modules}))
+    print(json.dumps({"code": exit.code, "torch": "torch" in sys.modules}))
 """
 
 
 def pulse_in_a_fresh_process(args: list[str], cwd: Path) -> tuple[dict[str, Any], str]:
     """Run `pulse ARGS` in a new interpreter (PULSE_HOME in `cwd`, 80 columns): its exit code and whether it
-    imported torch or pydantic, and its stderr."""
+    imported torch, and its stderr."""
     result = subprocess.run([sys.executable, "-c", _PULSE_IN_A_FRESH_PROCESS, json.dumps(args)], capture_output=True,
                             text=True, cwd=cwd, timeout=120,
                             env={"PATH": "/usr/bin:/bin", "PULSE_HOME": str(cwd / "h"), "COLUMNS": "80"})

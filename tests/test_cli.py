@@ -85,12 +85,14 @@ def test_run_writes_outputs_logs_and_results(runner, tmp_path, checkpoint):
     for record in records:
         assert record["status"] in ("ok", "not_converged")
         assert record["outputs"] == [record["input"] + ".png"]
-        assert record["steps_run"] == 4 and 0 <= record["best_step"] < 4
+        (sample,) = record["samples"]
+        assert record["steps_run"] == 4 and 0 <= sample["best_step"] < 4
         assert record["checkpoint"] == str(checkpoint)
         assert len(record["checkpoint_sha256"]) == 64
         assert record["error"] is None and record["seed"] == 0
         header, log = read_log(out / record["logs"][0])
-        assert record["best_l2"] == pytest.approx(log[record["best_step"]]["l2"])
+        assert sample["best_l2"] == pytest.approx(log[sample["best_step"]]["l2"])
+        assert record["worst_sample_l2"] == record["best_sample_l2"] == sample["best_l2"]  # one sample
         assert header["image_seed"] == record["samples"][0]["image_seed"]
     assert not list(out.rglob("*.tmp"))
 
@@ -328,7 +330,7 @@ def test_not_converged_still_writes_the_best_image_and_strict_fails(runner, tmp_
     assert record["status"] == "not_converged"
     assert (tmp_path / "out1" / "a.png.png").is_file()
     _, log = read_log(tmp_path / "out1" / "logs" / "a.png.jsonl")
-    assert record["best_l2"] == min(entry["l2"] for entry in log)
+    assert record["worst_sample_l2"] == min(entry["l2"] for entry in log)
 
     strict = upsample(runner, src, tmp_path / "out2", "--checkpoint", checkpoint, "--eps", "0", "--strict", *FAST)
     assert strict.exit_code == 1
@@ -437,7 +439,7 @@ def test_stop_at_eps_finishes_images_early_and_refills_the_batch(runner, tmp_pat
     assert result.exit_code == 0, result.stderr
     for record in read_records(out):
         # every iterate meets eps=1 (pixels are in [0, 1]), so each image stops after its first step
-        assert record["status"] == "ok" and record["steps_run"] == 1 and record["best_step"] == 0
+        assert record["status"] == "ok" and record["steps_run"] == 1 and record["samples"][0]["best_step"] == 0
         _, log = read_log(out / record["logs"][0])
         assert len(log) == 1
 

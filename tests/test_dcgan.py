@@ -189,6 +189,10 @@ def test_cli_runs_with_the_default_options(runner, tmp_path, training_checkpoint
                                 "--device", "cpu"])
     assert again.exit_code == 0, again.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(out / "0.png.png")))
+    # both PNGs name the generator that made them: a DCGAN, not a StyleGAN
+    for png in (out / "0.png.png", tmp_path / "again.png"):
+        description = Image.open(png).text["Description"]
+        assert "in a DCGAN generator" in description and "StyleGAN" not in description
 
 
 def test_engine_defaults_fit_the_generator(training_checkpoint):

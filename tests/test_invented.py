@@ -31,8 +31,8 @@ from pulse_cli.run.disagreement import INFERNO_ANCHORS, SCALE_MAX, disagreement_
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 TILE = 128
 # What a record of one input held before this feature, with --check-face (and must still hold, no more).
-PLAIN_FIELDS = {"input", "outputs", "logs", "seed", "checkpoint", "checkpoint_sha256", "status", "best_l2",
-                "best_step", "steps_run", "seconds", "samples", "error", "search", "no_face"}
+PLAIN_FIELDS = {"input", "outputs", "logs", "seed", "checkpoint", "checkpoint_sha256", "status", "worst_sample_l2",
+                "best_sample_l2", "steps_run", "seconds", "samples", "error", "search", "no_face"}
 
 
 @pytest.fixture
@@ -318,9 +318,9 @@ def test_samples_1_runs_are_unchanged(runner, tmp_path, setup):
     with Image.open(out / "sheets" / "0.png.sheet.png") as sheet:  # input, bicubic, the result; one title line
         assert sheet.size == (PADDING + 3 * (TILE + PADDING),
                               CAPTION_HEIGHT + 2 * PADDING + 2 * (TILE + CAPTION_HEIGHT + PADDING))
-    with Image.open(out / "sheet.png") as sheet:
+    with Image.open(out / "sheet.png") as sheet:  # input, the result; its title wraps to 2 lines at this width
         assert sheet.size == (PADDING + 2 * (TILE + PADDING),
-                              CAPTION_HEIGHT + 2 * PADDING + 2 * (TILE + CAPTION_HEIGHT + PADDING))
+                              2 * CAPTION_HEIGHT + 2 * PADDING + 2 * (TILE + CAPTION_HEIGHT + PADDING))
     html = (out / "report.html").read_text()
     data = json.loads(html.split('id="report-data">', 1)[1].split("</script>", 1)[0])
     assert "scale" not in data["run"] and all("disagreement" not in r and "identity" not in r for r in data["rows"])
@@ -334,7 +334,7 @@ def test_maps_and_identities_change_no_result(runner, tmp_path, setup, monkeypat
     assert upsample(runner, setup, shown, "--samples", "2", "--check-face", "--sheet", "--report").exit_code == 0
     for name in ("0.png.sample0.png", "0.png.sample1.png", "1.png.sample0.png", "1.png.sample1.png"):
         assert np.array_equal(pixels(plain / name), pixels(shown / name))
-    key = ("input", "best_l2", "best_step", "steps_run")
+    key = ("input", "worst_sample_l2", "best_sample_l2", "steps_run")
     assert [[r[k] for k in key] for r in read_records(plain)] == [[r[k] for k in key] for r in read_records(shown)]
 
 

@@ -65,7 +65,7 @@ def _check(out: Path, reference: Path, names: list[str]) -> None:
     assert sorted(r["input"] for r in records) == names  # each input exactly once
     assert all(r["status"] in ("ok", "not_converged") for r in records)
     by_input = {r["input"]: r for r in read_records(reference)}
-    assert all(r["best_l2"] == by_input[r["input"]]["best_l2"] for r in records)
+    assert all(r["worst_sample_l2"] == by_input[r["input"]]["worst_sample_l2"] for r in records)
     assert same_images(out, reference, names)
     assert not list(out.rglob("*.tmp"))
 

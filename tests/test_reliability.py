@@ -191,8 +191,8 @@ def test_a_result_image_without_its_record_is_redone(runner, tmp_path, demo_chec
     result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
     assert result.exit_code == 0
     rerun = {r["input"]: r for r in strict_lines(out / "results.jsonl")[1:]}
-    assert rerun["0.png"]["status"] == "skipped" and rerun["0.png"]["best_l2"] == kept[0]["best_l2"]
-    assert rerun["1.png"]["status"] in ("ok", "not_converged") and rerun["1.png"]["best_l2"] is not None
+    assert rerun["0.png"]["status"] == "skipped" and rerun["0.png"]["worst_sample_l2"] == kept[0]["worst_sample_l2"]
+    assert rerun["1.png"]["status"] in ("ok", "not_converged") and rerun["1.png"]["worst_sample_l2"] is not None
     assert np.array_equal(np.asarray(Image.open(out / "1.png.png")), before)  # same seed, same face
 
 

@@ -65,7 +65,7 @@ def test_claim_file_names_have_one_short_length_whatever_the_input_is_called():
 # --- 2: a record of the wrong shape --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", [{"samples": 5}, {"samples": [1, 2]}, {"best_l2": "abc"}, {"outputs": "x"},
+@pytest.mark.parametrize("damage", [{"samples": 5}, {"samples": [1, 2]}, {"worst_sample_l2": "abc"}, {"outputs": "x"},
                                     {"status": 3}, {"input": None}])
 def test_a_record_of_the_wrong_shape_is_passed_over_with_one_warning(runner, tmp_path, demo_checkpoint, damage):
     src = write_crops(tmp_path / "in", 2)

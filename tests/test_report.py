@@ -53,8 +53,8 @@ def fabricated_out(out: Path, names: list[str], *, steps: int = 5) -> None:
         l2 = 0.1 / (steps + k)
         records.append({"input": name, "outputs": [f"{name}.png"], "logs": [f"logs/{name}.jsonl"], "seed": 0,
                         "checkpoint": "/w/g.pt", "checkpoint_sha256": "ab" * 32,
-                        "status": "ok" if l2 <= 0.002 else "not_converged", "best_l2": l2, "best_step": steps - 1,
-                        "steps_run": steps, "seconds": 2.0,
+                        "status": "ok" if l2 <= 0.002 else "not_converged", "worst_sample_l2": l2,
+                        "best_sample_l2": l2, "steps_run": steps, "seconds": 2.0,
                         "samples": [{"output": f"{name}.png", "status": "ok" if l2 <= 0.002 else "not_converged",
                                      "best_l2": l2, "steps_run": steps, "seconds": 2.0}],
                         "search": {"eps": 0.002, "mode": "pulse", "steps": steps}})
@@ -79,14 +79,33 @@ def test_latest_record_per_input_counts_and_skipped_inputs_keep_their_earlier_ti
     rows = {r["name"]: r for r in data["rows"]}
     assert summary.rows == 3 and len(rows) == 3
     assert numbers["inputs"] == "3"
-    assert numbers["ok / not converged / failed / skipped"] == "0 / 2 / 0 / 1"
+    # a skipped input counts as what its results are (c's latest record is the redone one)
+    assert numbers["ok / not converged / failed"] == "0 / 3 / 0 (1 done by an earlier run, skipped by the latest)"
     assert rows["a"]["status"] == "skipped" and rows["a"]["earlier_status"] == "not_converged"
+    assert rows["a"]["outcome"] == "not_converged"
     assert rows["a"]["seconds"] == 2.0  # from the run that made it, not the skipping run's 0
-    assert numbers["search time"] == "7.0 s in all, 2.33 s per input"  # 2 + 2 + 3
+    # the search time as the terminal's summary has it: the records' seconds (2 + 2 + 3)
+    assert numbers["search time"] == "7.0 s in all, 2.33 s per input searched (the time of their optimisation steps)"
     assert numbers["eps"] == "0.002" and numbers["search mode"] == "pulse"
     assert numbers["checkpoint"] == f"/w/g.pt (sha256 {'ab' * 32})"
     assert data["run"]["notice"] == SHEET_NOTICE
     assert "not given" in numbers["inputs folder"]
+
+
+def test_records_of_older_versions_show_each_figure_for_what_it_is(tmp_path):
+    """Lines written before the rename have `best_l2`, which held the worst sample's L2."""
+    out = tmp_path / "out"
+    fabricated_out(out, ["a"])
+    older = {"input": "old", "status": "not_converged", "outputs": ["old.sample0.png", "old.sample1.png"],
+             "logs": [], "best_l2": 0.003, "best_step": 4, "seconds": 1.0, "steps_run": 5,
+             "samples": [{"output": "old.sample0.png", "status": "ok", "best_l2": 0.001},
+                         {"output": "old.sample1.png", "status": "not_converged", "best_l2": 0.003}]}
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(older) + "\n")
+    write_report(out)
+    row = {r["name"]: r for r in page_data((out / REPORT_FILE).read_text())["rows"]}["old"]
+    assert (row["best_sample_l2"], row["worst_sample_l2"]) == (0.001, 0.003)
+    assert [s["best_l2"] for s in row["samples"]] == [0.001, 0.003]
 
 
 def test_failed_row_carries_its_reason_and_no_images(tmp_path):
@@ -151,16 +170,16 @@ def test_non_utf8_names_records_pointing_outside_out_and_hand_edited_records(tmp
     record = read_records(out)[0]
     odd = {**record, "input": "caf\udce9.png", "outputs": ["../../etc/passwd"], "logs": ["/etc/passwd"]}
     edited = {**record, "input": "edited", "status": "failed", "error": {"why": float("nan")}, "seconds": "x"}
-    edited_ok = {**record, "input": "edited_ok", "seconds": "x", "steps_run": "y", "best_l2": float("inf")}
+    edited_ok = {**record, "input": "edited_ok", "seconds": "x", "steps_run": "y", "worst_sample_l2": float("inf")}
     with open(out / "results.jsonl", "a") as f:  # NaN and Infinity: what Python's json reads back
         f.write("".join(json.dumps(r) + "\n" for r in (odd, edited, edited_ok)))
     write_report(out)
     rows = {r["name"]: r for r in page_data((out / REPORT_FILE).read_text())["rows"]}
     assert rows["edited"]["error"] == "{'why': nan}" and rows["edited"]["seconds"] is None
-    assert rows["edited_ok"]["steps"] is None and rows["edited_ok"]["best_l2"] is None
+    assert rows["edited_ok"]["steps"] is None and rows["edited_ok"]["worst_sample_l2"] is None
     assert rows["caf\\udce9.png"]["samples"] == [
-        {"image": None, "down": None, "best_l2": record["best_l2"], "status": record["samples"][0]["status"],
-         "face_score": None, "curve": None}]
+        {"image": None, "down": None, "best_l2": record["samples"][0]["best_l2"],
+         "status": record["samples"][0]["status"], "face_score": None, "curve": None}]
 
 
 # -- the command ----------------------------------------------------------------------------------------
@@ -278,13 +297,31 @@ def test_demo_run_report_in_chromium(runner, tmp_path, demo_checkpoint):
         assert choose(browser, "filter", "failed") == ["broken.png"]
         converged = sorted(n for n, r in records.items() if r["status"] == "not_converged")
         assert sorted(choose(browser, "filter", "not_converged")) == converged
-        by_l2 = sorted(converged, key=lambda n: records[n]["best_l2"])
+        by_l2 = sorted(converged, key=lambda n: records[n]["worst_sample_l2"])  # the sample deciding the status
         choose(browser, "filter", "all")
         assert choose(browser, "sort", "l2") == [*by_l2, "broken.png"]  # no L2: last
         assert choose(browser, "sort", "l2desc") == [*by_l2[::-1], "broken.png"]
+        face = next(r for r in rows if r["name"] == "face0.png")
+        best, worst = records["face0.png"]["best_sample_l2"], records["face0.png"]["worst_sample_l2"]
+        shown = re.search(r"L2 best ([0-9.e+-]+), worst ([0-9.e+-]+); eps 0.00200", face["text"])  # each named
+        assert shown and [float(v) for v in shown.groups()] == [pytest.approx(best, rel=1e-3),
+                                                                pytest.approx(worst, rel=1e-3)]
         numbers = browser.evaluate("document.getElementById('numbers').textContent")
-        assert "0 / 4 / 1 / 0" in numbers and records["face0.png"]["checkpoint_sha256"] in numbers
+        assert "0 / 4 / 1" in numbers and records["face0.png"]["checkpoint_sha256"] in numbers
         assert browser.evaluate("document.getElementById('notice').textContent") == SHEET_NOTICE
+        assert browser.errors() == []
+
+    # a rerun skips the done inputs: the page still counts each input by its results, in the header and filter
+    rerun = runner.invoke(app, ["upsample", str(crops), str(out), "--checkpoint", str(demo_checkpoint),
+                                "--steps", "3", "--samples", "2", "--batch-size", "4", "--report", "--quiet"])
+    assert rerun.exit_code == 1, rerun.output
+    with Chromium(CHROMIUM) as browser:
+        browser.open(out / REPORT_FILE)
+        numbers = browser.evaluate("document.getElementById('numbers').textContent")
+        assert "0 / 4 / 1 (4 done by an earlier run, skipped by the latest)" in numbers and "0 of 5" in numbers
+        assert sorted(choose(browser, "filter", "not_converged")) == converged
+        assert browser.evaluate("[...document.getElementById('filter').options].map((o) => o.value)") == \
+            ["all", "ok", "not_converged", "failed"]
         assert browser.errors() == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -366,16 +367,44 @@ def test_a_failed_stylegan2_download_names_the_folder_upsample_searches(runner: 
     assert "--checkpoint" not in error
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def test_list_at_80_columns_keeps_urls_whole_and_leaves_out_what_is_not_downloaded(runner: CliRunner) -> None:
-    table = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "80"}).stdout
+    # FORCE_COLOR: rich takes stdout for a terminal, as `pulse weights list` typed in one
+    table = ANSI.sub("", runner.invoke(app, ["weights", "list"], env={"COLUMNS": "80", "FORCE_COLOR": "1"}).stdout)
     for model in registry.KNOWN_MODELS:
         for source in model.sources:
             assert source.url in table  # on a line of its own, whole
     assert "gaussian-fit-stylegan-ffhq" in table and "computed by pulse" in table
     prose = [line for line in table.splitlines() if "://" not in line]
     assert max(len(line) for line in prose) <= 80
+    # a model's lines that wrap go on indented, under its name: only names start in column 0
+    starts = [line.split()[0] for line in prose if line and not line[0].isspace()]
+    names = [m.name for m in registry.KNOWN_MODELS if m.sources]
+    assert starts[:len(names)] == names
     result = weights(runner, "download", "gaussian-fit-stylegan-ffhq")
     assert result.exit_code == 2 and "computes it from the generator" in result.stderr
+
+
+def test_list_in_a_pipe_is_one_record_per_line(runner: CliRunner, tmp_path: Path) -> None:
+    """`pulse weights list | grep NAME` gives the whole record; `awk -F'\t'` its fields, whatever the width."""
+    (tmp_path / "weights").mkdir()
+    copy = tmp_path / "weights" / "ffhq.pkl"
+    copy.write_bytes(b"x")
+    result = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "40"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [m.name for m in registry.KNOWN_MODELS]
+    for line, model in zip(lines, registry.KNOWN_MODELS, strict=True):
+        name, family, resolution, local, licence, purpose, sources = line.split("\t")
+        assert (family, resolution, licence) == (model.family, f"{model.resolution} px", model.licence)
+        assert purpose == (model.purpose or "-")
+        labels = [w for s in model.sources for w in ([s.url] if s.verified else [s.url, "(unverified)"])]
+        assert sources.split() == labels or (not model.sources and sources == "computed by pulse")
+        assert local == (str(copy) if model.name == "stylegan2-ada-ffhq" else "not downloaded")
+    # the prose is on stderr, with the fields named and --json pointed to
+    assert "tab-separated" in result.stderr and "--json" in result.stderr and "FFHQ" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------------------ upsample

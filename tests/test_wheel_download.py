@@ -102,8 +102,13 @@ def test_download_extracts_checks_and_converts(runner, tmp_path, stand_in, monke
 def test_list_shows_licence_and_purpose(runner, stand_in):
     rows = json.loads(runner.invoke(app, ["weights", "list", "--json"]).stdout)
     assert rows[0]["licence"].startswith("MIT") and "trying the tool" in rows[0]["purpose"]
-    table = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "250"}).stdout
+    table = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "250", "FORCE_COLOR": "1"}).stdout  # a terminal
     assert "dcgan-digiface-64" in table and "for: a small model for trying the tool" in table
+    # which part is MIT and which non-commercial, said as such (not "MIT ... (non-commercial)")
+    (licence,) = [line for line in table.splitlines() if "licence:" in line]
+    assert licence.strip() == "licence: " + rows[0]["licence"]
+    assert rows[0]["licence"].startswith("MIT for the code") and \
+        "non-commercial research only by the terms of its training data (DigiFace-1M)" in rows[0]["licence"]
 
 
 @pytest.mark.parametrize("what", ["wheel", "weights"])

@@ -185,19 +185,42 @@ def candidate_files(folder: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def choose_in_folder(folder: Path, name_family: Callable[[Path], str | None] | None = None) -> Path | None:
-    """The checkpoint `pulse` would pick in `folder` (top level and one level down), or None.
+@dataclass(frozen=True)
+class Candidate:
+    """A generator checkpoint found in a folder: what the default choice weighs (see `rank_in_folder`)."""
 
-    StyleGAN v1 first (PULSE's paper used StyleGAN v1 FFHQ), then StyleGAN2; top level before sub-folders;
-    pulse's own safetensors files before PULSE's synthesis.pt before the others. Files are recognised by a
-    light content sniff; `name_family(path)` may supply a family for pickles the sniff cannot place.
-    """
-    ranked = []
+    path: Path
+    family: str | None
+    demo: bool  # the untrained demo generator (`pulse demo-generator`): random weights, not faces
+    depth: int  # 0: at the folder's top level, 1: in a sub-folder
+    format: str | None
+
+
+def rank_in_folder(folder: Path, name_family: Callable[[Path], str | None] | None = None) -> list[Candidate]:
+    """The generator checkpoints in `folder` (top level and one level down), best first: trained ones before
+    the untrained demo generator, then StyleGAN v1 (PULSE's paper used StyleGAN v1 FFHQ), StyleGAN2, other
+    families (the DCGAN); top level before sub-folders; pulse's own safetensors files before PULSE's
+    synthesis.pt before the others; then by name. Files are recognised by a light content sniff;
+    `name_family(path)` may supply a family for pickles the sniff cannot place."""
+    from .demo_marker import is_demo_checkpoint
+
+    found = []
     for depth, path in candidate_files(Path(folder)):
         guess = sniff(path)
         if not guess.is_generator:
             continue
         family = guess.family or (name_family(path) if name_family is not None else None)
-        ranked.append((_FAMILY_RANK.get(family or "", 2), depth, _FORMAT_RANK.get(guess.format or "", 3),
-                       path.name, path))
-    return min(ranked)[-1] if ranked else None
+        found.append(Candidate(path, family, is_demo_checkpoint(path), depth, guess.format))
+    return sorted(found, key=candidate_rank)
+
+
+def candidate_rank(c: Candidate) -> tuple:
+    """The order of `rank_in_folder`, as a sort key."""
+    return (c.demo, _FAMILY_RANK.get(c.family or "", 2), c.depth, _FORMAT_RANK.get(c.format or "", 3), c.path.name)
+
+
+def choose_in_folder(folder: Path, name_family: Callable[[Path], str | None] | None = None) -> Path | None:
+    """The checkpoint `pulse` would pick in `folder` (top level and one level down), or None: the first of
+    `rank_in_folder`."""
+    ranked = rank_in_folder(folder, name_family)
+    return ranked[0].path if ranked else None

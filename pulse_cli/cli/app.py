@@ -25,8 +25,8 @@ from .weights import weights_app
 app = typer.Typer(
     name="pulse",
     help="Batch PULSE face depixelizer: invents a high-resolution face that downscales to each small input.\n\n"
-         "The result is a plausible face produced by a generator trained on FFHQ, never a recovery of "
-         "the real person.",
+         "The result is a plausible face invented by a face generator (such as a StyleGAN trained on FFHQ), "
+         "never a recovery of the real person.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -19,7 +19,8 @@ FAILED = 1
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a name such as `:fire:.png` is printed as it is (and rich's emoji table is not loaded)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
@@ -31,6 +32,27 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 def note(message: str) -> None:
     err_console.print(message, markup=False)
+
+
+def print_wrapped(console: Console, line: str, *, indent: int = 0, markup: bool = False) -> None:
+    """A line of prose: on a terminal, wrapped between words at its width (rich breaks a word only when it
+    is wider than a line) and continued `indent` columns in; elsewhere whole, so that grep finds it.
+    `markup`: the line holds rich markup."""
+    from rich.text import Text
+
+    text = Text.from_markup(line) if markup else Text(line)
+    if not console.is_terminal:
+        console.print(text, soft_wrap=True)
+        return
+    width = max(40, console.width)
+    lines = list(text.wrap(console, width))
+    for part in lines:
+        part.rstrip()  # the space the line was broken at
+    if len(lines) > 1 and indent:  # the rest again, `indent` columns narrower
+        rest = Text(" ").join(lines[1:]).wrap(console, width - indent)
+        lines = [lines[0], *(Text(" " * indent) + part for part in rest)]
+    for part in lines:
+        console.print(part, soft_wrap=True)
 
 
 class Terminated(KeyboardInterrupt):

@@ -13,10 +13,14 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .values import use_plain_values
-
 # --help panels
-MODEL, SEARCH, OUTPUT, TRANSPARENCY, PERFORMANCE = "Model", "Search", "Output", "Transparency", "Performance"
+MODEL, SEARCH, ADVANCED, OUTPUT, TRANSPARENCY, PERFORMANCE = (
+    "Model", "Search", "Advanced (StyleGAN)", "Output", "Transparency", "Performance")
+
+# Click's UsageError, the class of every argument error Typer raises (a bad value, an unknown option or
+# command). Typer exports only its subclass BadParameter (newer Typers build on a Click of their own, in a
+# private module), so the public way to name it is BadParameter's base class, whichever Click Typer uses.
+ClickUsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 class _BareHelp:
@@ -30,16 +34,16 @@ class _BareHelp:
         self.help = reflow(self.help)  # type: ignore[has-type]
         for param in self.params:  # type: ignore[attr-defined]
             _plain_placeholder(param)
-            use_plain_values(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
         if option is not None:
             option.metavar = ""
-            use_plain_values(option)
         return option
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and getattr(self, "no_args_is_help", False):  # `pulse upsample` alone: the help, as intended
+            return super().parse_args(ctx, args)  # type: ignore[misc]
         with _usage_errors_in_one_line(ctx):
             return super().parse_args(ctx, args)  # type: ignore[misc]
 
@@ -48,14 +52,9 @@ class _BareHelp:
 def _usage_errors_in_one_line(ctx: Any) -> Iterator[None]:
     """Click's usage errors (a bad value, an unknown option or command) as one `error:` line, exit code 2,
     instead of a usage block and a framed box."""
-    from typer._click.exceptions import NoArgsIsHelpError  # the Click that Typer's commands are built on
-    from typer._click.exceptions import UsageError as ClickUsageError
-
     try:
         yield
     except ClickUsageError as exc:
-        if isinstance(exc, NoArgsIsHelpError):  # `pulse upsample` alone: the help, as intended
-            raise
         from .console import fail
 
         message = " ".join(exc.format_message().split())  # one line, whatever Click wrapped
@@ -74,6 +73,10 @@ def reflow(text: str | None) -> str | None:
 
 
 def _plain_placeholder(param: Any) -> None:
+    """The help's placeholders (see `_BareHelp`). Typer has no public setting for an argument's type column,
+    the range shown beside a bounded number or an argument's usage name: these methods of its parameters (two
+    of them private) are replaced here, and nowhere else. A Typer that does not call them shows its own text
+    (0.26-0.28 show number ranges); nothing else depends on them."""
     if param.metavar is None:
         param.metavar = "" if getattr(param, "is_flag", False) else (param.name or "value").upper()
     param._get_number_range_help_str = lambda: None
@@ -251,7 +254,7 @@ def check_bookkeeping(out_dir: Path) -> None:
 
 
 def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
-    """The checkpoint to use and how it was chosen."""
+    """The checkpoint to use and how it was chosen ("given", or why the default order picked it)."""
     if explicit is not None:
         if not explicit.exists():
             raise UsageError(f"checkpoint {explicit} does not exist")
@@ -263,17 +266,17 @@ def find_checkpoint(explicit: Path | None) -> tuple[Path, str]:
         if explicit.is_file() and not os.access(explicit, os.R_OK):
             raise UsageError(f"checkpoint {explicit} is not readable")
         return explicit, "given"
-    from ..weights.local import find_default_checkpoint
+    from ..weights.local import choose_default_checkpoint
     from ..weights.locations import weights_search_dirs
 
     searched = weights_search_dirs()
-    found = find_default_checkpoint(searched)
+    found = choose_default_checkpoint(searched)
     if found is None:
         where = ", ".join(str(p) for p in searched)
         raise UsageError(f"no checkpoint found (looked in {where}); download one with `pulse weights download "
                          f"NAME` (names: `pulse weights list`), or make the untrained demo one with `pulse "
                          f"demo-generator weights/demo`; or pass --checkpoint PATH or set PULSE_CHECKPOINT")
-    return found, f"found in {found.parent}"
+    return found.path, found.reason()
 
 
 def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> tuple[int, int] | None:

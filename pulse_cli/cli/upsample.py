@@ -10,8 +10,20 @@ import typer
 from rich.markup import escape
 
 from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
-from .console import FAILED, INTERRUPTED, TERMINATED, Terminated, err_console, fail, printable, sigterm_as_interrupt
+from ..weights import DEFAULT_ORDER
+from .console import (
+    FAILED,
+    INTERRUPTED,
+    TERMINATED,
+    Terminated,
+    err_console,
+    fail,
+    print_wrapped,
+    printable,
+    sigterm_as_interrupt,
+)
 from .options import (
+    ADVANCED,
     MODEL,
     OUTPUT,
     PERFORMANCE,
@@ -69,16 +81,17 @@ def upsample(
     checkpoint: Annotated[Path | None, typer.Option(
         envvar="PULSE_CHECKPOINT", show_envvar=True, metavar="PATH", rich_help_panel=MODEL,
         help="Generator checkpoint in any supported format, or a folder holding one (see 'pulse weights'). "
-             "Default: the FFHQ model in ./weights/ or the user cache.")] = None,
+             f"Default: the first found in ./weights/ or the user weights folder (PULSE_HOME) in this order: "
+             f"{DEFAULT_ORDER}. The run says which and why.")] = None,
     gaussian_fit: Annotated[Path | None, typer.Option(
         metavar="PATH", rich_help_panel=MODEL,
         help="PULSE's gaussian_fit.pt. Default: beside the checkpoint, else computed once and cached.")] = None,
     # -- search
     steps: Annotated[int, typer.Option(min=1, max=MAX_STEPS, metavar="N", rich_help_panel=SEARCH,
                                        help="Optimisation steps per image.")] = 100,
-    eps: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="L2", rich_help_panel=SEARCH,
-                                       help="Target L2 at input resolution: a result below it counts as "
-                                            "converged.")] = 2e-3,
+    eps: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="THRESHOLD", rich_help_panel=SEARCH,
+                                       help="Target L2 (mean squared error at input resolution): a result "
+                                            "at or below it counts as converged.")] = 2e-3,
     loss: Annotated[str, typer.Option(metavar="SPEC", rich_help_panel=SEARCH,
                                       help="WEIGHT*NAME terms joined by '+'; names L2, L1, GEOCROSS (not for a "
                                            "DCGAN: its default is 100*L2).")]
@@ -95,17 +108,6 @@ def upsample(
     optimizer: Annotated[OptimizerName, typer.Option(metavar="NAME", rich_help_panel=SEARCH,
                                                      help="adam, sgd, sgdm or adamax (run on spheres).")]
     = OptimizerName.adam,
-    noise_type: Annotated[NoiseType, typer.Option(metavar="TYPE", rich_help_panel=SEARCH,
-                                                  help="trainable, fixed or zero noise inputs.")]
-    = NoiseType.trainable,
-    trainable_noise_layers: Annotated[int, typer.Option(min=0, metavar="N", rich_help_panel=SEARCH,
-                                                        help="How many of the lowest noise layers are "
-                                                             "optimised (trainable noise).")] = 5,
-    bad_noise_layers: Annotated[str, typer.Option(metavar="LAYERS", rich_help_panel=SEARCH,
-                                                  help="Noise layers set to zero: 'last', 'none' or indices "
-                                                       "joined by '.' (17 is the last at 1024).")] = "last",
-    tile_latent: Annotated[bool, flag("--tile-latent", panel=SEARCH,
-                                      help="One latent for all layers instead of W+.")] = False,
     samples: Annotated[int, typer.Option(min=1, max=MAX_SAMPLES, metavar="N", rich_help_panel=SEARCH,
                                          help="Independent results per input (different faces); from 2, also "
                                               "OUT/<rel>.disagreement.png, where they differ.")] = 1,
@@ -130,7 +132,7 @@ def upsample(
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", metavar="", rich_help_panel=TRANSPARENCY,
                                            help="Label every PNG as synthetic (XMP digital source type and "
                                                 "provenance).")] = True,
-    sheet: Annotated[bool, flag("--sheet", panel=TRANSPARENCY,
+    sheet: Annotated[bool, flag("--sheet", panel=OUTPUT,
                                 help="Contact sheets: OUT/sheets/<rel>.sheet.png per input and OUT/sheet.png.")]
     = False,
     check_face: Annotated[bool, flag("--check-face", panel=TRANSPARENCY,
@@ -138,15 +140,15 @@ def upsample(
                                           "(null: no face found), counted in the summary and marked on sheets. "
                                           "With --samples N >= 2, also dlib's face descriptor: how many different "
                                           "people the samples are. Needs the 'align' extra.")] = False,
-    report: Annotated[bool, flag("--report", panel=TRANSPARENCY,
+    report: Annotated[bool, flag("--report", panel=OUTPUT,
                                  help="At the end, write OUT/report.html from every record in OUT (as 'pulse "
                                       "report'); each run or shard sharing OUT rewrites it.")] = False,
-    save_latents: Annotated[bool, flag("--save-latents", panel=TRANSPARENCY,
+    save_latents: Annotated[bool, flag("--save-latents", panel=OUTPUT,
                                        help="Save OUT/<rel>.latents.safetensors (see 'pulse render').")] = False,
-    save_every: Annotated[int | None, typer.Option(min=1, metavar="K", rich_help_panel=TRANSPARENCY,
+    save_every: Annotated[int | None, typer.Option(min=1, metavar="K", rich_help_panel=OUTPUT,
                                                    help="Write the current image every K steps to "
                                                         "OUT/frames/<rel>/.", show_default=False)] = None,
-    animate: Annotated[bool, flag("--animate", panel=TRANSPARENCY,
+    animate: Annotated[bool, flag("--animate", panel=OUTPUT,
                                   help="Write OUT/<rel>.search.gif of the search.")] = False,
     # -- performance
     shard: Annotated[str | None, typer.Option(metavar="K/N|auto", rich_help_panel=PERFORMANCE, show_default=False,
@@ -182,6 +184,18 @@ def upsample(
     threads_per_worker: Annotated[int, typer.Option(min=1, metavar="T", rich_help_panel=PERFORMANCE,
                                                     help="With --ray: torch threads (and Ray CPUs) per "
                                                          "worker.")] = 1,
+    # -- advanced: StyleGAN's noise inputs and latent layout
+    noise_type: Annotated[NoiseType, typer.Option(metavar="TYPE", rich_help_panel=ADVANCED,
+                                                  help="trainable, fixed or zero noise inputs.")]
+    = NoiseType.trainable,
+    trainable_noise_layers: Annotated[int, typer.Option(min=0, metavar="N", rich_help_panel=ADVANCED,
+                                                        help="How many of the lowest noise layers are "
+                                                             "optimised (trainable noise).")] = 5,
+    bad_noise_layers: Annotated[str, typer.Option(metavar="LAYERS", rich_help_panel=ADVANCED,
+                                                  help="Noise layers set to zero: 'last', 'none' or indices "
+                                                       "joined by '.' (17 is the last at 1024).")] = "last",
+    tile_latent: Annotated[bool, flag("--tile-latent", panel=ADVANCED,
+                                      help="One latent for all layers instead of W+.")] = False,
 ) -> None:
     if ray_address is not None:
         from ..run.ray_extra import ray_available
@@ -260,16 +274,16 @@ def upsample(
         if no_identities:
             err_console.print(f"[yellow]warning:[/] {escape(no_identities)}", markup=True)
         if how != "given":
-            err_console.print(f"using checkpoint {printable(str(checkpoint_path))} ({how})", markup=False)
+            print_wrapped(err_console, f"using checkpoint {printable(str(checkpoint_path))} ({how})", indent=4)
         from ..checkpoints.demo_marker import DEMO_WARNING, is_demo_checkpoint
 
         if is_demo_checkpoint(checkpoint_path):
-            err_console.print(f"[yellow]warning:[/] {escape(DEMO_WARNING)}", markup=True)
+            print_wrapped(err_console, f"[yellow]warning:[/] {escape(DEMO_WARNING)}", indent=4, markup=True)
         err_console.print(_header_line(jobs, in_dir, options.shard) + f"; device {torch_device}"
                           + (" (on the Ray workers)" if ray_address is not None else ""), markup=False)
     if not jobs:
-        err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
-                          + ("" if recursive else " (use --recursive for sub-folders)"), markup=True)
+        print_wrapped(err_console, f"[yellow]warning:[/] no images found in {escape(printable(str(in_dir)))}"
+                      + ("" if recursive else " (use --recursive for sub-folders)"), indent=4, markup=True)
 
     engine_options = {"device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
                       "gaussian_fit": gaussian_fit}
@@ -285,7 +299,7 @@ def upsample(
         err_console.print(f"[yellow]warning:[/] {count} done input(s) were made with other options ({names}); "
                           "they are skipped, --overwrite redoes them", markup=True)
     if not quiet:
-        _print_summary(summary, out_dir, sheet=sheet, eps=config.eps, check_face=check_face,
+        _print_summary(summary, out_dir, sheet=sheet, config=config, samples=samples, check_face=check_face,
                        no_identities=no_identities)
     if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
@@ -389,6 +403,14 @@ def _skipped_earlier(summary) -> dict[str, int]:
     return {status: sum(r.earlier_status == status for r in skipped) for status in DONE}
 
 
+def _search_seconds(summary) -> float:
+    """The search time of this run: what its searched inputs' records say (each search's share of the
+    optimisation steps' time), as the report sums it; skipped inputs add nothing."""
+    from ..run.records import DONE
+
+    return sum(r.seconds or 0.0 for r in summary.records if r.status in DONE)
+
+
 def _summary_object(summary, out_dir: Path, check_face: bool = False,
                     no_identities: str | None = None) -> dict[str, Any]:
     from ..run.records import FAILED, SKIPPED
@@ -398,10 +420,12 @@ def _summary_object(summary, out_dir: Path, check_face: bool = False,
         **summary.counts,
         "skipped_earlier": _skipped_earlier(summary),
         "seconds": round(summary.seconds, 3),
+        "search_seconds": round(_search_seconds(summary), 3),
         "out": str(out_dir),
         "results": str(out_dir / "results.jsonl"),
         "failed_inputs": [{"input": r.input, "error": r.error} for r in summary.records if r.status == FAILED],
-        "not_converged_inputs": [{"input": r.input, "best_l2": r.best_l2, "earlier": r.status == SKIPPED}
+        "not_converged_inputs": [{"input": r.input, "worst_sample_l2": r.worst_sample_l2,
+                                  "earlier": r.status == SKIPPED}
                                  for r in summary.records if r.met_eps is False],
         **({"no_face": summary.no_face} if check_face else {}),  # results in which dlib found no face
         **_identities_object(summary, no_identities),
@@ -423,20 +447,21 @@ def _identities_object(summary, no_identities: str | None) -> dict[str, Any]:
 SUMMARY_LIST_LINES = 15
 
 
-def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_face: bool = False,
+def _print_summary(summary, out_dir: Path, *, sheet: bool, config, samples: int, check_face: bool = False,
                    no_identities: str | None = None) -> None:
     """The counts, then the inputs that failed or did not reach eps (up to a screenful), then what to do next."""
     from rich.table import Table
 
     from ..run.records import FAILED, SKIPPED
+    from .progress import l2_text, samples_met
 
     table = Table(title="pulse upsample", show_edge=False)
-    columns = ["ok", "not converged", "failed", "skipped", "total", "seconds"] + (["no face"] if check_face else [])
+    columns = ["ok", "not converged", "failed", "skipped", "total", "search s"] + (["no face"] if check_face else [])
     for column in columns:
         table.add_column(column, justify="right")
     c = summary.counts
     cells = [str(c["ok"]), str(c["not_converged"]), str(c["failed"]), str(c["skipped"]), str(summary.total),
-             f"{summary.seconds:.1f}"] + ([str(summary.no_face)] if check_face else [])
+             f"{_search_seconds(summary):.1f}"] + ([str(summary.no_face)] if check_face else [])
     table.add_row(*cells)
     err_console.print(table)
     from ..align.identity import run_counts, run_sentence
@@ -457,27 +482,33 @@ def _print_summary(summary, out_dir: Path, *, sheet: bool, eps: float, check_fac
         lines.append(f"failed ({len(failed)}):")
         lines += [f"  {printable(r.input)}: {printable(r.error or 'failed')}" for r in failed]
     if unconverged:
-        lines.append(f"not converged, L2 above eps {eps:g} ({len(unconverged)}):")
+        lines.append(f"not converged, L2 above eps {config.eps:g} ({len(unconverged)}):")
         for r in unconverged:
-            l2 = f": L2 {r.best_l2:.4g}" if r.best_l2 is not None else ""
-            lines.append(f"  {printable(r.input)}{l2}" + (" (done earlier)" if r.status == SKIPPED else ""))
+            met = samples_met(r).strip(" ()")
+            lines.append(f"  {printable(r.input)}: " + (f"{met}, " if met else "") + l2_text(r)
+                         + (" (done earlier)" if r.status == SKIPPED else ""))
     shown = lines[:SUMMARY_LIST_LINES]
     for line in shown:
-        err_console.print(line, markup=False)
+        print_wrapped(err_console, line, indent=6)
     if len(lines) > len(shown):
         results = printable(str(out_dir / "results.jsonl"))
         err_console.print(f"  ... {len(lines) - len(shown)} more line(s): see {results}", markup=False)
     out = printable(str(out_dir))
-    next_steps = [f"results: {out}/ (one PNG per input), logs in {out}/logs/, records in {out}/results.jsonl"]
-    if sheet:
-        next_steps.append(f"sheets: {out}/sheet.png and {out}/sheets/")
-    if any(r.disagreement for r in summary.records):
-        next_steps.append(f"where the samples disagree (invented detail): {out}/<input>.disagreement.png")
+    next_steps = []
+    if summary.total > len(failed):  # some input has results (none for an empty IN, or when all failed)
+        pngs = "one PNG per input" if samples == 1 else \
+            f"{samples} PNGs per input, <name>.sample0.png to .sample{samples - 1}.png"
+        next_steps.append(f"results: {out}/ ({pngs}), logs in {out}/logs/, records in {out}/results.jsonl")
+        if sheet:
+            next_steps.append(f"sheets: {out}/sheet.png and {out}/sheets/")
+        if any(r.disagreement for r in summary.records):
+            next_steps.append(f"where the samples disagree (invented detail): {out}/<input>.disagreement.png")
     if unconverged:
-        next_steps.append("not converged (best images written): --search robust or more --steps may get closer; "
-                          "add --overwrite, which redoes every input")
+        closer = "more --steps" if config.mode == "robust" else "--search robust or more --steps"
+        next_steps.append(f"not converged (best images written): {closer} may get closer; add --overwrite, "
+                          "which redoes every input")
     if failed:
         next_steps.append("failed: fix what the lines above say, then rerun the same command (done inputs are "
                           "skipped)")
-    for line in next_steps:
-        err_console.print(f"next: {line}" if line is next_steps[0] else f"      {line}", markup=False)
+    for k, line in enumerate(next_steps):
+        print_wrapped(err_console, ("next: " if k == 0 else "      ") + line, indent=8)

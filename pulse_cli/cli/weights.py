@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .console import FAILED, fail, note
+from .console import FAILED, fail, note, print_wrapped
 from .options import Command, Group
 
 PULSE_SAMPLES = 1_000_000  # as latent_stats.PULSE_SAMPLES, without importing torch for --help
@@ -29,11 +29,11 @@ weights_app = typer.Typer(
 )
 
 
-def _out_console(*, wrap: bool = False):
-    """stdout; `wrap`: prose wrapped at the terminal's width (lines marked soft_wrap stay whole)."""
+def _out_console():
+    """stdout, as rich sees it (is it a terminal, how wide); lines are printed whole (see `print_wrapped`)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=not wrap)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 # --------------------------------------------------------------------------------------------- list
@@ -44,37 +44,47 @@ def list_command(
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Known checkpoints: name, family, resolution, licence, whether a copy is here, and the download
-    sources in the order tried (one per line)."""
+    sources in the order tried. On a terminal each model takes a few lines; in a pipe or file, one line
+    each (tab-separated fields, see the note on stderr), and --json gives every field."""
     from ..weights.install import list_models
 
     rows = list_models()
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    console = _out_console(wrap=True)
+    console = _out_console()
+    footer = ("The StyleGAN models are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and licensed "
+              "for non-commercial use only; dcgan-digiface-64 is a small DCGAN on synthetic faces (DigiFace-1M) "
+              "for trying pulse. Sources are tried in the order shown; (unverified): no NVIDIA repository "
+              "names that address.")
+    if not console.is_terminal:  # for grep and awk: a record per line, the prose on stderr
+        for r in rows:
+            local = ", ".join(r["local_paths"]) if r["present"] else "not downloaded"
+            sources = " ".join(_source_label(s) for s in r["sources"]) or "computed by pulse"
+            typer.echo("\t".join([r["name"], r["family"], f"{r['resolution']} px", local, r["licence"],
+                                  r["purpose"] or "-", sources]))
+        note("one model per line, tab-separated: name, family, resolution, local copies, licence, purpose, "
+             "sources in the order tried (--json: every field). " + footer)
+        return
     computed = []
     for r in rows:
         if not r["sources"]:  # nothing to download: pulse makes it (PULSE's gaussian fit)
             computed.append(r["name"])
             continue
         local = "here: " + ", ".join(r["local_paths"]) if r["present"] else "not downloaded"
-        console.print(f"[bold]{r['name']}[/]  {r['family']}, {r['resolution']} px, {local}")
-        licence = r["licence"].split(":")[0]
-        console.print(f"  licence: {licence}" + (" (non-commercial)" if "non-commercial" in r["licence"] else ""),
-                      markup=False)
+        print_wrapped(console, f"[bold]{r['name']}[/]  {r['family']}, {r['resolution']} px, {local}", indent=4,
+                      markup=True)
+        print_wrapped(console, f"  licence: {r['licence']}", indent=4)
         if r["purpose"]:
-            console.print(f"  for: {r['purpose']}", markup=False)
+            print_wrapped(console, f"  for: {r['purpose']}", indent=4)
         for i, source in enumerate(r["sources"], 1):
             # a URL on a line of its own: the terminal may wrap it but nothing splits it into a column
             console.print(f"  {i}. {_source_label(source)}", markup=False, soft_wrap=True)
     console.print()
-    console.print("The StyleGAN models are trained on FFHQ (Flickr faces, skewed in age and ethnicity) and "
-                  "licensed for non-commercial use only; dcgan-digiface-64 is a small DCGAN on synthetic faces "
-                  "(DigiFace-1M) for trying pulse. Sources are tried in the order shown; (unverified): no NVIDIA "
-                  "repository names that address.", markup=False)
+    print_wrapped(console, footer)
     if computed:
-        console.print(f"Not downloaded but computed by pulse from a generator: {', '.join(computed)} "
-                      "(see `pulse weights info NAME`).", markup=False)
+        print_wrapped(console, f"Not downloaded but computed by pulse from a generator: {', '.join(computed)} "
+                               "(see 'pulse weights info NAME').")
     console.print("Download with: pulse weights download NAME", markup=False)
 
 
@@ -87,7 +97,7 @@ def _source_label(row: dict[str, Any]) -> str:
 
 @weights_app.command("download", no_args_is_help=True, cls=Command)
 def download_command(
-    target: Annotated[str, typer.Argument(metavar="NAME|URL", help="A name from `pulse weights list`, or a URL.",
+    target: Annotated[str, typer.Argument(metavar="NAME|URL", help="A name from 'pulse weights list', or a URL.",
                                           show_default=False)],
     sha256: Annotated[str | None, typer.Option(metavar="HEX",
                                                help="Expected sha256 (hex); a mismatch leaves nothing behind.")]
@@ -104,11 +114,11 @@ def download_command(
 ) -> None:
     """Download a checkpoint (checksummed), then convert it to pulse's single file.
 
-    A known model's sources are tried in the order `pulse weights list` shows (Google Drive through gdown
+    A known model's sources are tried in the order 'pulse weights list' shows (Google Drive through gdown
     first where NVIDIA publishes the file there); a failed source gets one line and the next is tried.
-    The sha256 of what arrived is recorded beside it (`<file>.sha256`); `pulse weights verify` checks it.
+    The sha256 of what arrived is recorded beside it (<file>.sha256); 'pulse weights verify' checks it.
     There is no resume: an interrupted or failed download leaves nothing behind.
-    Conversion computes the latent statistics once, so the next `pulse upsample` starts at once.
+    Conversion computes the latent statistics once, so the next 'pulse upsample' starts at once.
     Exit codes: 0 done; 1 download or checksum failure (nothing unverified is left); 2 bad argument or an
     unusable file.
     """
@@ -177,7 +187,7 @@ def verify_command(
                                                             "sha256 record in the weights folders.")] = None,
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print a JSON array on stdout.")] = False,
 ) -> None:
-    """Check files against the sha256 recorded beside them (`<file>.sha256`). Exit 1 on any mismatch."""
+    """Check files against the sha256 recorded beside them (<file>.sha256). Exit 1 on any mismatch."""
     from ..weights.download import verify_file
     from ..weights.install import WeightsUsageError, files_to_verify
 

@@ -43,22 +43,36 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
     return ""
 
 
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """`text` in lines that fit `width` pixels, broken between words (a word wider than a line is shortened
+    in the middle, see `_fit`)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(_fit(draw, word, font, width))
+    return lines or [""]
+
+
 def grid_sheet(grid: list[list[Tile | None]], *, tile_size: int, title: str | Sequence[str] = SHEET_NOTICE,
                notes: Sequence[str | None] | None = None) -> Image.Image:
     """Tiles resized to `tile_size` (nearest, so small inputs show their pixels), captions below. `title`: one
-    line, or several. `notes`: per row, a line of text under its captions (rows get the room only when some row
-    has a note)."""
-    lines = [title] if isinstance(title, str) else list(title)
+    paragraph, or several, each above on as many lines as it needs (a sheet one result wide is narrow).
+    `notes`: per row, a line of text under its captions (rows get the room only when some row has a note)."""
+    paragraphs = [title] if isinstance(title, str) else list(title)
     columns = max((len(row) for row in grid), default=1)
     noted = notes is not None and any(notes)
     cell_w, cell_h = tile_size + PADDING, tile_size + CAPTION_HEIGHT * (2 if noted else 1) + PADDING
-    header = CAPTION_HEIGHT * max(1, len(lines)) + PADDING
-    sheet = Image.new("RGB", (PADDING + columns * cell_w, header + PADDING + len(grid) * cell_h), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
+    width = PADDING + columns * cell_w
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     font = _font()
-    for k, line in enumerate(lines):
-        draw.text((PADDING, PADDING + k * CAPTION_HEIGHT), _fit(draw, line, font, sheet.width - 2 * PADDING),
-                  fill=TEXT, font=font)
+    title_lines = [line for paragraph in paragraphs for line in _wrap(draw, paragraph, font, width - 2 * PADDING)]
+    header = CAPTION_HEIGHT * max(1, len(title_lines)) + PADDING
+    sheet = Image.new("RGB", (width, header + PADDING + len(grid) * cell_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for n, line in enumerate(title_lines):
+        draw.text((PADDING, PADDING + n * CAPTION_HEIGHT), line, fill=TEXT, font=font)
     for r, row in enumerate(grid):
         y = header + PADDING + r * cell_h
         for c, tile in enumerate(row):

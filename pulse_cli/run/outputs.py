@@ -41,7 +41,8 @@ def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, op
     if options.metadata:
         text = result_metadata(checkpoint=Path(header.checkpoint).name, checkpoint_sha256=header.checkpoint_sha256,
                                seed=header.seed, image_seed=header.image_seed, steps=result.steps_run,
-                               l2=result.best_l2, status=status, input_sha256=header.input_sha256)
+                               l2=result.best_l2, status=status, input_sha256=header.input_sha256,
+                               family=header.generator.get("family"))
     save_png(result.image, paths.image, text=text)
 
 

@@ -286,8 +286,8 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
                 if rel in seen:  # a retried batch whose first attempt's rows did arrive: recorded once
                     continue
                 seen.add(rel)
-                reporter.step(options.samples * steps, record.best_l2 if record and record.best_l2 is not None
-                              else float("nan"), steps, steps)
+                l2 = record.worst_sample_l2 if record is not None else None
+                reporter.step(options.samples * steps, l2 if l2 is not None else float("nan"), steps, steps)
                 if record is not None:
                     recorder.record(record)
             del searched, data

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -143,8 +144,10 @@ _RESULT_FIELDS: dict[str, tuple[Any, str]] = {
     "seed": (_optional(_is_int), "a whole number"),
     "checkpoint": (_optional(lambda v: isinstance(v, str)), "text"),
     "checkpoint_sha256": (_optional(lambda v: isinstance(v, str)), "text"),
-    "best_l2": (_optional(_is_number), "a number"),
-    "best_step": (_optional(_is_int), "a whole number"),
+    "worst_sample_l2": (_optional(_is_number), "a number"),
+    "best_sample_l2": (_optional(_is_number), "a number"),
+    "best_l2": (_optional(_is_number), "a number"),  # older lines: the worst sample's (see `sample_l2_range`)
+    "best_step": (_optional(_is_int), "a whole number"),  # older lines: the worst sample's
     "steps_run": (_optional(_is_int), "a whole number"),
     "seconds": (_optional(_is_number), "a number"),
     "samples": (lambda v: isinstance(v, list) and all(_is_sample(s) for s in v), "a list of sample records"),
@@ -185,8 +188,8 @@ class ResultRecord:
     checkpoint: str
     checkpoint_sha256: str | None
     status: str
-    best_l2: float | None = None
-    best_step: int | None = None
+    worst_sample_l2: float | None = None  # the highest of its samples' L2: the sample that decides the status
+    best_sample_l2: float | None = None  # the lowest (with one sample, both are its L2)
     steps_run: int = 0
     seconds: float = 0.0
     samples: list[SampleRecord | dict[str, Any]] = field(default_factory=list)  # dicts: from an earlier run
@@ -224,17 +227,35 @@ class ResultRecord:
         values.setdefault("seed", 0)
         values.setdefault("checkpoint", "")
         values.setdefault("checkpoint_sha256", None)
+        if "worst_sample_l2" not in data:  # an older line (see `sample_l2_range`)
+            values["best_sample_l2"], values["worst_sample_l2"] = sample_l2_range(data)
         return cls(**values)
 
     @classmethod
     def from_samples(cls, samples: list[SampleRecord], **common: Any) -> ResultRecord:
         """The record of an input whose samples all finished. The input is `ok` only when every sample is,
-        so the sample furthest from eps (the highest best L2) decides its status and gives its `best_l2`
-        and `best_step`: `status` is `ok` exactly when `best_l2` <= eps, as for a single sample."""
-        deciding = max(samples, key=lambda s: s.best_l2)
-        return cls(status=combined_status(s.status for s in samples), best_l2=deciding.best_l2,
-                   best_step=deciding.best_step, steps_run=max(s.steps_run for s in samples),
+        so the sample furthest from eps (the highest L2) decides its status: `status` is `ok` exactly when
+        `worst_sample_l2` <= eps, as for a single sample."""
+        l2 = [s.best_l2 for s in samples]
+        return cls(status=combined_status(s.status for s in samples), worst_sample_l2=max(l2),
+                   best_sample_l2=min(l2), steps_run=max(s.steps_run for s in samples),
                    seconds=round(sum(s.seconds for s in samples), 3), samples=samples, **common)
+
+
+def sample_l2_range(record: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The lowest and the highest of an input's samples' L2, from a results line of this version or an older
+    one (None where unknown). Older lines have `best_l2` instead, which held the highest: the L2 of the
+    sample that decided the status; the lowest is then read from their samples."""
+    def number(value: Any) -> float | None:
+        return float(value) if _is_number(value) and math.isfinite(value) else None
+
+    if "worst_sample_l2" in record or "best_sample_l2" in record:
+        return number(record.get("best_sample_l2")), number(record.get("worst_sample_l2"))
+    worst = number(record.get("best_l2"))
+    samples = record.get("samples")
+    per_sample = [number(s.get("best_l2")) for s in samples if isinstance(s, dict)] if isinstance(samples, list) else []
+    best = min(per_sample) if per_sample and None not in per_sample else worst
+    return best, worst
 
 
 # Fields written only when they carry something, so records keep the shape readers know.

@@ -69,6 +69,7 @@ def render_latents_file(latents: Path, out: Path, *, checkpoint: Path | None = N
         text = result_metadata(checkpoint=path.name, checkpoint_sha256=info.get("checkpoint_sha256") or None,
                                seed=int(info.get("seed", -1)), image_seed=int(info.get("image_seed", -1)),
                                steps=int(info.get("steps", -1)), l2=float(info.get("l2", "nan")),
-                               status=info.get("status", "unknown"), input_sha256=info.get("input_sha256", ""))
+                               status=info.get("status", "unknown"), input_sha256=info.get("input_sha256", ""),
+                               family=generator.family)
     save_png(image, out, text=text)
     return out

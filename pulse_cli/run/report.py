@@ -30,7 +30,7 @@ from ..files.images import ImageError, load_rgb, to_pil
 from ..files.sheets import SHEET_NOTICE
 from ..search.downsample import BicubicDownsample
 from .disagreement import MAP_LINE, SCALE_MAX, colour_bar
-from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES, not_an_output_folder
+from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES, not_an_output_folder, sample_l2_range
 from .report_page import PAGE, ROWS_PER_PAGE, SCRIPT, STYLE
 
 REPORT_FILE = "report.html"
@@ -110,10 +110,22 @@ def _distinct(values: list[Any]) -> str:
     return ", ".join(str(v) for v in seen) if seen else "-"
 
 
+def outcome(record: dict[str, Any]) -> str:
+    """Where an input stands by its latest record: ok, not_converged or failed; a skipped input counts as
+    what its earlier run found (a report of an OUT several runs wrote counts each input once, by its results).
+    `skipped` only for a skipped record that does not say (hand-edited)."""
+    status = record.get("status")
+    if status == SKIPPED:
+        earlier = record.get("earlier_status")
+        return earlier if earlier in DONE else SKIPPED
+    return status
+
+
 def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inputs_dir: Path | None) -> dict:
     counts = dict.fromkeys(STATUSES, 0)
     for record in records:
-        counts[record["status"]] += 1
+        counts[outcome(record)] += 1
+    skipped = sum(r["status"] == SKIPPED for r in records)
     searches = [r.get("search") if isinstance(r.get("search"), dict) else {} for r in records]
     eps_values = [s.get("eps") for s in searches if isinstance(s.get("eps"), (int, float))]
     seconds = [_number(r.get("seconds")) or 0.0 for r in last_done.values()]
@@ -124,16 +136,19 @@ def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inpu
     samples = [len(r.get("outputs") or []) for r in records if r.get("status") != FAILED]
     numbers = [
         ("inputs", str(len(records))),
-        ("ok / not converged / failed / skipped",
-         f"{counts['ok']} / {counts['not_converged']} / {counts['failed']} / {counts['skipped']}"),
-        ("met eps", f"{sum(_met_eps(r) is True for r in records)} of {len(records)}"),
+        ("ok / not converged / failed",
+         f"{counts['ok']} / {counts['not_converged']} / {counts['failed']}"
+         + (f" / {counts['skipped']} skipped, results unknown" if counts["skipped"] else "")
+         + (f" ({skipped} done by an earlier run, skipped by the latest)" if skipped else "")),
+        ("met eps", f"{counts['ok']} of {len(records)}"),
         ("eps", _distinct(eps_values)),
         ("search mode", _distinct([s.get("mode", "pulse") for s in searches])),
         ("steps", _distinct([s.get("steps") for s in searches])),
         ("loss", _distinct([s.get("loss") for s in searches])),
         ("samples per input", _distinct(samples)),
         ("checkpoint", _distinct(checkpoints)),
-        ("search time", f"{total:.1f} s in all, {total / searched:.2f} s per input" if searched else "-"),
+        ("search time", f"{total:.1f} s in all, {total / searched:.2f} s per input searched (the time of "
+                        "their optimisation steps)" if searched else "-"),
         ("inputs folder", printable(str(inputs_dir)) if inputs_dir else "not given: crops are not shown"),
         ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
     ]
@@ -145,11 +160,6 @@ def _run_numbers(records: list[dict[str, Any]], last_done: dict[str, dict], inpu
     if any(isinstance(r.get("disagreement"), dict) for r in records):
         run["scale"] = {"bar": _data_url(colour_bar(256, 12)), "max": SCALE_MAX, "text": MAP_LINE}
     return run
-
-
-def _met_eps(record: dict[str, Any]) -> bool | None:
-    status = record.get("earlier_status") if record.get("status") == SKIPPED else record.get("status")
-    return None if status not in DONE else status == "ok"
 
 
 def _text(value: Any) -> str | None:
@@ -260,7 +270,8 @@ class _RowBuilder:
         row: dict[str, Any] = {
             "name": printable(name), "status": status, "error": _text(record.get("error")),
             "earlier_status": _text(record.get("earlier_status")) if status == SKIPPED else None,
-            "best_l2": _number(record.get("best_l2")),
+            "outcome": outcome(record),
+            **dict(zip(("best_sample_l2", "worst_sample_l2"), sample_l2_range(record), strict=True)),
             "steps": record.get("steps_run") if status != FAILED and isinstance(record.get("steps_run"), int) else None,
             "seconds": _number(seconds), "crop": None, "crop_size": None, "samples": [],
         }
@@ -282,7 +293,7 @@ class _RowBuilder:
             row["samples"].append({
                 "image": _url(output) if present else None,
                 "down": self._downscaled(image, crop) if present else None,
-                "best_l2": _number(sample.get("best_l2", record.get("best_l2") if len(outputs) == 1 else None)),
+                "best_l2": _number(sample.get("best_l2", row["worst_sample_l2"] if len(outputs) == 1 else None)),
                 "status": _text(sample.get("status")),
                 "face_score": _number(sample.get("face_score")),
                 "curve": read_curves(log) if log is not None else None,

@@ -131,8 +131,11 @@ SCRIPT = r"""
       info.appendChild(el("span", null, " (" + (LABEL[r.earlier_status] || r.earlier_status) + ")"));
     }
     if (r.error) info.appendChild(el("div", "error", r.error));
-    if (r.best_l2 !== null) {
-      info.appendChild(el("div", null, "best L2 " + num(r.best_l2) + ", eps " + num(data.run.eps, 3)));
+    if (r.worst_sample_l2 !== null) {
+      const l2 = r.samples.length > 1
+        ? "L2 best " + num(r.best_sample_l2) + ", worst " + num(r.worst_sample_l2)
+        : "L2 " + num(r.worst_sample_l2);
+      info.appendChild(el("div", null, l2 + "; eps " + num(data.run.eps, 3)));
     }
     const met = r.samples.filter((s) => s.status === "ok").length;
     if (r.samples.length > 1) info.appendChild(el("div", null, met + " of " + r.samples.length + " samples met eps"));
@@ -164,10 +167,11 @@ SCRIPT = r"""
   }
 
   function chosen() {
-    let rows = data.rows.filter((r) => state.status === "all" || r.status === state.status);
+    let rows = data.rows.filter((r) => state.status === "all" || r.outcome === state.status);
     const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     const sign = state.sort === "l2desc" ? -1 : 1;
-    const l2 = (r) => (r.best_l2 === null ? sign * Infinity : r.best_l2);  // no L2 (failed): last either way
+    // the worst sample's L2 (the one that decides the status); no L2 (failed): last either way
+    const l2 = (r) => (r.worst_sample_l2 === null ? sign * Infinity : r.worst_sample_l2);
     if (state.sort === "name") rows.sort(byName);
     else rows.sort((a, b) => sign * (l2(a) - l2(b)) || byName(a, b));
     return rows;
@@ -192,10 +196,11 @@ SCRIPT = r"""
   function controls() {
     const filter = document.getElementById("filter");
     const counts = {};
-    for (const r of data.rows) counts[r.status] = (counts[r.status] || 0) + 1;
+    // by where each input stands: a skipped one counts as what its earlier run found (as in the header)
+    for (const r of data.rows) counts[r.outcome] = (counts[r.outcome] || 0) + 1;
     filter.appendChild(new Option("all (" + data.rows.length + ")", "all"));
     for (const s of ["ok", "not_converged", "failed", "skipped"]) {
-      filter.appendChild(new Option(LABEL[s] + " (" + (counts[s] || 0) + ")", s));
+      if (s !== "skipped" || counts[s]) filter.appendChild(new Option(LABEL[s] + " (" + (counts[s] || 0) + ")", s));
     }
     filter.addEventListener("change", () => { state.status = filter.value; state.page = 0; render(); });
     const sort = document.getElementById("sort");
@@ -230,8 +235,8 @@ style-src '%(style_hash)s'; script-src '%(script_hash)s'">
 </header>
 <div class="controls">
 <label>status <select id="filter"></select></label>
-<label>sort <select id="sort"><option value="name">name</option><option value="l2">best L2, lowest first</option>\
-<option value="l2desc">best L2, highest first</option></select></label>
+<label>sort <select id="sort"><option value="name">name</option><option value="l2">L2 (worst sample), lowest \
+first</option><option value="l2desc">L2 (worst sample), highest first</option></select></label>
 <button id="prev" type="button">previous</button><span id="page"></span><button id="next" type="button">next</button>
 <span id="shown"></span>
 </div>

@@ -27,7 +27,9 @@ from .disagreement import summary as map_summary
 from .outputs import animation_frame, write_frame, write_sample
 from .plan import FinishedIndex, Job, RunOptions, derive_seed
 from .records import (
+    DONE,
     FAILED,
+    OK,
     RESULTS_FILE,
     SKIPPED,
     STATUSES,
@@ -36,6 +38,7 @@ from .records import (
     RunHeader,
     SampleRecord,
     has_no_face,
+    sample_l2_range,
     search_options,
     search_status,
     to_json,
@@ -179,7 +182,7 @@ class Runner:
         finished = self.index.finished(job, self.out_dir, since_start=self.options.overwrite)
         if finished is not None:  # another process sharing OUT did it
             self._let_go(claim)
-            l2 = finished.get("best_l2")
+            l2 = sample_l2_range(finished)[1]
             self.reporter.step(self.options.samples * self.config.steps, l2 if l2 is not None else float("nan"),
                                self.config.steps, self.config.steps)
             return None
@@ -295,8 +298,9 @@ class Runner:
         earlier = job.earlier or {}
         for name in self._differences(earlier):
             self.summary.other_options[name] = self.summary.other_options.get(name, 0) + 1
-        return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), best_l2=earlier.get("best_l2"),
-                            best_step=earlier.get("best_step"), steps_run=earlier.get("steps_run") or 0,
+        best, worst = sample_l2_range(earlier)
+        return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), worst_sample_l2=worst,
+                            best_sample_l2=best, steps_run=earlier.get("steps_run") or 0,
                             samples=list(earlier.get("samples") or []), diversity=earlier.get("diversity"),
                             disagreement=earlier.get("disagreement"), identity=earlier.get("identity"),
                             search=earlier.get("search"), checkpoint=earlier.get("checkpoint", self.checkpoint),
@@ -412,9 +416,11 @@ class Runner:
             if record is None or record.status == FAILED or not all(o.image.is_file() for o in job.outputs):
                 continue
             l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
+            status = [s.status if isinstance(s, SampleRecord) else s.get("status") for s in record.samples]
             rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps),
                                  [has_no_face(s) for s in record.samples],
+                                 [None if st not in DONE else st == OK for st in status],
                                  **sheet_extras(disagreement_path(self.out_dir, job.input.rel), record.disagreement,
                                                 record.identity)))
         shard = self.options.shard

@@ -54,10 +54,8 @@ def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, do
     top = [Tile(to_pil(target), "input"), Tile(to_pil(bicubic), "bicubic")]
     bottom: list[Tile | None] = [None, None]
     for k, sample in enumerate(samples):
-        mark = "ok" if sample.status == OK else "> eps"
-        # first in the caption, which is cut to the tile's width
-        label = f"#{k} NO FACE {sample.best_l2:.4f}" if has_no_face(sample) else f"#{k} L2 {sample.best_l2:.4f}"
-        top.append(Tile(to_pil(images[k]), f"{label} {mark}"))
+        caption = result_caption(k, sample.best_l2, sample.status == OK, has_no_face(sample))
+        top.append(Tile(to_pil(images[k]), caption))
         bottom.append(Tile(to_pil(downscaled[k]), f"#{k} downscaled"))
     title: list[str] = [f"{sum(sample.status == OK for sample in samples)} of {len(samples)} met eps. {SHEET_NOTICE}"]
     notes = None
@@ -71,9 +69,18 @@ def write_input_sheet(path: Path, target: torch.Tensor, images: torch.Tensor, do
                       pnginfo=png_info(sheet_metadata() if metadata else None))
 
 
+def result_caption(k: int, l2: float | None, met_eps: bool | None, no_face: bool = False) -> str:
+    """A result's caption on a sheet: `#0 L2 0.0063 > eps`, `#1 L2 0.0020 ok`; `NO FACE` (--check-face)
+    comes first, as the caption is cut to the tile's width."""
+    mark = "" if met_eps is None else " ok" if met_eps else " > eps"
+    value = "" if l2 is None else f" {l2:.4f}"
+    return f"#{k} NO FACE{value}{mark}" if no_face else f"#{k}" + (f" L2{value}" if value else "") + mark
+
+
 @dataclass
 class SheetRow:
-    """One input of the run sheet: the input file, its result images and (when known) their L2."""
+    """One input of the run sheet: the input file, its result images, (when known) their L2 and whether each
+    met eps."""
 
     input: Path
     name: str
@@ -81,6 +88,7 @@ class SheetRow:
     l2: list[float] | None
     met_eps: bool
     no_face: list[bool] | None = None  # per result, with --check-face: no face found in it
+    samples_met_eps: list[bool | None] | None = None  # per result (None: not recorded)
     disagreement: Path | None = None  # with several samples: the map
     disagreement_mean: float | None = None
     note: str | None = None  # with --check-face and several samples: how many people they are
@@ -100,16 +108,15 @@ def sheet_extras(map_path: Path, disagreement: Any, identity: Any) -> dict[str, 
 
 def write_run_sheets(out_dir: Path, rows: Sequence[SheetRow], name: str = "sheet", *, metadata: bool = True) -> None:
     """OUT/sheet.png (or sheet-001.png, … for many inputs): every input beside its results, each captioned
-    with its L2, and (with several samples) their disagreement map; the header says how many inputs' results
-    met eps."""
+    with its L2 and whether it met eps (as on the input's own sheet), and (with several samples) their
+    disagreement map; the header says how many inputs' results met eps."""
     tiles = []
     for row in rows:
         line = [Tile(to_pil(load_rgb(row.input)), printable(row.name))]  # shortened in the middle to fit
         for k, image in enumerate(row.results):
-            caption = f"#{k}" + (f" L2 {row.l2[k]:.4f}" if row.l2 else "")
-            if row.no_face and k < len(row.no_face) and row.no_face[k]:
-                caption = f"#{k} NO FACE" + (f" {row.l2[k]:.4f}" if row.l2 else "")
-            line.append(Tile(to_pil(load_rgb(image)), caption))
+            met = row.samples_met_eps[k] if row.samples_met_eps and k < len(row.samples_met_eps) else None
+            no_face = bool(row.no_face and k < len(row.no_face) and row.no_face[k])
+            line.append(Tile(to_pil(load_rgb(image)), result_caption(k, row.l2[k] if row.l2 else None, met, no_face)))
         if row.disagreement is not None:
             mean = "" if row.disagreement_mean is None else f", mean {row.disagreement_mean:.3f}"
             line.append(Tile(to_pil(load_rgb(row.disagreement)), f"spread{mean}"))

@@ -7,11 +7,16 @@ imported by the functions that sniff files.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import registry
 from .locations import weights_search_dirs
 from .registry import KnownModel
+
+if TYPE_CHECKING:
+    from ..checkpoints.detect import Candidate
 
 
 def family_from_name(path: Path) -> str | None:
@@ -22,18 +27,60 @@ def family_from_name(path: Path) -> str | None:
     return None
 
 
-def find_default_checkpoint(folders: list[Path] | None = None) -> Path | None:
-    """The checkpoint to use from the first folder holding one (each searched at top level, then one level
-    down; default: `weights_search_dirs()`). Within a folder StyleGAN v1 comes first (as in the PULSE paper),
-    then StyleGAN2; files are recognised by name, extension and a light look at their first bytes, never
-    hashed or fully loaded."""
-    from ..checkpoints.detect import choose_in_folder
+@dataclass(frozen=True)
+class DefaultChoice:
+    """The checkpoint `pulse` uses when none is named, and what it was chosen from."""
 
-    for folder in weights_search_dirs() if folders is None else folders:
-        found = choose_in_folder(Path(folder), family_from_name)
-        if found is not None:
-            return found
-    return None
+    found: list[tuple[Path, Candidate]]  # (searched folder, generator) for every generator found, best first
+    folders: list[Path]  # the folders searched
+
+    @property
+    def path(self) -> Path:
+        return self.found[0][1].path
+
+    @property
+    def demo(self) -> bool:
+        return self.found[0][1].demo
+
+    def reason(self) -> str:
+        """Why this one, in a few words: the only one found, or what put it first."""
+        where = " and ".join(str(f) for f in self.folders)
+        (folder, chosen), others = self.found[0], self.found[1:]
+        if not others:
+            return f"the only generator found in {where}"
+        if chosen.demo:
+            return f"no trained generator in {where}: the untrained demo generator"
+        demo = next((c for _, c in others if c.demo), None)
+        if demo is not None:
+            why = f"trained generators come before the untrained demo generator ({demo.path})"
+        elif others[0][0] != folder:
+            why = f"{folder} comes before {others[0][0]}"
+        else:
+            why = f"the first in {folder} by the default order"
+        count = f"{len(others)} other{'s' if len(others) > 1 else ''}"
+        return (f"a trained {chosen.family or 'unknown-family'} generator, chosen over {count}: {why}; the order "
+                "is in 'pulse upsample --help'")
+
+
+def choose_default_checkpoint(folders: list[Path] | None = None) -> DefaultChoice | None:
+    """The checkpoint to use when none is named (None when there is none), by DEFAULT_ORDER over `folders`
+    (default: `weights_search_dirs()`), each searched at top level, then one level down. Files are
+    recognised by name, extension and a light look at their first bytes, never hashed or fully loaded."""
+    from ..checkpoints.detect import candidate_rank, rank_in_folder
+
+    folders = [Path(f) for f in (weights_search_dirs() if folders is None else folders)]
+    ranked = [((c.demo, index, *candidate_rank(c)[1:]), folder, c)
+              for index, folder in enumerate(folders) for c in rank_in_folder(folder, family_from_name)]
+    if not ranked:
+        return None
+    ranked.sort(key=lambda item: item[0])
+    return DefaultChoice([(folder, c) for _, folder, c in ranked], folders)
+
+
+def find_default_checkpoint(folders: list[Path] | None = None) -> Path | None:
+    """The path of `choose_default_checkpoint`'s choice, or None."""
+    choice = choose_default_checkpoint(folders)
+    return choice.path if choice is not None else None
 
 
 def resolve_checkpoint(path: Path) -> Path:

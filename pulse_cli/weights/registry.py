@@ -28,12 +28,10 @@ FFHQ_NOTE = (
     "Trained on FFHQ: 70,000 face photos crawled from Flickr; it inherits Flickr's biases and is skewed in "
     "age and ethnicity, so the faces it invents lean toward the groups it saw most."
 )
-CC_BY_NC = "CC BY-NC 4.0 (NVIDIA): non-commercial use only; not bundled with pulse"
+CC_BY_NC = "CC BY-NC 4.0 (NVIDIA): non-commercial use only"
 # NVlabs/stylegan README and pretrained_example.py: karras2019stylegan-ffhq-1024x1024.pkl on Google Drive.
 STYLEGAN1_FFHQ_DRIVE_ID = "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"
-NVIDIA_SCL_NC = (
-    "NVIDIA Source Code License-NC: non-commercial (research/evaluation) use only; not bundled with pulse"
-)
+NVIDIA_SCL_NC = "NVIDIA Source Code License-NC: non-commercial (research/evaluation) use only"
 
 
 @dataclass(frozen=True)
@@ -218,8 +216,10 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         filename="dcgan-digiface-64.pt",
         sha256="0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
         size=14_322_251,
-        licence=("MIT (gan-face-generate 1.1.1, Chien Liu); its training data's terms (DigiFace-1M) allow "
-                 "non-commercial research only"),
+        # the package's code is MIT; the weights were trained on DigiFace-1M, whose terms allow only
+        # non-commercial research
+        licence=("MIT for the code (gan-face-generate 1.1.1, Chien Liu, whose wheel ships these weights); "
+                 "non-commercial research only by the terms of its training data (DigiFace-1M)"),
         source="https://github.com/chien-liu/DCGAN-PyTorch",
         training_data_note=(
             "Trained on DigiFace-1M (Microsoft): synthetic faces rendered from 3D models, not photos of real "
