@@ -33,6 +33,23 @@ def note(message: str) -> None:
     err_console.print(message, markup=False)
 
 
+class DamagedLines:
+    """The warning for a line of OUT's records or logs that is passed over (see `run.records.checked_lines`):
+    one per line, however many readers of OUT one command has (planning, the run, --report)."""
+
+    def __init__(self, *, quiet: bool):
+        self.quiet = quiet
+        self.seen: set[tuple[str, int]] = set()
+
+    def __call__(self, path: Any, line: int, reason: str) -> None:
+        if (str(path), line) in self.seen:
+            return
+        self.seen.add((str(path), line))
+        if not self.quiet:
+            err_console.print(f"[yellow]warning:[/] {escape(printable(str(path)))} line {line} is not a record "
+                              f"pulse can use ({escape(printable(reason))}); it is ignored", markup=True)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (finished outputs kept) but ending with exit code 143."""
 

@@ -10,7 +10,17 @@ import typer
 from rich.markup import escape
 
 from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
-from .console import FAILED, INTERRUPTED, TERMINATED, Terminated, err_console, fail, printable, sigterm_as_interrupt
+from .console import (
+    FAILED,
+    INTERRUPTED,
+    TERMINATED,
+    DamagedLines,
+    Terminated,
+    err_console,
+    fail,
+    printable,
+    sigterm_as_interrupt,
+)
 from .options import (
     MODEL,
     OUTPUT,
@@ -244,12 +254,9 @@ def upsample(
 
         photos_failed = align_into(in_dir, out_dir / "crops", recursive=recursive, overwrite=overwrite, quiet=quiet)
         in_dir = out_dir / "crops"
-    def damaged(line: int, reason: str) -> None:
-        if not quiet:
-            err_console.print(f"[yellow]warning:[/] {escape(printable(str(out_dir / RESULTS_FILE)))} line {line} "
-                              f"is not a record pulse can use ({escape(reason)}); it is ignored", markup=True)
-
-    index = FinishedIndex(out_dir / RESULTS_FILE, on_damaged=damaged)  # read once: planning, then the run
+    damaged = DamagedLines(quiet=quiet)
+    index = FinishedIndex(out_dir / RESULTS_FILE,  # read once: planning, then the run
+                          on_damaged=lambda line, reason: damaged(out_dir / RESULTS_FILE, line, reason))
     jobs = plan_jobs(in_dir, out_dir, options, index)
 
     if not quiet:
@@ -283,7 +290,7 @@ def upsample(
     if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
 
-        write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
+        write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet, on_damaged=damaged)
     if json_summary:
         typer.echo(json.dumps(_summary_object(summary, out_dir, check_face)))
     if strict and summary.not_met_eps:

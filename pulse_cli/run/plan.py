@@ -10,7 +10,7 @@ from typing import Any
 
 from ..files.atomic import JsonlTail
 from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths
-from .records import DONE, FAILED, RESULTS_FILE, RecordError, ResultRecord
+from .records import DONE, FAILED, RESULTS_FILE, check_result_line, checked_lines
 
 
 def derive_seed(base_seed: int, rel: str, sample: int) -> int:
@@ -62,7 +62,7 @@ class FinishedIndex:
     skipped records repeat an earlier one and change nothing. `refresh()` reads only what other processes
     sharing the folder appended since, so checking again before each input stays cheap.
 
-    A line that is not a record of the shape `ResultRecord.from_json` accepts (hand-edited, damaged) is passed
+    A line that is not a record of the shape `check_result_line` accepts (hand-edited, damaged) is passed
     over like a torn line: `on_damaged(line number, reason)` hears of it once."""
 
     def __init__(self, results_file: Path, on_damaged: Callable[[int, str], None] | None = None):
@@ -76,15 +76,7 @@ class FinishedIndex:
         self._read(self.latest, self.since_start)
 
     def _read(self, *views: dict[str, dict[str, Any]]) -> None:
-        for number, record in self._tail.new_lines():
-            try:
-                if record is None:
-                    raise RecordError("not a JSON object")
-                ResultRecord.from_json(record)
-            except RecordError as exc:
-                if self.on_damaged is not None:
-                    self.on_damaged(number, str(exc))
-                continue
+        for _, record in checked_lines(self._tail.new_lines(), check_result_line, self.on_damaged):
             rel, status = record["input"], record["status"]
             for view in views:
                 if status in DONE:
