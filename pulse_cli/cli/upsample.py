@@ -248,6 +248,9 @@ def upsample(
                              animate=animate, sheet=sheet, stop_at_eps=stop_at_eps, check_face=check_face)
     except UsageError as exc:
         raise fail(str(exc)) from None
+    from ..files.atomic import confine
+
+    confine(out_dir)  # from here on, nothing below OUT is read or written through a symbolic link
     photos_failed = 0
     if align:  # the crops are then the inputs; they sit in OUT/crops, which no output is written into
         from .align import align_into

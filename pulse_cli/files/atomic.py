@@ -89,10 +89,10 @@ def open_folder(folder: Path, *, create: bool = False) -> int:
             Path(folder).mkdir(parents=True, exist_ok=True)
         return os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    here = root
+    parts = Path(os.path.relpath(os.path.abspath(folder), root)).parts
     try:
-        for part in Path(os.path.relpath(os.path.abspath(folder), root)).parts:
-            here = os.path.join(here, part)
+        for k, part in enumerate(parts):
+            here = str(Path(folder).parents[len(parts) - 2 - k]) if k < len(parts) - 1 else str(folder)
             if create:
                 try:
                     os.mkdir(part, dir_fd=fd)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files.atomic import JsonlTail
+from ..files.atomic import JsonlTail, is_plain_file
 from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths
 from .records import DONE, FAILED, RESULTS_FILE, check_result_line, checked_lines
 
@@ -92,7 +92,7 @@ class FinishedIndex:
         if record is None:
             return None
         names = [o.image.relative_to(out_dir).as_posix() for o in job.outputs]
-        if record.get("outputs") != names or not all(o.image.is_file() for o in job.outputs):
+        if record.get("outputs") != names or not all(is_plain_file(o.image) for o in job.outputs):
             return None
         return record
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..engine import Engine
 from ..errors import describe_os_error
-from ..files.atomic import append_jsonl, remove_stale_temp_files, sha256_file
+from ..files.atomic import append_jsonl, confine, is_plain_file, remove_stale_temp_files, sha256_file
 from ..files.claims import Claim, claim_path, try_claim
 from ..files.discovery import result_stem, sheet_path
 from ..files.images import ImageError, load_rgb
@@ -98,6 +98,7 @@ class Runner:
         assert engine is None or engine.config == self.config, "the engine searches with other options"
         self.search = search_options(self.config)
         self.out_dir = Path(out_dir)
+        confine(self.out_dir)  # no link below OUT is followed by any write or read of this process
         self.options = options
         self.reporter = reporter or Reporter()
         self.summary = RunSummary()
