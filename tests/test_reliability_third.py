@@ -245,3 +245,141 @@ def test_a_32_bit_integer_tiff_is_scaled_by_its_own_depth(tmp_path):
     assert Image.open(tmp_path / "ramp.tif").mode == "I"
     grey = load_rgb(tmp_path / "ramp.tif")[0].numpy()
     assert np.allclose(grey, np.arange(256).reshape(16, 16) / 255, atol=1e-6)
+
+
+# --- 7: concurrent writers of one report ------------------------------------------------------------------
+
+
+def test_a_report_made_from_fewer_records_never_replaces_a_newer_one(tmp_path, done_out, monkeypatch):
+    """Writer A reads results.jsonl, then is slow (preempted, a big OUT); B reads it later, with one more
+    input, and finishes first. A's page must not replace B's; a page from a rewritten results.jsonl may."""
+    import threading
+
+    from pulse_cli.run import report as report_module
+
+    _, out, _ = done_out
+    real_render = report_module.render_page
+    a_has_read, a_may_go = threading.Event(), threading.Event()
+
+    def render_slowly_in_a(*args, **kwargs):
+        if threading.current_thread().name == "A":
+            a_has_read.set()
+            assert a_may_go.wait(60)
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "render_page", render_slowly_in_a)
+    a_summary = []
+    writer_a = threading.Thread(target=lambda: a_summary.append(report_module.write_report(out)), name="A")
+    writer_a.start()
+    assert a_has_read.wait(60)
+    newest = {**strict_lines(out / "results.jsonl")[0], "input": "late.png"}
+    _append(out / "results.jsonl", json.dumps(newest))
+    assert report_module.write_report(out).written  # B
+    a_may_go.set()
+    writer_a.join(60)
+    assert a_summary and not a_summary[0].written
+    assert {r["name"] for r in page_data(out)["rows"]} == {"0.png", "1.png", "late.png"}
+    assert not list(out.glob(".report.html.*"))
+    (out / "results.jsonl").write_text(json.dumps(newest) + "\n")  # started over: fewer, other records
+    assert report_module.write_report(out).written
+    assert [r["name"] for r in page_data(out)["rows"]] == ["late.png"]
+
+
+# --- 8: signals from the first line on, and a report killed mid-write -------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"),
+                                                   (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_while_pulse_is_still_starting_gets_its_line_and_code(tmp_path, sig, code, word):
+    """Sent while the command's modules still load (Python reports each import as it ends: the signal goes
+    the moment Rich is in, before Typer and the commands)."""
+    process = subprocess.Popen([sys.executable, "-m", "pulse_cli", "weights", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=_env(tmp_path, PYTHONPROFILEIMPORTTIME="1"))
+    for line in process.stderr:
+        if b"rich.console" in line:
+            process.send_signal(sig)
+            break
+    _, rest = process.communicate(timeout=60)
+    stderr = [line for line in rest.decode().splitlines() if not line.startswith("import time:")]
+    assert process.returncode == code, stderr
+    assert stderr == [f"{word}: finished outputs are kept; rerun the same command to resume"]
+
+
+def _big_out(out: Path, inputs: int = 2000) -> None:
+    """An OUT whose page is about 40 MB: failed inputs with long reasons (no images to read: quick to build)."""
+    out.mkdir()
+    line = {"status": "failed", "outputs": [], "logs": [], "seed": 0, "error": "x" * 20_000}
+    (out / "results.jsonl").write_text("".join(json.dumps({**line, "input": f"{k}.png"}) + "\n"
+                                               for k in range(inputs)))
+
+
+def _signal_while_the_page_is_written(out: Path, tmp_path: Path, sig: int) -> subprocess.Popen | None:
+    """Run `pulse report OUT` and send `sig` while its temporary page exists; None if it never showed."""
+    process = subprocess.Popen([sys.executable, "-m", "pulse_cli", "report", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=_env(tmp_path))
+    while process.poll() is None:
+        if any(name.startswith(".report.html.") for name in os.listdir(out)):
+            process.send_signal(sig)
+            process.communicate(timeout=60)
+            return process
+        time.sleep(0.0005)
+    process.communicate()
+    return None
+
+
+@pytest.mark.slow
+def test_a_report_killed_while_writing_leaves_no_temporary_page(tmp_path):
+    out = tmp_path / "out"
+    _big_out(out)
+    for _ in range(5):  # the page is on disk for a moment only: try again if the signal came too late
+        process = _signal_while_the_page_is_written(out, tmp_path, signal.SIGTERM)
+        if process is not None:
+            break
+        (out / "report.html").unlink()
+    else:
+        pytest.fail("never caught the report while it was being written")
+    assert process.returncode == 143
+    assert not [p for p in os.listdir(out) if p.startswith(".report.html.")]
+    for _ in range(5):  # SIGKILL: nothing can clean up, so the next report does
+        process = _signal_while_the_page_is_written(out, tmp_path, signal.SIGKILL)
+        if process is not None:
+            break
+    assert [p for p in os.listdir(out) if p.startswith(".report.html.")]
+    assert pulse("report", out, tmp_path=tmp_path).returncode == 0
+    assert not [p for p in os.listdir(out) if p.startswith(".report.html.")]
+
+
+# --- 14: a closed stdout or stderr pipe --------------------------------------------------------------------
+
+
+def test_a_closed_stderr_pipe_stops_quietly_like_sigpipe_not_as_a_failed_input(tmp_path, demo_checkpoint):
+    """`pulse upsample IN OUT 2>&1 | head -2`: exit 141, as a Unix tool killed by SIGPIPE; no input is
+    recorded as failed and the rerun finishes the rest."""
+    src = write_crops(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pulse_cli", "upsample", str(src), str(out), "--checkpoint",
+               str(demo_checkpoint), *FAST]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(tmp_path))
+    for _ in range(2):
+        process.stdout.readline()
+    process.stdout.close()  # what `head -2` does once it has its lines
+    assert process.wait(timeout=120) == 141
+    records = strict_lines(out / "results.jsonl") if (out / "results.jsonl").exists() else []
+    assert all(r["status"] != "failed" for r in records)
+    again = subprocess.run(command, capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert {r["input"] for r in strict_lines(out / "results.jsonl")} == {"0.png", "1.png", "2.png"}
+
+
+def test_a_closed_stdout_after_the_work_is_done_exits_141_not_1(tmp_path, demo_checkpoint):
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    read, write = os.pipe()
+    os.close(read)  # nobody will read the --json summary
+    done = subprocess.run([sys.executable, "-m", "pulse_cli", "upsample", str(src), str(out), "--checkpoint",
+                           str(demo_checkpoint), *FAST, "--json"], stdout=write, stderr=subprocess.PIPE,
+                          env=_env(tmp_path), timeout=120)
+    os.close(write)
+    assert done.returncode == 141
+    assert done.stderr.count(b"Traceback") == 0 and b"error:" not in done.stderr
+    assert [r["status"] for r in strict_lines(out / "results.jsonl")] in (["ok"], ["not_converged"])

@@ -13,11 +13,20 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import printable  # noqa: F401  (re-exported for the commands)
+from .signals import (  # noqa: F401  (the exit codes and exceptions re-exported for the commands)
+    INTERRUPTED,
+    KEPT,
+    PIPE_CLOSED,
+    TERMINATED,
+    PipeClosed,
+    Terminated,
+    stop_code,
+    stop_line,
+)
+from .signals import raise_terminated as _raise_terminated
 
 USAGE_ERROR = 2
 FAILED = 1
-INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
-TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -50,36 +59,35 @@ class DamagedLines:
                               f"pulse can use ({escape(printable(reason))}); it is ignored", markup=True)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (finished outputs kept) but ending with exit code 143."""
+def stopped(exc: KeyboardInterrupt, kept: str = KEPT) -> typer.Exit:
+    """The Exit of a command stopped by Ctrl-C, SIGTERM or a closed output pipe (see `signals`), after its
+    one line on stderr (none for a closed pipe: no one reads it). Raise it `from None`."""
+    if not isinstance(exc, PipeClosed):
+        err_console.print(stop_line(exc, kept), markup=False)
+    return typer.Exit(stop_code(exc))
 
 
 def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     """A command that, stopped by SIGTERM or Ctrl-C at any moment (importing torch, loading the model,
     printing the summary), ends with its one line and exit code 143 or 130, never a traceback or a silent
-    death. Typer reads the wrapped function's options."""
+    death, also when called in-process (tests). Typer reads the wrapped function's options."""
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with sigterm_as_interrupt():
             try:
                 return command(*args, **kwargs)
             except KeyboardInterrupt as exc:
-                terminated = isinstance(exc, Terminated)
-                err_console.print(f"{'terminated' if terminated else 'interrupted'}: finished outputs are kept; "
-                                  "rerun the same command to resume", markup=False)
-                raise typer.Exit(TERMINATED if terminated else INTERRUPTED) from None
+                raise stopped(exc) from None
 
     return wrapper
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises `Terminated` in the main thread, so a run stops as it does on Ctrl-C."""
-    def handler(signum, frame):
-        raise Terminated()
-
+    """While inside, SIGTERM raises `Terminated` in the main thread, so a run stops as it does on Ctrl-C.
+    (`pulse` itself does this from its first line on: see `signals.main`.)"""
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave SIGTERM alone
         yield
         return

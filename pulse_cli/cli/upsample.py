@@ -10,17 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
-from .console import (
-    FAILED,
-    INTERRUPTED,
-    TERMINATED,
-    DamagedLines,
-    Terminated,
-    err_console,
-    fail,
-    printable,
-    sigterm_as_interrupt,
-)
+from .console import FAILED, DamagedLines, err_console, fail, printable, sigterm_as_interrupt, stopped
 from .options import (
     MODEL,
     OUTPUT,
@@ -354,9 +344,7 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
                    FAILED) from None
     except KeyboardInterrupt as exc:
         reporter.close()
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        err_console.print(f"{what}: finished outputs are kept; rerun the same command to resume")
-        raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
+        raise stopped(exc) from None
 
 
 def _header_line(jobs, in_dir: Path, shard: tuple[int, int] | None) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .console import FAILED, fail, note
+from .console import FAILED, fail, note, stopped
 from .options import Command, Group
 
 PULSE_SAMPLES = 1_000_000  # as latent_stats.PULSE_SAMPLES, without importing torch for --help
@@ -137,9 +137,8 @@ def download_command(
         raise fail(f"{exc.failures[-1]}{every}; {_manual_help(wanted, dest)}", FAILED) from None
     except DownloadError as exc:
         raise fail(str(exc), FAILED) from None
-    except KeyboardInterrupt:
-        note("interrupted: nothing was kept; rerun the same command to download again")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, "nothing was kept; rerun the same command to download again") from None
     note(f"downloaded {result.path} ({result.size:,} bytes, sha256 {result.sha256})")
     if not convert:
         return
@@ -147,9 +146,8 @@ def download_command(
         written = install_download(result, wanted, samples=latent_samples, notify=note)
     except CheckpointError as exc:
         raise fail(f"downloaded, but not usable: {exc}") from None
-    except KeyboardInterrupt:
-        note("interrupted: the download is kept; run `pulse weights convert` on it to finish")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, "the download is kept; run `pulse weights convert` on it to finish") from None
     if written is None:
         note(f"ready: {result.path} is a pulse checkpoint with latent statistics")
     else:

@@ -123,8 +123,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, commit: Callable[[Callable[[]
     try:
         folder = open_folder(path.parent, create=True)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
-            try:
+            try:  # inside: a signal the moment the open returns must not leave the file behind
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
                 try:
                     _write_all(fd, data)
                     os.fchmod(fd, _file_mode())
