@@ -383,3 +383,272 @@ def test_a_closed_stdout_after_the_work_is_done_exits_141_not_1(tmp_path, demo_c
     assert done.returncode == 141
     assert done.stderr.count(b"Traceback") == 0 and b"error:" not in done.stderr
     assert [r["status"] for r in strict_lines(out / "results.jsonl")] in (["ok"], ["not_converged"])
+
+
+# --- 4: SIGTERM while `weights download` runs pip ------------------------------------------------------------
+
+# A pip that starts to fill its --dest, says its pid, and then takes its time (as a slow mirror does).
+SLOW_PIP = """
+import os, sys, time
+args = sys.argv[1:]
+dest = args[args.index("--dest") + 1]
+os.makedirs(dest, exist_ok=True)
+with open(os.path.join(dest, "partial.whl"), "wb") as f:
+    f.write(b"x" * 100_000)
+with open(os.environ["SLOW_PIP_PID"], "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(120)
+"""
+DOWNLOAD_WITH = """
+import sys
+import pulse_cli.weights.download as download
+download.PIP_COMMAND = (sys.executable, sys.argv[1])
+sys.argv = ["pulse", "weights", "download", "dcgan-digiface-64", "--dest", sys.argv[2], "--no-convert"]
+from pulse_cli.cli import main
+main()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (its parent has not reaped it yet) has ended
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _start_download(tmp_path: Path, dest: Path, pip: str) -> tuple[subprocess.Popen, Path]:
+    script = tmp_path / "pip.py"
+    script.write_text(pip)
+    pid_file = tmp_path / "pip.pid"
+    pid_file.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, "-c", DOWNLOAD_WITH, str(script), str(dest)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=_env(tmp_path, SLOW_PIP_PID=str(pid_file)))
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    return process, pid_file
+
+
+def test_sigterm_during_a_pip_download_stops_pip_and_removes_its_folder(tmp_path):
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    process, pid_file = _start_download(tmp_path, dest, SLOW_PIP)
+    pip_pid = int(pid_file.read_text())
+    assert [p.name for p in dest.iterdir() if p.name.startswith(".dcgan-digiface-64.pt.")]  # staging, filling
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stderr.decode().splitlines()[-1] == ("terminated: nothing was kept; rerun the same command to "
+                                                "download again")
+    assert not _alive(pip_pid)
+    assert list(dest.iterdir()) == []
+
+
+def test_a_rerun_removes_what_a_killed_download_left(tmp_path):
+    dest = tmp_path / "weights"
+    process, pid_file = _start_download(tmp_path, dest, SLOW_PIP)
+    pip_pid = int(pid_file.read_text())
+    process.kill()  # SIGKILL: no cleanup can run; its pip lives on, an orphan
+    process.wait()
+    try:
+        assert [p.name for p in dest.iterdir() if p.name.startswith(".dcgan-digiface-64.pt.")]
+        failing = SLOW_PIP.replace("time.sleep(120)", "sys.exit(1)")
+        again, _ = _start_download(tmp_path, dest, failing)
+        _, stderr = again.communicate(timeout=60)
+        assert again.returncode == 1, stderr
+        assert list(dest.iterdir()) == []
+    finally:
+        os.kill(pip_pid, signal.SIGKILL)
+
+
+# --- 9: untrusted text printed escaped ---------------------------------------------------------------------
+
+
+def test_checkpoint_metadata_and_input_names_cannot_forge_or_turn_around_a_line(runner, tmp_path, demo_checkpoint):
+    forged = "https://example.org/g.pt\nsha256:        " + "0" * 64 + " (verified)"
+    converted = tmp_path / "g.safetensors"
+    made = runner.invoke(app, ["weights", "convert", str(demo_checkpoint), str(converted), "--latent-samples",
+                               "64", "--source", forged, "--licence", "MIT \u202etxt.exe"])
+    assert made.exit_code == 0, made.stderr
+    info = runner.invoke(app, ["weights", "info", str(converted)])
+    assert info.exit_code == 0, info.stderr
+    lines = info.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("sha256:") and "0" * 64 in line]
+    assert any(line.startswith("source:") and "\\nsha256:" in line for line in lines)
+    assert any(line.startswith("licence:") and "MIT \\u202etxt.exe" in line for line in lines)
+    assert "\u202e" not in info.stdout
+    src = write_crops(tmp_path / "in", 1, name="a\u202egnp{k}.png")
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "\u202e" not in result.stderr
+    assert any(line.startswith("done a\\u202egnp0.png: ") for line in result.stderr.splitlines())
+
+
+# --- 10: a second model joining a running OUT --------------------------------------------------------------
+
+
+def _running(src: Path, out: Path, checkpoint: Path, tmp_path: Path) -> subprocess.Popen:
+    """A long run in OUT, returned once it is searching (its first frame written)."""
+    process = subprocess.Popen([sys.executable, "-m", "pulse_cli", "upsample", str(src), str(out), "--checkpoint",
+                                str(checkpoint), "--device", "cpu", "--steps", "300", "--save-every", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path))
+    deadline = time.monotonic() + 120
+    while not list((out / "frames").rglob("step-0001.png")) if (out / "frames").is_dir() else True:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    return process
+
+
+def test_a_second_model_cannot_join_a_running_out(tmp_path, demo_checkpoint):
+    from pulse_cli.checkpoints.demo import write_demo_checkpoint
+
+    src = write_crops(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    other = write_demo_checkpoint(tmp_path / "other", seed=1)
+    first = _running(src, out, demo_checkpoint, tmp_path)
+    try:
+        second = pulse("upsample", src, out, "--checkpoint", other, *FAST, tmp_path=tmp_path)
+        assert second.returncode == 2, second.stderr
+        line = one_error_line(second.stderr)
+        assert f"{out} is in use by another run with other options" in line and "checkpoint" in line
+        assert f"pid {first.pid}" in line
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert {r["checkpoint"] for r in strict_lines(out / "results.jsonl")} <= {str(demo_checkpoint.resolve())}
+
+
+def test_a_killed_run_does_not_keep_out_for_its_model(tmp_path, demo_checkpoint):
+    from pulse_cli.checkpoints.demo import write_demo_checkpoint
+
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    other = write_demo_checkpoint(tmp_path / "other", seed=1)
+    first = _running(src, out, demo_checkpoint, tmp_path)
+    first.kill()
+    first.wait()
+    second = pulse("upsample", src, out, "--checkpoint", other, *FAST, tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert [r["checkpoint"] for r in strict_lines(out / "results.jsonl")] == [str(other.resolve())]
+    assert not list((out / ".claims").iterdir())
+
+
+# --- 11: every option applied or refused -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", [["--lr-schedule", "fixed"], ["--trainable-noise-layers", "3"]])
+def test_an_option_robust_search_decides_itself_is_refused(runner, tmp_path, demo_checkpoint, option):
+    src = write_crops(tmp_path / "in", 1)
+    result = upsample(runner, src, tmp_path / "out", "--checkpoint", demo_checkpoint, *FAST, "--search", "robust",
+                      *option)
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"{option[0]} does not apply to --search robust" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_records_of_a_robust_search_say_what_it_used(runner, tmp_path, demo_checkpoint):
+    from pulse_cli.search.robust import RobustOptions
+
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST, "--search", "robust").exit_code == 0
+    (record,) = strict_lines(out / "results.jsonl")
+    header = strict_lines(out / "logs" / "0.png.jsonl")[0]
+    for search in (record["search"], header["search"]):
+        assert search["lr_schedule"] == RobustOptions().lr_schedule == "warmup10-cosine"
+        assert search["trainable_noise_layers"] is None
+    # an OUT whose records an earlier version wrote (PULSE's defaults there): the same options, no warning
+    (out / "results.jsonl").write_text(json.dumps({**record, "search": {
+        **record["search"], "lr_schedule": "linear1cycledrop", "trainable_noise_layers": 5}}) + "\n")
+    again = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST, "--search", "robust")
+    assert again.exit_code == 0 and "other options" not in again.stderr
+
+
+# --- 12: messages ------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_appending_results_names_the_file(runner, tmp_path, demo_checkpoint):
+    """On a real, full tmpfs (the tests run as root in CI)."""
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(out)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        filler = os.open(out / "filler", os.O_WRONLY | os.O_CREAT)
+        try:  # every block taken
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(filler)
+        result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST)
+        assert result.exit_code == 1
+        last = [line for line in result.stderr.splitlines() if line.startswith("error:")][-1]
+        assert last.startswith(f"error: cannot write {out / 'results.jsonl'}: No space left on device")
+    finally:
+        subprocess.run(["umount", str(out)], check=False)
+
+
+def test_a_matching_file_already_there_is_recorded_not_said_downloaded(runner, tmp_path):
+    """Nothing is fetched (the URL leads nowhere); the copy gets its .sha256 record, so `verify` checks it."""
+    import hashlib
+
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "g.pt").write_bytes(b"weights")
+    pin = hashlib.sha256(b"weights").hexdigest()
+    result = runner.invoke(app, ["weights", "download", "http://127.0.0.1:9/g.pt", "--sha256", pin, "--dest",
+                                 str(dest), "--no-convert"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(f"already here: {dest / 'g.pt'}") and "downloaded" not in result.stderr
+    assert (dest / "g.pt.sha256").read_text() == f"{pin}  g.pt\n"
+    assert runner.invoke(app, ["weights", "verify", str(dest / "g.pt")]).stdout.startswith("ok")
+
+
+# --- 13: a rerun with other --samples -------------------------------------------------------------------
+
+
+def test_a_rerun_with_other_samples_skips_and_says_so_and_only_overwrite_replaces(runner, tmp_path,
+                                                                                 demo_checkpoint):
+    src = write_crops(tmp_path / "in", 1, name="face-{k}.png")
+    out = tmp_path / "out"
+    base = [src, out, "--checkpoint", demo_checkpoint, *FAST]
+    assert upsample(runner, *base).exit_code == 0
+    made = (out / "face-0.png.png").stat()
+    for samples in ("2", "1"):
+        result = upsample(runner, *base, "--samples", samples)
+        assert result.exit_code == 0, result.stderr
+        assert "1 image(s) in" in result.stderr and "1 already done" in result.stderr
+        assert ("made with other options (samples)" in result.stderr) == (samples == "2")
+        assert (out / "face-0.png.png").stat().st_mtime_ns == made.st_mtime_ns
+        assert not list(out.glob("*.sample*.png"))
+    skipped = strict_lines(out / "results.jsonl")[-1]
+    assert skipped["status"] == "skipped" and skipped["outputs"] == ["face-0.png.png"]
+    redone = upsample(runner, *base, "--samples", "2", "--overwrite")
+    assert redone.exit_code == 0
+    assert sorted(p.name for p in out.glob("*.sample*.png")) == ["face-0.png.sample0.png", "face-0.png.sample1.png"]
+
+
+# --- 15: nothing made before the arguments are accepted --------------------------------------------------
+
+
+@pytest.mark.parametrize("why", ["no checkpoint found", "a missing gaussian fit"])
+def test_a_usage_error_leaves_no_output_folder(runner, tmp_path, demo_checkpoint, why):
+    """Both are found after OUT is checked: it must be checked without being made."""
+    src = write_crops(tmp_path / "in", 1)
+    out = tmp_path / "new" / "out"
+    if why == "no checkpoint found":
+        result = upsample(runner, src, out, *FAST)
+    else:
+        result = upsample(runner, src, out, "--checkpoint", demo_checkpoint, *FAST, "--gaussian-fit",
+                          tmp_path / "missing.pt")
+    assert result.exit_code == 2
+    one_error_line(result.stderr)
+    assert not (tmp_path / "new").exists()

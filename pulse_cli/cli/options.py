@@ -191,10 +191,20 @@ def check_in_and_out(in_path: Path, out_dir: Path) -> None:
 
 
 def check_output_folder(path: Path) -> None:
+    """OUT is a writable folder, or can be made: nothing is created until every argument is accepted (the
+    run makes it), so a usage error leaves no empty OUT behind."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"output {path} exists and is not a folder")
+    if not path.exists():  # the folder it would be made in must take it
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"output folder {path} cannot be made: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+            raise UsageError(f"output folder {path} cannot be made: {parent} is not writable")
+        return
     try:
-        path.mkdir(parents=True, exist_ok=True)
         probe = path / f".pulse-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()

@@ -223,6 +223,7 @@ def upsample(
                               bad_noise_layers=bad_layers, tile_latent=tile_latent, mode=search)
         try:
             config.validate()
+            _refuse_what_robust_decides(config, options_given(ctx))
             from ..checkpoints.loading import latent_kind_of
             from ..weights.local import family_from_name
 
@@ -309,11 +310,24 @@ def _check_values_before_torch(*, loss: str, eps: float, steps: int, lr: float, 
         raise UsageError(f"--search: unknown search mode {search!r}; known: {', '.join(SEARCH_MODES)}")
 
 
+def _refuse_what_robust_decides(config, given: set[str]) -> None:
+    """An option given with --search robust that robust decides itself would be accepted and not applied."""
+    if config.mode != "robust":
+        return
+    from ..search.config import option_name
+    from ..search.robust import RobustOptions
+
+    for name in RobustOptions().overrides():
+        if name in given:
+            raise ValueError(f"{option_name(name)} does not apply to --search robust, which decides it itself; "
+                             "leave it out, or use --search pulse")
+
+
 def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
          ray: dict[str, Any] | None = None):
     from ..engine import Engine
     from ..errors import describe_os_error
-    from ..run.runner import Runner
+    from ..run.runner import OutInUse, Runner
     from .progress import TerminalReporter
 
     reporter = TerminalReporter(err_console, quiet=quiet)
@@ -338,6 +352,9 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
                 reporter.note(f"batch size {engine.batch_size} (auto)")
         return Runner(engine, out_dir, options=options, checkpoint=checkpoint, config=engine_options["config"],
                       reporter=reporter).run(jobs, index)
+    except OutInUse as exc:  # another model or other options are being searched in OUT right now
+        reporter.close()
+        raise fail(str(exc)) from None
     except OSError as exc:  # results.jsonl itself could not be written: the run cannot record anything more
         reporter.close()
         raise fail(f"cannot write {describe_os_error(exc)}; finished outputs are kept, rerun to resume",

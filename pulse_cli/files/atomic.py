@@ -40,7 +40,7 @@ def _file_mode() -> int:
 
 
 def temp_path_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{writer_tag()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -165,6 +165,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def writer_tag() -> str:
+    """`<host>.<pid>`: what a temporary name carries so that a later run can tell whether its writer lives."""
+    return f"{_HOST}.{os.getpid()}"
+
+
+def left_by_dead_writer(name: str, suffix: str) -> bool:
+    """Whether `name` (`.<name>.<host>.<pid>.<random><suffix>`, see `writer_tag`) was left by a process of
+    this host that is no longer running. Another host's, and a live process's, are not."""
+    if not (name.startswith(".") and name.endswith(suffix)):
+        return False
+    parts = name[: -len(suffix)].rsplit(".", 3)
+    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
 def remove_stale_temp_files(root: Path) -> int:
     """Delete temporary files under `root` left by writers on this host that are no longer running.
 
@@ -174,13 +191,7 @@ def remove_stale_temp_files(root: Path) -> int:
     removed = 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-                continue
-            parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 3)
-            if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
-                continue
-            pid = int(parts[2])
-            if pid == os.getpid() or _pid_alive(pid):
+            if not left_by_dead_writer(name, TEMP_SUFFIX):
                 continue
             try:
                 os.unlink(os.path.join(dirpath, name))

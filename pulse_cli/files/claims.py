@@ -21,10 +21,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import open_regular
+from .atomic import open_regular, parse_json_line
 
 CLAIMS_FOLDER = ".claims"
 CLAIM_SUFFIX = ".claim"
+RUN_PREFIX = "run."  # a run's own claim (an input's is named by a hex digest)
+
+
+def run_claim_path(out_dir: Path) -> Path:
+    """`OUT/.claims/run.<host>.<pid>.claim`: held by a run for as long as it searches in OUT (see `live_runs`)."""
+    host = socket.gethostname().replace(".", "_") or "host"
+    return Path(out_dir) / CLAIMS_FOLDER / f"{RUN_PREFIX}{host}.{os.getpid()}{CLAIM_SUFFIX}"
+
+
+def live_runs(out_dir: Path) -> list[dict[str, Any]]:
+    """What each run now searching in OUT wrote in its run claim (its model and options); the claim file of a
+    run that has ended (its lock free: killed, say) is removed on the way."""
+    folder = Path(out_dir) / CLAIMS_FOLDER
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(RUN_PREFIX) and n.endswith(CLAIM_SUFFIX))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        try:
+            fd = open_regular(folder / name, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not a plain file (refused before a run starts)
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: its run goes on
+                data = parse_json_line(os.pread(fd, 1 << 16, 0))
+                found.append(data if isinstance(data, dict) else {})
+                continue
+            (folder / name).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return found
 
 
 def claim_path(out_dir: Path, stem: str) -> Path:

@@ -87,12 +87,18 @@ class FinishedIndex:
     def finished(self, job: Job, out_dir: Path, *, since_start: bool = False) -> dict[str, Any] | None:
         """The record that finished `job` (with `since_start`, only one appended after this index was made,
         e.g. by another process of the same --overwrite run), if the outputs it lists are the job's and all
-        exist."""
+        exist (plain files, never through a link). The job's: those of its input for the number of samples
+        the record lists, which may be another run's --samples: that input is done all the same, and only
+        --overwrite replaces its results."""
         record = (self.since_start if since_start else self.latest).get(job.rel)
         if record is None:
             return None
-        names = [o.image.relative_to(out_dir).as_posix() for o in job.outputs]
-        if record.get("outputs") != names or not all(is_plain_file(o.image) for o in job.outputs):
+        names = record["outputs"]
+        samples = len(names)
+        ours = [output_paths(out_dir, job.input.rel, sample=k, samples=samples).image for k in range(samples)]
+        if not names or names != [p.relative_to(out_dir).as_posix() for p in ours]:
+            return None
+        if not all(is_plain_file(path) for path in ours):
             return None
         return record
 

@@ -55,8 +55,20 @@ def combined_status(statuses: Iterable[str]) -> str:
 
 
 def search_options(config: Any) -> dict[str, Any]:
-    """A run's search options as recorded in logs and results (what a rerun compares)."""
-    return json.loads(json.dumps({**dataclasses.asdict(config), "bad_noise_layers": list(config.bad_noise_layers)}))
+    """A run's search options as recorded in logs and results (what a rerun compares), as the search used
+    them (see `as_used`)."""
+    return as_used(json.loads(json.dumps({**dataclasses.asdict(config),
+                                          "bad_noise_layers": list(config.bad_noise_layers)})))
+
+
+def as_used(search: dict[str, Any]) -> dict[str, Any]:
+    """Recorded search options as the search used them: with `--search robust`, the options it decides itself
+    hold its values (`RobustOptions.overrides`), whatever an earlier version recorded there."""
+    if search.get("mode") != "robust":
+        return search
+    from ..search.robust import RobustOptions
+
+    return {**search, **RobustOptions().overrides()}
 
 
 @dataclass
