@@ -158,6 +158,7 @@ class Runner:
         other options, so that no OUT mixes them unnoticed; else announced for the next ones by a claim held
         until this run ends (`.claims/run.<host>.<pid>.claim`, with what `_differences` compares). Under
         results.jsonl's lock, so that two runs starting together see each other."""
+        sha256 = self.checkpoint_sha256  # hashed before the lock: appends wait for none of it
         with locked(self.out_dir / RESULTS_FILE):
             for other in live_runs(self.out_dir):
                 names = self._differences(other, other.get("samples"))
@@ -166,7 +167,7 @@ class Runner:
                                    f"({', '.join(names)}): pid {other.get('pid')} on {other.get('host')}; "
                                    "wait until it ends, or write to another OUT")
             self._run_claim = try_claim(run_claim_path(self.out_dir), details={
-                "run": True, "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
+                "run": True, "checkpoint": self.checkpoint, "checkpoint_sha256": sha256,
                 "search": self.search, "seed": self.options.seed, "samples": self.options.samples})
 
     def leave(self) -> None:
