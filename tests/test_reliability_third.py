@@ -497,18 +497,27 @@ def _running(src: Path, out: Path, checkpoint: Path, tmp_path: Path) -> subproce
                                 str(checkpoint), "--device", "cpu", "--steps", "300", "--save-every", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path))
     deadline = time.monotonic() + 120
-    while not list((out / "frames").rglob("step-0001.png")) if (out / "frames").is_dir() else True:
+    while not ((out / "frames").is_dir() and any((out / "frames").rglob("step-0001.png"))):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     return process
 
 
-def test_a_second_model_cannot_join_a_running_out(tmp_path, demo_checkpoint):
-    from pulse_cli.checkpoints.demo import write_demo_checkpoint
+def other_model(folder: Path) -> Path:
+    """Another demo generator (seed 1), with a gaussian fit beside it from few samples (fast to load)."""
+    from pulse_cli.checkpoints.demo import make_demo_generator, write_demo_checkpoint
+    from pulse_cli.checkpoints.latent_stats import compute_latent_stats, save_latent_stats
 
+    path = write_demo_checkpoint(folder, seed=1)
+    generator = make_demo_generator(seed=1)
+    save_latent_stats(compute_latent_stats(generator.map, generator.z_dim, samples=4096), folder / "gaussian_fit.pt")
+    return path
+
+
+def test_a_second_model_cannot_join_a_running_out(tmp_path, demo_checkpoint):
     src = write_crops(tmp_path / "in", 2)
     out = tmp_path / "out"
-    other = write_demo_checkpoint(tmp_path / "other", seed=1)
+    other = other_model(tmp_path / "other")
     first = _running(src, out, demo_checkpoint, tmp_path)
     try:
         second = pulse("upsample", src, out, "--checkpoint", other, *FAST, tmp_path=tmp_path)
@@ -523,11 +532,9 @@ def test_a_second_model_cannot_join_a_running_out(tmp_path, demo_checkpoint):
 
 
 def test_a_killed_run_does_not_keep_out_for_its_model(tmp_path, demo_checkpoint):
-    from pulse_cli.checkpoints.demo import write_demo_checkpoint
-
     src = write_crops(tmp_path / "in", 1)
     out = tmp_path / "out"
-    other = write_demo_checkpoint(tmp_path / "other", seed=1)
+    other = other_model(tmp_path / "other")
     first = _running(src, out, demo_checkpoint, tmp_path)
     first.kill()
     first.wait()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import printable  # noqa: F401  (re-exported for the commands)
+from ..errors import printable
 from .signals import (  # noqa: F401  (the exit codes and exceptions re-exported for the commands)
     INTERRUPTED,
     KEPT,
@@ -39,7 +39,8 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 
 def note(message: str) -> None:
-    err_console.print(message, markup=False)
+    """One line on stderr, as it is (see `printable`: a path or name in it may hold anything)."""
+    err_console.print(printable(message), markup=False)
 
 
 class DamagedLines:

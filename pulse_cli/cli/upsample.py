@@ -43,7 +43,8 @@ For each image it writes [bold]OUT/<relative path>.png[/] (the result at the gen
 [bold]OUT/results.jsonl[/]. Rerunning skips inputs that are done.
 
 Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict, did not converge);
-2 usage error (bad IN/OUT, checkpoint or option value).
+2 usage error (bad IN/OUT, checkpoint or option value); 130 / 143 stopped by Ctrl-C / SIGTERM, 141 stdout or
+stderr closed (| head): finished outputs are kept.
 
 [bold]Examples[/]
 

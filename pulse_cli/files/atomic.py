@@ -349,10 +349,12 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[int]:
-    """`path` (a plain file, created if missing, see `open_regular`) opened and held under an exclusive
-    lock: what appends to a JSON-lines file hold, and what holds off appends for a moment."""
-    fd = open_regular(Path(path), os.O_RDWR | os.O_CREAT, _file_mode())
+def locked(path: Path, *, write: bool = True) -> Iterator[int]:
+    """`path` (a plain file, see `open_regular`; created if missing when `write`) opened and held under an
+    exclusive lock: what appends to a JSON-lines file hold, and what holds off appends for a moment (a
+    reader that only needs that opens it read-only: `write=False`)."""
+    flags = os.O_RDWR | os.O_CREAT if write else os.O_RDONLY
+    fd = open_regular(Path(path), flags, _file_mode())
     try:
         with _locked(fd):
             yield fd

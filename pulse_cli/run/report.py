@@ -145,7 +145,7 @@ def _replace_unless_newer(results: Path, path: Path, mine: _Generation, replace:
     """Put the new page in place, unless the page there was made from more of results.jsonl as it still is
     (a writer that read the records later and finished sooner). Under results.jsonl's lock, so that no
     other writer's check and rename comes between, and briefly: appends wait only for this."""
-    with locked(results) as fd:
+    with locked(results, write=False) as fd:
         theirs = _page_generation(path)
         if theirs is not None and theirs.size > mine.size:
             prefix = os.pread(fd, theirs.size, 0)

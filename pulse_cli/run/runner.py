@@ -29,10 +29,12 @@ from .records import (
     SKIPPED,
     STATUSES,
     CheckedSampleRecord,
+    RecordError,
     ResultRecord,
     RunHeader,
     SampleRecord,
     as_used,
+    check_values,
     has_no_face,
     search_options,
     search_status,
@@ -161,6 +163,10 @@ class Runner:
         sha256 = self.checkpoint_sha256  # hashed before the lock: appends wait for none of it
         with locked(self.out_dir / RESULTS_FILE):
             for other in live_runs(self.out_dir):
+                try:
+                    check_values(other)  # read as records are: whatever another process wrote there
+                except RecordError:
+                    other = {}  # unreadable: it cannot be said to search with the same options
                 names = self._differences(other, other.get("samples"))
                 if names:
                     raise OutInUse(f"{self.out_dir} is in use by another run with other options "
