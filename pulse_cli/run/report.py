@@ -9,6 +9,7 @@ and loaded lazily, one page of rows at a time (see bench/README.md for why, meas
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -111,8 +112,7 @@ def write_report(out_dir: Path, inputs_dir: Path | None = None, on_damaged: OnDa
     made_from = _Generation(tail.offset, tail.sha256())
     page = render_page(data, made_from)
     path = out_dir / REPORT_FILE
-    written = atomic_write_bytes(path, page, commit=lambda replace: _replace_unless_newer(results, path, made_from,
-                                                                                          replace))
+    written = atomic_write_bytes(path, page, commit=functools.partial(_replace_unless_newer, results, path, made_from))
     return ReportSummary(path, len(rows), len(page), time.monotonic() - started, written)
 
 
@@ -147,9 +147,15 @@ def _replace_unless_newer(results: Path, path: Path, mine: _Generation, replace:
     other writer's check and rename comes between, and briefly: appends wait only for this."""
     with locked(results, write=False) as fd:
         theirs = _page_generation(path)
-        if theirs is not None and theirs.size > mine.size:
-            prefix = os.pread(fd, theirs.size, 0)
-            if len(prefix) == theirs.size and hashlib.sha256(prefix).hexdigest() == theirs.sha256:
+        if theirs is not None and mine.size < theirs.size <= os.fstat(fd).st_size:
+            digest, done = hashlib.sha256(), 0
+            while done < theirs.size:
+                block = os.pread(fd, min(1 << 20, theirs.size - done), done)
+                if not block:  # cut meanwhile, by hand: theirs is no page of this file
+                    break
+                digest.update(block)
+                done += len(block)
+            if digest.hexdigest() == theirs.sha256:
                 return False
         replace()
         return True
