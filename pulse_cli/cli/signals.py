@@ -112,8 +112,15 @@ def _stop(exc: KeyboardInterrupt) -> None:
 def main() -> None:
     """The `pulse` command. Signals are handled before anything else is imported, so that a SIGTERM or
     Ctrl-C at any moment (loading the modules, parsing the arguments) ends with its line and exit code."""
-    signal.signal(signal.SIGTERM, raise_terminated)
     try:
+        _main()
+    except KeyboardInterrupt as exc:  # one that came while the end of the command was being handled
+        _stop(exc)
+
+
+def _main() -> None:
+    try:
+        signal.signal(signal.SIGTERM, raise_terminated)
         sys.stdout, sys.stderr = _Guarded(sys.stdout), _Guarded(sys.stderr)
         from . import app  # the Typer app (see __init__)
 
@@ -121,6 +128,8 @@ def main() -> None:
     except KeyboardInterrupt as exc:
         _stop(exc)
     except SystemExit as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command has ended: too late to stop it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         interrupt = _interrupt_in(exc)
         if interrupt is not None:
             _stop(interrupt)
