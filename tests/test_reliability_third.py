@@ -114,14 +114,16 @@ def test_one_bad_line_costs_one_warning_for_every_reader_of_out(runner, done_out
     assert set(rows) == {"0.png", "1.png"} and rows["0.png"]["samples"][0]["curve"]["l2"]
 
 
-def test_a_line_nested_just_below_the_parsers_limit_is_refused_too(tmp_path):
+def test_a_record_nested_below_the_parsers_limit_is_refused_too(runner, done_out):
     """Deep enough to parse, too deep to copy or write again (a skipped record repeats its input's fields)."""
     from pulse_cli.run.records import RecordError, ResultRecord
 
-    record = {"input": "a.png", "status": "ok", "outputs": ["a.png.png"], "search": {"x": json.loads(
-        "[" * 500 + "]" * 500)}}
-    with pytest.raises(RecordError, match="nested"):
-        ResultRecord.from_json(record)
+    src, out, args = done_out
+    record = strict_lines(out / "results.jsonl")[0]
+    _append(out / "results.jsonl", json.dumps({**record, "search": {"x": json.loads("[" * 500 + "]" * 500)}}))
+    result = upsample(runner, *args)
+    assert result.exit_code == 0, result.stderr
+    assert len(warnings_about(result.stderr, "line 3")) == 1 and "nested" in result.stderr
     for value in (float("inf"), float("nan"), 10**400, -(10**400)):
         with pytest.raises(RecordError, match="finite"):
             ResultRecord.from_json({"input": "a", "status": "ok", "best_l2": value})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import open_regular, parse_json_line
+from .atomic import open_regular, parse_json_line, writer_tag
 
 CLAIMS_FOLDER = ".claims"
 CLAIM_SUFFIX = ".claim"
@@ -30,8 +30,7 @@ RUN_PREFIX = "run."  # a run's own claim (an input's is named by a hex digest)
 
 def run_claim_path(out_dir: Path) -> Path:
     """`OUT/.claims/run.<host>.<pid>.claim`: held by a run for as long as it searches in OUT (see `live_runs`)."""
-    host = socket.gethostname().replace(".", "_") or "host"
-    return Path(out_dir) / CLAIMS_FOLDER / f"{RUN_PREFIX}{host}.{os.getpid()}{CLAIM_SUFFIX}"
+    return Path(out_dir) / CLAIMS_FOLDER / f"{RUN_PREFIX}{writer_tag()}{CLAIM_SUFFIX}"
 
 
 def live_runs(out_dir: Path) -> list[dict[str, Any]]:

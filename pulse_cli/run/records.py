@@ -8,12 +8,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files.atomic import describe_file_kind
 from ..version import __version__
 
 RESULTS_FILE = "results.jsonl"
@@ -22,11 +25,6 @@ RESULTS_FILE = "results.jsonl"
 def not_an_output_folder(out_dir: Path) -> str | None:
     """Why `out_dir` cannot be read as an output folder of `pulse upsample` (no results file, or one that is
     not a plain file: records are never read through a link, nor from a FIFO), or None."""
-    import os
-    import stat
-
-    from ..files.atomic import describe_file_kind
-
     results = Path(out_dir) / RESULTS_FILE
     try:
         kind = os.lstat(results).st_mode
