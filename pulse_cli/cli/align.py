@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .console import FAILED, INTERRUPTED, TERMINATED, Terminated, err_console, fail, printable, sigterm_as_interrupt
+from .console import FAILED, err_console, fail, printable, sigterm_as_interrupt, stopped
 from .options import (
     OUTPUT,
     JsonFlag,
@@ -102,9 +102,7 @@ def align(
         message = f"cannot write {describe_os_error(exc)}; finished crops are kept, rerun to resume"
         raise fail(message, FAILED) from None
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        err_console.print(f"{what}: finished crops are kept; rerun the same command to resume")
-        raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
+        raise stopped(exc, "finished crops are kept; rerun the same command to resume") from None
 
     if summary.photos == 0:
         err_console.print(f"[yellow]warning:[/] no images found in {escape(printable(str(photos)))}"
@@ -215,9 +213,7 @@ def align_into(photos: Path, crops: Path, *, recursive: bool, overwrite: bool, q
         raise fail(f"cannot write {describe_os_error(exc)}; finished crops are kept, rerun to resume",
                    FAILED) from None
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        err_console.print(f"{what}: finished crops are kept; rerun the same command to resume")
-        raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
+        raise stopped(exc, "finished crops are kept; rerun the same command to resume") from None
     finally:
         reporter.close()
     if not quiet:

@@ -5,14 +5,13 @@ torch and the model code are imported inside the commands so that `--help` answe
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from ..version import __version__
 from .align import align
-from .console import INTERRUPTED, stops_cleanly
+from .console import stops_cleanly
 from .demo import demo_generator
 from .options import Command, Group
 from .render import render
@@ -55,11 +54,3 @@ app.command("report", help=REPORT_HELP, no_args_is_help=True, cls=Command)(repor
 app.command("align", no_args_is_help=True, cls=Command)(align)
 app.command("demo-generator", cls=Command)(demo_generator)
 app.add_typer(weights_app, name="weights")
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(INTERRUPTED)

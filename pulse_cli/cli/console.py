@@ -12,12 +12,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import printable  # noqa: F401  (re-exported for the commands)
+from ..errors import printable
+from .signals import (  # noqa: F401  (the exit codes and exceptions re-exported for the commands)
+    INTERRUPTED,
+    KEPT,
+    PIPE_CLOSED,
+    TERMINATED,
+    PipeClosed,
+    Terminated,
+    stop_code,
+    stop_line,
+)
+from .signals import raise_terminated as _raise_terminated
 
 USAGE_ERROR = 2
 FAILED = 1
-INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
-TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 # emoji=False: a name such as `:fire:.png` is printed as it is (and rich's emoji table is not loaded)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -31,7 +40,8 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 
 def note(message: str) -> None:
-    err_console.print(message, markup=False)
+    """One line on stderr, as it is (see `printable`: a path or name in it may hold anything)."""
+    err_console.print(printable(message), markup=False)
 
 
 def print_wrapped(console: Console, line: str, *, indent: int = 0, markup: bool = False) -> None:
@@ -55,36 +65,52 @@ def print_wrapped(console: Console, line: str, *, indent: int = 0, markup: bool 
         console.print(part, soft_wrap=True)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (finished outputs kept) but ending with exit code 143."""
+class DamagedLines:
+    """The warning for a line of OUT's records or logs that is passed over (see `run.records.checked_lines`):
+    one per line, however many readers of OUT one command has (planning, the run, --report)."""
+
+    def __init__(self, *, quiet: bool):
+        self.quiet = quiet
+        self.seen: set[tuple[str, int]] = set()
+
+    def __call__(self, path: Any, line: int, reason: str) -> None:
+        if (str(path), line) in self.seen:
+            return
+        self.seen.add((str(path), line))
+        if not self.quiet:
+            err_console.print(f"[yellow]warning:[/] {escape(printable(str(path)))} line {line} is not a record "
+                              f"pulse can use ({escape(printable(reason))}); it is ignored", markup=True)
+
+
+def stopped(exc: KeyboardInterrupt, kept: str = KEPT) -> typer.Exit:
+    """The Exit of a command stopped by Ctrl-C, SIGTERM or a closed output pipe (see `signals`), after its
+    one line on stderr (none for a closed pipe: no one reads it). Raise it `from None`."""
+    if not isinstance(exc, PipeClosed):
+        err_console.print(stop_line(exc, kept), markup=False)
+    return typer.Exit(stop_code(exc))
 
 
 def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     """A command that, stopped by SIGTERM or Ctrl-C at any moment (importing torch, loading the model,
     printing the summary), ends with its one line and exit code 143 or 130, never a traceback or a silent
-    death. Typer reads the wrapped function's options."""
+    death, also when called in-process (tests). Typer reads the wrapped function's options."""
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with sigterm_as_interrupt():
             try:
                 return command(*args, **kwargs)
             except KeyboardInterrupt as exc:
-                terminated = isinstance(exc, Terminated)
-                err_console.print(f"{'terminated' if terminated else 'interrupted'}: finished outputs are kept; "
-                                  "rerun the same command to resume", markup=False)
-                raise typer.Exit(TERMINATED if terminated else INTERRUPTED) from None
+                raise stopped(exc) from None
 
     return wrapper
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises `Terminated` in the main thread, so a run stops as it does on Ctrl-C."""
-    def handler(signum, frame):
-        raise Terminated()
-
+    """While inside, SIGTERM raises `Terminated` in the main thread, so a run stops as it does on Ctrl-C.
+    (`pulse` itself does this from its first line on: see `signals.main`.)"""
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave SIGTERM alone
         yield
         return

@@ -194,10 +194,20 @@ def check_in_and_out(in_path: Path, out_dir: Path) -> None:
 
 
 def check_output_folder(path: Path) -> None:
+    """OUT is a writable folder, or can be made: nothing is created until every argument is accepted (the
+    run makes it), so a usage error leaves no empty OUT behind."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"output {path} exists and is not a folder")
+    if not path.exists():  # the folder it would be made in must take it
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"output folder {path} cannot be made: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+            raise UsageError(f"output folder {path} cannot be made: {parent} is not writable")
+        return
     try:
-        path.mkdir(parents=True, exist_ok=True)
         probe = path / f".pulse-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -205,11 +215,16 @@ def check_output_folder(path: Path) -> None:
         raise UsageError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
 
 
+# The folders pulse writes into below OUT (each input's files; --save-every, --sheet, --align).
+TOOL_FOLDERS = ("logs", "frames", "sheets", "crops")
+
+
 def check_bookkeeping(out_dir: Path) -> None:
     """OUT's bookkeeping is usable: `results.jsonl` absent or a plain writable file, `.claims` absent or a
-    writable folder whose claim files are plain files. Checked before the model loads, so a run never starts
-    that could record nothing; each refusal says what to remove or fix (nothing is written through a
-    symbolic link or special file there: OUT may be shared with other users)."""
+    writable folder whose claim files are plain files, no tool folder (`TOOL_FOLDERS`) a symbolic link.
+    Checked before the model loads, so a run never starts that could record nothing; each refusal says what
+    to remove or fix (nothing is written through a symbolic link or special file there: OUT may be shared
+    with other users)."""
     import errno
     import secrets
     import stat
@@ -228,6 +243,10 @@ def check_bookkeeping(out_dir: Path) -> None:
             raise UsageError(f"{results} {exc.strerror}: remove or rename it (pulse writes its records "
                              f"there)") from None
         raise UsageError(f"{results} is not writable ({exc.strerror or exc})") from None
+    for name in TOOL_FOLDERS:  # a link there would take every input's files out of OUT: refused at once
+        if (out_dir / name).is_symlink():
+            raise UsageError(f"{out_dir / name} is a symbolic link: pulse never writes through a link inside OUT; "
+                             f"remove it")
     claims = out_dir / CLAIMS_FOLDER
     try:
         kind = claims.lstat().st_mode

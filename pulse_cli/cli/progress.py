@@ -88,7 +88,7 @@ class TerminalReporter(Reporter):
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self._write(escape(message))
+            self._write(escape(printable(message)))
 
     def start(self, inputs: int, samples: int, steps: int) -> None:
         self.inputs, self.inputs_done = inputs, 0

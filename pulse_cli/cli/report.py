@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .console import FAILED, err_console, fail, printable
+from .console import FAILED, DamagedLines, err_console, fail, printable
 from .options import QuietFlag
 
 HELP = """Write [bold]OUT/report.html[/]: every input of OUT beside its results, their loss curves and the
@@ -30,8 +30,10 @@ def _size(count: int) -> str:
     return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{max(1, round(count / 1e3))} kB"
 
 
-def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool) -> Path:
-    """Write the report; a one-line error if OUT holds no results (exit 2) or cannot be written (exit 1)."""
+def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool,
+                         on_damaged: DamagedLines | None = None) -> Path:
+    """Write the report; a one-line error if OUT holds no results or they cannot be read (exit 2), or the
+    page cannot be written (exit 1). A damaged line of OUT gets one warning (`on_damaged`)."""
     from ..run.records import not_an_output_folder
 
     if (reason := not_an_output_folder(out_dir)) is not None:  # before the report code, which imports torch
@@ -40,14 +42,18 @@ def write_report_or_fail(out_dir: Path, inputs: Path | None, *, quiet: bool) -> 
     from ..run.report import ReportError, write_report
 
     try:
-        summary = write_report(out_dir, inputs)
+        summary = write_report(out_dir, inputs, on_damaged or DamagedLines(quiet=quiet))
     except ReportError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot write the report: {describe_os_error(exc)}", FAILED) from None
     if not quiet:
-        err_console.print(f"wrote {printable(str(summary.path))} ({summary.rows} input(s), "
-                          f"{_size(summary.bytes)}, {summary.seconds:.1f} s)", markup=False)
+        if summary.written:
+            err_console.print(f"wrote {printable(str(summary.path))} ({summary.rows} input(s), "
+                              f"{_size(summary.bytes)}, {summary.seconds:.1f} s)", markup=False)
+        else:
+            err_console.print(f"{printable(str(summary.path))} is left as it is: another process wrote it from "
+                              "more records meanwhile", markup=False)
     return summary.path
 
 

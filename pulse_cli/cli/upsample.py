@@ -13,14 +13,13 @@ from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
 from ..weights import DEFAULT_ORDER
 from .console import (
     FAILED,
-    INTERRUPTED,
-    TERMINATED,
-    Terminated,
+    DamagedLines,
     err_console,
     fail,
     print_wrapped,
     printable,
     sigterm_as_interrupt,
+    stopped,
 )
 from .options import (
     ADVANCED,
@@ -55,7 +54,8 @@ For each image it writes [bold]OUT/<relative path>.png[/] (the result at the gen
 [bold]OUT/results.jsonl[/]. Rerunning skips inputs that are done.
 
 Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict, did not converge);
-2 usage error (bad IN/OUT, checkpoint or option value).
+2 usage error (bad IN/OUT, checkpoint or option value); 130 / 143 stopped by Ctrl-C / SIGTERM, 141 stdout or
+stderr closed (| head): finished outputs are kept.
 
 [bold]Examples[/]
 
@@ -240,6 +240,7 @@ def upsample(
                               bad_noise_layers=bad_layers, tile_latent=tile_latent, mode=search)
         try:
             config.validate()
+            _refuse_what_robust_decides(config, options_given(ctx))
             from ..checkpoints.loading import latent_kind_of
             from ..weights.local import family_from_name
 
@@ -256,18 +257,18 @@ def upsample(
                              identities=identities)
     except UsageError as exc:
         raise fail(str(exc)) from None
+    from ..files.atomic import confine
+
+    confine(out_dir)  # from here on, nothing below OUT is read or written through a symbolic link
     photos_failed = 0
     if align:  # the crops are then the inputs; they sit in OUT/crops, which no output is written into
         from .align import align_into
 
         photos_failed = align_into(in_dir, out_dir / "crops", recursive=recursive, overwrite=overwrite, quiet=quiet)
         in_dir = out_dir / "crops"
-    def damaged(line: int, reason: str) -> None:
-        if not quiet:
-            err_console.print(f"[yellow]warning:[/] {escape(printable(str(out_dir / RESULTS_FILE)))} line {line} "
-                              f"is not a record pulse can use ({escape(reason)}); it is ignored", markup=True)
-
-    index = FinishedIndex(out_dir / RESULTS_FILE, on_damaged=damaged)  # read once: planning, then the run
+    damaged = DamagedLines(quiet=quiet)
+    index = FinishedIndex(out_dir / RESULTS_FILE,  # read once: planning, then the run
+                          on_damaged=lambda line, reason: damaged(out_dir / RESULTS_FILE, line, reason))
     jobs = plan_jobs(in_dir, out_dir, options, index)
 
     if not quiet:
@@ -304,7 +305,7 @@ def upsample(
     if report and (out_dir / RESULTS_FILE).is_file():  # from all of OUT's records: the last run to end has all
         from .report import inputs_folder, write_report_or_fail
 
-        write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet)
+        write_report_or_fail(out_dir, inputs_folder(in_dir), quiet=quiet, on_damaged=damaged)
     if json_summary:
         typer.echo(json.dumps(_summary_object(summary, out_dir, check_face, no_identities)))
     if strict and summary.not_met_eps:
@@ -345,11 +346,24 @@ def _check_values_before_torch(*, loss: str, eps: float, steps: int, lr: float, 
         raise UsageError(f"--search: unknown search mode {search!r}; known: {', '.join(SEARCH_MODES)}")
 
 
+def _refuse_what_robust_decides(config, given: set[str]) -> None:
+    """An option given with --search robust that robust decides itself would be accepted and not applied."""
+    if config.mode != "robust":
+        return
+    from ..search.config import option_name
+    from ..search.robust import RobustOptions
+
+    for name in RobustOptions().overrides():
+        if name in given:
+            raise ValueError(f"{option_name(name)} does not apply to --search robust, which decides it itself; "
+                             "leave it out, or use --search pulse")
+
+
 def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, engine_options: dict[str, Any],
          ray: dict[str, Any] | None = None):
     from ..engine import Engine
     from ..errors import describe_os_error
-    from ..run.runner import Runner
+    from ..run.runner import OutInUse, Runner
     from .progress import TerminalReporter
 
     reporter = TerminalReporter(err_console, quiet=quiet)
@@ -374,15 +388,16 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
                 reporter.note(f"batch size {engine.batch_size} (auto)")
         return Runner(engine, out_dir, options=options, checkpoint=checkpoint, config=engine_options["config"],
                       reporter=reporter).run(jobs, index)
+    except OutInUse as exc:  # another model or other options are being searched in OUT right now
+        reporter.close()
+        raise fail(str(exc)) from None
     except OSError as exc:  # results.jsonl itself could not be written: the run cannot record anything more
         reporter.close()
         raise fail(f"cannot write {describe_os_error(exc)}; finished outputs are kept, rerun to resume",
                    FAILED) from None
     except KeyboardInterrupt as exc:
         reporter.close()
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        err_console.print(f"{what}: finished outputs are kept; rerun the same command to resume")
-        raise typer.Exit(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED) from None
+        raise stopped(exc) from None
 
 
 def _header_line(jobs, in_dir: Path, shard: tuple[int, int] | None) -> str:

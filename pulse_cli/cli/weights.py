@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .console import FAILED, fail, note, print_wrapped
+from .console import FAILED, fail, note, print_wrapped, printable, stopped
 from .options import Command, Group
 
 PULSE_SAMPLES = 1_000_000  # as latent_stats.PULSE_SAMPLES, without importing torch for --help
@@ -147,19 +147,20 @@ def download_command(
         raise fail(f"{exc.failures[-1]}{every}; {_manual_help(wanted, dest)}", FAILED) from None
     except DownloadError as exc:
         raise fail(str(exc), FAILED) from None
-    except KeyboardInterrupt:
-        note("interrupted: nothing was kept; rerun the same command to download again")
-        raise typer.Exit(130) from None
-    note(f"downloaded {result.path} ({result.size:,} bytes, sha256 {result.sha256})")
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, "nothing was kept; rerun the same command to download again") from None
+    if result.url is None:  # a file matching the expected sha256 was there already: nothing was fetched
+        note(f"already here: {result.path} ({result.size:,} bytes, sha256 {result.sha256}, as expected)")
+    else:
+        note(f"downloaded {result.path} ({result.size:,} bytes, sha256 {result.sha256})")
     if not convert:
         return
     try:
         written = install_download(result, wanted, samples=latent_samples, notify=note)
     except CheckpointError as exc:
         raise fail(f"downloaded, but not usable: {exc}") from None
-    except KeyboardInterrupt:
-        note("interrupted: the download is kept; run `pulse weights convert` on it to finish")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, "the download is kept; run `pulse weights convert` on it to finish") from None
     if written is None:
         note(f"ready: {result.path} is a pulse checkpoint with latent statistics")
     else:
@@ -264,23 +265,29 @@ def info_command(
             continue
         if key in ("parameters", "size_bytes"):
             value = f"{value:,}" + (" bytes" if key == "size_bytes" else "")
-        typer.echo(f"{label + ':':<15}{value}")
+        _print_field(label, value)
     _print_sources(facts.get("sources", []))
+
+
+def _print_field(label: str, value: Any) -> None:
+    """`label:  value` on one line: a value from a file's metadata is anyone's text, so a newline in it cannot
+    forge a line (`sha256: ... (verified)`) nor a bidirectional control turn it around (see `printable`)."""
+    typer.echo(f"{label + ':' if label else '':<15}{printable(str(value))}")
 
 
 def _print_sources(sources: list[dict[str, Any]]) -> None:
     for i, source in enumerate(sources, 1):
-        label = "sources:" if i == 1 else ""
-        typer.echo(f"{label:<15}{i}. {_source_label(source)}" + (f" - {source['note']}" if source["note"] else ""))
+        _print_field("sources" if i == 1 else "", f"{i}. {_source_label(source)}"
+                     + (f" - {source['note']}" if source["note"] else ""))
 
 
 def _print_model(model: dict[str, Any]) -> None:
     for label, key in [("model", "name"), ("kind", "kind"), ("family", "family"), ("resolution", "resolution"),
                        ("file", "filename"), ("project", "source"), ("licence", "licence"),
                        ("training data", "training_data"), ("note", "note")]:
-        typer.echo(f"{label + ':':<15}{model[key]}")
+        _print_field(label, model[key])
     _print_sources(model["sources"])
-    typer.echo(f"{'local:':<15}" + (", ".join(model["local_paths"]) or "no copy in the weights folders"))
+    _print_field("local", ", ".join(model["local_paths"]) or "no copy in the weights folders")
 
 
 # --------------------------------------------------------------------------------------------- convert

@@ -16,13 +16,48 @@ import hashlib
 import json
 import os
 import socket
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .atomic import open_regular, parse_json_line, writer_tag
 
 CLAIMS_FOLDER = ".claims"
 CLAIM_SUFFIX = ".claim"
+RUN_PREFIX = "run."  # a run's own claim (an input's is named by a hex digest)
+
+
+def run_claim_path(out_dir: Path) -> Path:
+    """`OUT/.claims/run.<host>.<pid>.claim`: held by a run for as long as it searches in OUT (see `live_runs`)."""
+    return Path(out_dir) / CLAIMS_FOLDER / f"{RUN_PREFIX}{writer_tag()}{CLAIM_SUFFIX}"
+
+
+def live_runs(out_dir: Path) -> list[dict[str, Any]]:
+    """What each run now searching in OUT wrote in its run claim (its model and options); the claim file of a
+    run that has ended (its lock free: killed, say) is removed on the way."""
+    folder = Path(out_dir) / CLAIMS_FOLDER
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(RUN_PREFIX) and n.endswith(CLAIM_SUFFIX))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        try:
+            fd = open_regular(folder / name, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not a plain file (refused before a run starts)
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: its run goes on
+                data = parse_json_line(os.pread(fd, 1 << 16, 0))
+                found.append(data if isinstance(data, dict) else {})
+                continue
+            (folder / name).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return found
 
 
 def claim_path(out_dir: Path, stem: str) -> Path:
@@ -58,22 +93,18 @@ def _not_a_claim(path: Path, what: str) -> ClaimError:
     return ClaimError(errno.EINVAL, f"{what}, not a claim file; remove it", str(path))
 
 
-def try_claim(path: Path, label: str = "") -> Claim | None:
-    """The claim on `path` if no other process holds it, else None. Never waits. `label` (the input) is
-    written in the file for people looking. ClaimError (an OSError) when `path` is not a plain file: it is
-    never followed or written through (OUT may be shared with other users)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def try_claim(path: Path, label: str = "", details: dict[str, Any] | None = None) -> Claim | None:
+    """The claim on `path` if no other process holds it, else None. Never waits. `label` (the input) and
+    `details` are written in the file for people (and other runs) to read. ClaimError (an OSError) when `path`
+    is not a plain file: it is never followed or written through (OUT may be shared with other users), nor is
+    a link on the way to it inside a confined OUT (see `files.atomic.confine`)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _not_a_claim(path, "a symbolic link") from None
-        if exc.errno == errno.EISDIR:
-            raise _not_a_claim(path, "a folder") from None
+        if exc.filename == str(path) and exc.errno in _NOT_A_FILE:
+            raise _not_a_claim(path, _NOT_A_FILE[exc.errno]) from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _not_a_claim(path, "a special file")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
@@ -81,11 +112,14 @@ def try_claim(path: Path, label: str = "") -> Claim | None:
     except BaseException:
         os.close(fd)
         raise
-    owner = json.dumps({"input": label, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()},
-                       ensure_ascii=True) + "\n"
+    owner = json.dumps({"input": label, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                        **(details or {})}, ensure_ascii=True) + "\n"
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, owner.encode(), 0)
     except OSError:
         pass  # who holds it is for people to read; the lock is what counts
     return Claim(path, fd)
+
+
+_NOT_A_FILE = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder", errno.EINVAL: "a special file"}

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import first_line
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, open_for_reading
 
 
 class ImageError(ValueError):
@@ -35,11 +35,13 @@ def check_size(width: int, height: int, resolution: int) -> None:
                          f"{resolution} (e.g. {sizes})")
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """HxWx3 float32 in [0, 1] from any Pillow mode; alpha is composited over white."""
+def _to_rgb_array(image: Image.Image, integer_full_scale: float = 65535.0) -> np.ndarray:
+    """HxWx3 float32 in [0, 1] from any Pillow mode; alpha is composited over white. `integer_full_scale`:
+    white in an integer mode (see `_integer_full_scale`)."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # Pillow reads 16-bit grey (PNG, TIFF, PGM) into these integer modes: full scale is 65535.
-        grey = np.asarray(image, dtype=np.float64) / 65535.0
+        # Pillow reads 16-bit grey (PNG, TIFF, PGM) into these integer modes: full scale is 65535; and 32-bit
+        # integer grey (TIFF) into "I", whose full scale its BitsPerSample and SampleFormat tags say.
+        grey = np.asarray(image, dtype=np.float64) / integer_full_scale
         return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2).astype(np.float32)
     if image.mode == "F":
         grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
@@ -53,12 +55,26 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def _integer_full_scale(image: Image.Image) -> float:
+    """The value that is white in a Pillow integer-mode image: 2**31 - 1 (signed) or 2**32 - 1 for a 32-bit
+    TIFF, else 65535 (16-bit PNG, TIFF, PGM)."""
+    tags = getattr(image, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None  # BitsPerSample
+    if image.mode == "I" and bits and max(bits) == 32:
+        signed = (tags.get(339) or (1,))[0] == 2  # SampleFormat 2: two's complement
+        return float(2**31 - 1 if signed else 2**32 - 1)
+    return 65535.0
+
+
 def open_image(path: Path) -> Image.Image:
-    """Open lazily (header only) with one-line errors; the caller checks the size before decoding."""
+    """Open lazily (header only) with one-line errors; the caller checks the size before decoding. A file in
+    an output folder is read without following a link there (see `files.atomic.confine`)."""
     try:
-        if Path(path).stat().st_size == 0:
+        with open_for_reading(path) as f:
+            data = f.read()
+        if not data:
             raise ImageError("file is empty (0 bytes)")
-        return Image.open(path)
+        return Image.open(io.BytesIO(data))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -87,8 +103,9 @@ def load_rgb(path: Path, resolution: int | None = None) -> torch.Tensor:
                     check_size(*image.size, resolution)
                 image.seek(0)
                 image.load()
+                full_scale = _integer_full_scale(image)  # from the file's tags, which a transposed copy lacks
                 image = ImageOps.exif_transpose(image)
-                array = _to_rgb_array(image)
+                array = _to_rgb_array(image, full_scale)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files.atomic import JsonlTail
+from ..files.atomic import JsonlTail, is_plain_file
 from ..files.discovery import InputFile, OutputPaths, discover_inputs, output_paths
-from .records import DONE, FAILED, RESULTS_FILE, RecordError, ResultRecord
+from .records import DONE, FAILED, RESULTS_FILE, check_result_line, checked_lines
 
 
 def derive_seed(base_seed: int, rel: str, sample: int) -> int:
@@ -63,7 +63,7 @@ class FinishedIndex:
     skipped records repeat an earlier one and change nothing. `refresh()` reads only what other processes
     sharing the folder appended since, so checking again before each input stays cheap.
 
-    A line that is not a record of the shape `ResultRecord.from_json` accepts (hand-edited, damaged) is passed
+    A line that is not a record of the shape `check_result_line` accepts (hand-edited, damaged) is passed
     over like a torn line: `on_damaged(line number, reason)` hears of it once."""
 
     def __init__(self, results_file: Path, on_damaged: Callable[[int, str], None] | None = None):
@@ -77,15 +77,7 @@ class FinishedIndex:
         self._read(self.latest, self.since_start)
 
     def _read(self, *views: dict[str, dict[str, Any]]) -> None:
-        for number, record in self._tail.new_lines():
-            try:
-                if record is None:
-                    raise RecordError("not a JSON object")
-                ResultRecord.from_json(record)
-            except RecordError as exc:
-                if self.on_damaged is not None:
-                    self.on_damaged(number, str(exc))
-                continue
+        for _, record in checked_lines(self._tail.new_lines(), check_result_line, self.on_damaged):
             rel, status = record["input"], record["status"]
             for view in views:
                 if status in DONE:
@@ -96,12 +88,18 @@ class FinishedIndex:
     def finished(self, job: Job, out_dir: Path, *, since_start: bool = False) -> dict[str, Any] | None:
         """The record that finished `job` (with `since_start`, only one appended after this index was made,
         e.g. by another process of the same --overwrite run), if the outputs it lists are the job's and all
-        exist."""
+        exist (plain files, never through a link). The job's: those of its input for the number of samples
+        the record lists, which may be another run's --samples: that input is done all the same, and only
+        --overwrite replaces its results."""
         record = (self.since_start if since_start else self.latest).get(job.rel)
         if record is None:
             return None
-        names = [o.image.relative_to(out_dir).as_posix() for o in job.outputs]
-        if record.get("outputs") != names or not all(o.image.is_file() for o in job.outputs):
+        names = record["outputs"]
+        samples = len(names)
+        ours = [output_paths(out_dir, job.input.rel, sample=k, samples=samples).image for k in range(samples)]
+        if not names or names != [p.relative_to(out_dir).as_posix() for p in ours]:
+            return None
+        if not all(is_plain_file(path) for path in ours):
             return None
         return record
 

@@ -241,10 +241,10 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
     out_dir = Path(out_dir)
     config = engine_options["config"]
     recorder = Runner(None, out_dir, options=options, checkpoint=checkpoint, config=config, reporter=reporter)
-    todo = recorder.begin(jobs, index)
-    reporter.start(len(todo), options.samples, config.steps)
     shutdown = False
     try:
+        todo = recorder.begin(jobs, index)
+        reporter.start(len(todo), options.samples, config.steps)
         if todo:
             import ray
             import ray.data
@@ -296,6 +296,7 @@ def run_on_ray(jobs: Sequence[Job], out_dir: Path, checkpoint: Path | str, optio
                 shutdown = False
             _remove_claim_files(todo, out_dir)
     finally:
+        recorder.leave()
         reporter.close()
         if shutdown:
             import ray

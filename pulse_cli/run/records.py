@@ -8,21 +8,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
-from collections.abc import Iterable
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files.atomic import describe_file_kind
 from ..version import __version__
 
 RESULTS_FILE = "results.jsonl"
 
 
 def not_an_output_folder(out_dir: Path) -> str | None:
-    """Why `out_dir` cannot be read as an output folder of `pulse upsample` (it has no results file), or None."""
+    """Why `out_dir` cannot be read as an output folder of `pulse upsample` (no results file, or one that is
+    not a plain file: records are never read through a link, nor from a FIFO), or None."""
     results = Path(out_dir) / RESULTS_FILE
-    return None if results.is_file() else f"{results} does not exist: not an output folder of 'pulse upsample'"
+    try:
+        kind = os.lstat(results).st_mode
+    except FileNotFoundError:
+        return f"{results} does not exist: not an output folder of 'pulse upsample'"
+    except OSError as exc:
+        return f"cannot read {results} ({exc.strerror or exc})"
+    if not stat.S_ISREG(kind):
+        return f"{results} is {describe_file_kind(kind)}, not a plain file: pulse reads its records only from one"
+    return None
+
+
 OK, NOT_CONVERGED, FAILED, SKIPPED = "ok", "not_converged", "failed", "skipped"
 STATUSES = (OK, NOT_CONVERGED, FAILED, SKIPPED)
 DONE = (OK, NOT_CONVERGED)  # an input with such a record (and its outputs) is done
@@ -39,8 +53,20 @@ def combined_status(statuses: Iterable[str]) -> str:
 
 
 def search_options(config: Any) -> dict[str, Any]:
-    """A run's search options as recorded in logs and results (what a rerun compares)."""
-    return json.loads(json.dumps({**dataclasses.asdict(config), "bad_noise_layers": list(config.bad_noise_layers)}))
+    """A run's search options as recorded in logs and results (what a rerun compares), as the search used
+    them (see `as_used`)."""
+    return as_used(json.loads(json.dumps({**dataclasses.asdict(config),
+                                          "bad_noise_layers": list(config.bad_noise_layers)})))
+
+
+def as_used(search: dict[str, Any]) -> dict[str, Any]:
+    """Recorded search options as the search used them: with `--search robust`, the options it decides itself
+    hold its values (`RobustOptions.overrides`), whatever an earlier version recorded there."""
+    if search.get("mode") != "robust":
+        return search
+    from ..search.robust import RobustOptions
+
+    return {**search, **RobustOptions().overrides()}
 
 
 @dataclass
@@ -100,7 +126,32 @@ class SampleRecord:
 
 
 class RecordError(ValueError):
-    """A line of results.jsonl that is not a record of the shape this version writes; one line."""
+    """A line of results.jsonl (or of a log) that is not a record of the shape this version writes; one line."""
+
+
+MAX_DEPTH = 16  # records nest 4 levels deep; a line nested deeper is not one of them
+
+
+def check_values(data: Any) -> None:
+    """RecordError unless every value in `data` is one a record can hold: nested at most MAX_DEPTH levels,
+    every number finite and within a float's range (a 400-digit integer is not one), so that no later use of
+    the line (arithmetic, formatting, writing it again) can fail on it."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise RecordError(f"nested more than {MAX_DEPTH} levels deep")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite(value):
+            raise RecordError("holds a number that is not finite or too large")
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _is_number(value: Any) -> bool:
@@ -214,6 +265,7 @@ class ResultRecord:
         shape: it is never trusted). Fields this version does not know are passed over."""
         if not isinstance(data, dict):
             raise RecordError("not a JSON object")
+        check_values(data)
         for name in _REQUIRED:
             if name not in data:
                 raise RecordError(f"no {name!r}")
@@ -273,3 +325,55 @@ def to_json(record: Any) -> dict[str, Any]:
     ordered = {k: data.pop(k) for k in _FIRST if k in data}
     ordered.update(data)
     return ordered
+
+
+def check_result_line(data: Any) -> dict[str, Any]:
+    """A line of results.jsonl, checked as `ResultRecord.from_json` checks it (RecordError otherwise)."""
+    ResultRecord.from_json(data)
+    return data
+
+
+_STEP_FIELDS: dict[str, tuple[Any, str]] = {
+    "step": (_is_int, "a whole number"),
+    "lr": (_optional(_is_number), "a number"),
+    "loss": (lambda v: isinstance(v, dict) and all(_optional(_is_number)(x) for x in v.values()),
+             "an object of numbers"),
+    "l2": (_optional(_is_number), "a number"),
+    "total": (_optional(_is_number), "a number"),
+}
+
+
+def check_log_line(data: Any) -> dict[str, Any]:
+    """A line of a sample's log: its run header (`"type": "run"`) or a step line of the shape `StepLine`
+    writes (a non-finite number is written as null); RecordError for anything else."""
+    if not isinstance(data, dict):
+        raise RecordError("not a JSON object")
+    check_values(data)
+    if data.get("type") == "run":
+        return data
+    if data.get("type") != "step":
+        raise RecordError("neither a run header nor a step line")
+    for name, (check, expected) in _STEP_FIELDS.items():
+        if name not in data:
+            raise RecordError(f"no {name!r}")
+        if not check(data[name]):
+            raise RecordError(f"{name!r} is not {expected}")
+    return data
+
+
+Damaged = Callable[[int, str], None]  # (line number, why): a line passed over
+
+
+def checked_lines(entries: Iterable[tuple[int, Any]], check: Callable[[Any], dict[str, Any]],
+                  on_damaged: Damaged | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The one way records are read: each (line number, parsed line or None) of a JSON-lines file through
+    `check` (`check_result_line`, `check_log_line`); a line it refuses (or that was not JSON) is passed over
+    and `on_damaged` hears of it. Every reader of results.jsonl and of the logs reads them through this."""
+    for number, value in entries:
+        try:
+            if value is None:
+                raise RecordError("not a JSON object")
+            yield number, check(value)
+        except RecordError as exc:
+            if on_damaged is not None:
+                on_damaged(number, str(exc))

@@ -9,11 +9,15 @@ and loaded lazily, one page of rows at a time (see bench/README.md for why, meas
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
 import math
+import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -24,13 +28,33 @@ import torch
 from PIL import Image
 
 from ..align.identity import identity_sentence, run_counts, run_sentence
-from ..errors import printable
-from ..files.atomic import atomic_write_bytes, read_jsonl
+from ..errors import describe_os_error, printable
+from ..files.atomic import (
+    JsonlTail,
+    atomic_write_bytes,
+    confine,
+    is_plain_file,
+    locked,
+    open_regular,
+    remove_stale_temp_files,
+)
 from ..files.images import ImageError, load_rgb, to_pil
 from ..files.sheets import SHEET_NOTICE
 from ..search.downsample import BicubicDownsample
 from .disagreement import MAP_LINE, SCALE_MAX, colour_bar
-from .records import DONE, FAILED, RESULTS_FILE, SKIPPED, STATUSES, not_an_output_folder, sample_l2_range
+from .records import (
+    DONE,
+    FAILED,
+    RESULTS_FILE,
+    SKIPPED,
+    STATUSES,
+    Damaged,
+    check_log_line,
+    check_result_line,
+    checked_lines,
+    not_an_output_folder,
+    sample_l2_range,
+)
 from .report_page import PAGE, ROWS_PER_PAGE, SCRIPT, STYLE
 
 REPORT_FILE = "report.html"
@@ -39,7 +63,7 @@ CROP_MAX = 128  # a larger input is embedded shrunk to this size
 
 
 class ReportError(Exception):
-    """OUT cannot give a report (no results.jsonl)."""
+    """OUT cannot give a report (no results.jsonl, or one that cannot be read)."""
 
 
 @dataclass
@@ -48,20 +72,39 @@ class ReportSummary:
     rows: int
     bytes: int
     seconds: float
+    written: bool = True  # False: a report made from more records (by another process) was there; it is kept
 
 
-def write_report(out_dir: Path, inputs_dir: Path | None = None) -> ReportSummary:
+# (file, line number, why): a line of results.jsonl or of a log passed over
+OnDamaged = Callable[[Path, int, str], None]
+
+
+def write_report(out_dir: Path, inputs_dir: Path | None = None, on_damaged: OnDamaged | None = None
+                 ) -> ReportSummary:
     """Write OUT/report.html atomically from what OUT holds now. `inputs_dir`: the folder the inputs were
-    read from (their crops are shown); default OUT/crops when it exists (an --align run), else none."""
+    read from (their crops are shown); default OUT/crops when it exists (an --align run), else none.
+
+    Records and logs are read through the one shape check (`records.checked_lines`): a line of another shape
+    is passed over and `on_damaged` hears of it. Nothing in OUT is read through a symbolic link (see
+    `files.atomic.confine`). Several processes may write the report of one OUT at once: the page records how
+    much of results.jsonl it was made from, and a page made from less never replaces one made from more."""
     started = time.monotonic()
     out_dir = Path(out_dir)
     results = out_dir / RESULTS_FILE
     if (reason := not_an_output_folder(out_dir)) is not None:
         raise ReportError(reason)
+    confine(out_dir)
+    remove_stale_temp_files(out_dir)  # a killed writer's page, say
     if inputs_dir is None and (out_dir / "crops").is_dir():
         inputs_dir = out_dir / "crops"
-    latest, last_done = _latest_records(read_jsonl(results))
-    builder = _RowBuilder(out_dir, inputs_dir)
+    tail = JsonlTail(results, digest=True)
+    try:
+        entries = tail.new_lines()
+    except OSError as exc:
+        raise ReportError(f"cannot read {describe_os_error(exc)}") from None
+    damaged = (lambda line, why: on_damaged(results, line, why)) if on_damaged is not None else None
+    latest, last_done = _latest_records([r for _, r in checked_lines(entries, check_result_line, damaged)])
+    builder = _RowBuilder(out_dir, inputs_dir, on_damaged)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # input-sized images: waking a thread pool per tiny op costs ~100x (measured)
     try:
@@ -69,20 +112,68 @@ def write_report(out_dir: Path, inputs_dir: Path | None = None) -> ReportSummary
     finally:
         torch.set_num_threads(threads)
     data = {"run": _run_numbers(list(latest.values()), last_done, inputs_dir), "rows": rows}
-    page = render_page(data)
+    made_from = _Generation(tail.offset, tail.sha256())
+    page = render_page(data, made_from)
     path = out_dir / REPORT_FILE
-    atomic_write_bytes(path, page)
-    return ReportSummary(path, len(rows), len(page), time.monotonic() - started)
+    written = atomic_write_bytes(path, page, commit=functools.partial(_replace_unless_newer, results, path, made_from))
+    return ReportSummary(path, len(rows), len(page), time.monotonic() - started, written)
 
 
-def render_page(data: dict[str, Any]) -> bytes:
+@dataclass(frozen=True)
+class _Generation:
+    """How much of results.jsonl a page was made from: its first `size` bytes, whose sha256 is `sha256`."""
+
+    size: int
+    sha256: str
+
+    def mark(self) -> str:
+        return f"{self.size} {self.sha256}"
+
+
+_MARK = re.compile(rb'<meta name="pulse-records" content="(\d+) ([0-9a-f]{64})">')
+
+
+def _page_generation(path: Path) -> _Generation | None:
+    """What the report at `path` was made from, from its head; None for none (or a page without the mark)."""
+    try:
+        with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    found = _MARK.search(head)
+    return _Generation(int(found.group(1)), found.group(2).decode()) if found else None
+
+
+def _replace_unless_newer(results: Path, path: Path, mine: _Generation, replace: Callable[[], None]) -> bool:
+    """Put the new page in place, unless the page there was made from more of results.jsonl as it still is
+    (a writer that read the records later and finished sooner). Under results.jsonl's lock, so that no
+    other writer's check and rename comes between, and briefly: appends wait only for this."""
+    with locked(results, write=False) as fd:
+        theirs = _page_generation(path)
+        if theirs is not None and mine.size < theirs.size <= os.fstat(fd).st_size:
+            digest, done = hashlib.sha256(), 0
+            while done < theirs.size:
+                block = os.pread(fd, min(1 << 20, theirs.size - done), done)
+                if not block:  # cut meanwhile, by hand: theirs is no page of this file
+                    break
+                digest.update(block)
+                done += len(block)
+            if digest.hexdigest() == theirs.sha256:
+                return False
+        replace()
+        return True
+
+
+def render_page(data: dict[str, Any], made_from: _Generation | None = None) -> bytes:
     """The HTML page holding `data` as JSON. `<`, `>` and `&` are escaped inside the JSON so that no value
-    can end its script block; the page's policy lets only this page's own style and script run."""
+    can end its script block; the page's policy lets only this page's own style and script run. `made_from`:
+    how much of results.jsonl it shows, marked in its head (see `write_report`)."""
     blob = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
     blob = blob.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     script = SCRIPT % {"per_page": ROWS_PER_PAGE}
     html = PAGE % {"style": STYLE, "script": script, "data": blob,
-                   "style_hash": _csp_hash(STYLE), "script_hash": _csp_hash(script)}
+                   "style_hash": _csp_hash(STYLE), "script_hash": _csp_hash(script),
+                   "records": made_from.mark() if made_from is not None else "0 " + "0" * 64}
     return html.encode("ascii")
 
 
@@ -92,13 +183,11 @@ def _csp_hash(text: str) -> str:
 
 def _latest_records(records: list[dict[str, Any]]) -> tuple[dict[str, dict], dict[str, dict]]:
     """Per input, its latest record (what OUT says of it now), and its latest ok / not_converged record
-    (a skipped record repeats that one's results but not its time)."""
+    (a skipped record repeats that one's results but not its time). The records are checked ones."""
     latest: dict[str, dict] = {}
     last_done: dict[str, dict] = {}
     for record in records:
-        name, status = record.get("input"), record.get("status")
-        if not isinstance(name, str) or status not in STATUSES:
-            continue
+        name, status = record["input"], record["status"]
         latest[name] = record
         if status in DONE:
             last_done[name] = record
@@ -198,24 +287,25 @@ def _subsample(values: list[float], points: int = CURVE_POINTS) -> list[float]:
     return [float(f"{values[i]:.3g}") for i in picks]
 
 
-def read_curves(log: Path) -> dict[str, list[float]] | None:
-    """L2 (unclamped), GEOCROSS and learning rate per step, from one sample's log; None if unreadable."""
+def read_curves(log: Path, on_damaged: Damaged | None = None) -> dict[str, list[float]] | None:
+    """L2 (unclamped), GEOCROSS and learning rate per step, from one sample's log (its lines through the one
+    shape check, `records.check_log_line`: `on_damaged` hears of each other line); None if unreadable."""
     l2, geocross, lr = [], [], []
     try:
-        lines = read_jsonl(log)
+        entries = JsonlTail(log).new_lines()
     except OSError:
         return None
-    for line in lines:
-        if line.get("type") != "step":
+    for _, line in checked_lines(entries, check_log_line, on_damaged):
+        if line["type"] != "step":
             continue
-        value = _number(line.get("l2"))
+        value = _number(line["l2"])
         if value is None:
             continue
         l2.append(value)
-        losses = line.get("loss") if isinstance(line.get("loss"), dict) else {}
-        if _number(losses.get("GEOCROSS")) is not None:
-            geocross.append(losses["GEOCROSS"])
-        if _number(line.get("lr")) is not None:
+        geocross_value = _number(line["loss"].get("GEOCROSS"))
+        if geocross_value is not None:
+            geocross.append(geocross_value)
+        if _number(line["lr"]) is not None:
             lr.append(line["lr"])
     if not l2:
         return None
@@ -228,14 +318,21 @@ def read_curves(log: Path) -> dict[str, list[float]] | None:
 
 
 class _RowBuilder:
-    def __init__(self, out_dir: Path, inputs_dir: Path | None):
+    def __init__(self, out_dir: Path, inputs_dir: Path | None, on_damaged: OnDamaged | None = None):
         self.out_dir = out_dir
         self.inputs_dir = inputs_dir
+        self.on_damaged = on_damaged
         self._downsamplers: dict[int, BicubicDownsample] = {}
+
+    def _curves(self, log: Path) -> dict[str, list[float]] | None:
+        if self.on_damaged is None:
+            return read_curves(log)
+        on_damaged = self.on_damaged
+        return read_curves(log, lambda line, why: on_damaged(log, line, why))
 
     def _crop(self, name: str) -> tuple[torch.Tensor | None, str | None]:
         path = _inside(self.inputs_dir, name) if self.inputs_dir is not None else None
-        if path is None or not path.is_file():
+        if path is None or not is_plain_file(path):
             return None, None
         try:
             crop = load_rgb(path)
@@ -280,23 +377,21 @@ class _RowBuilder:
         crop, row["crop"] = self._crop(name)
         if crop is not None:
             row["crop_size"] = f"{crop.shape[-1]}x{crop.shape[-2]}"
-        samples = [s for s in record.get("samples") or [] if isinstance(s, dict)]
+        samples = record.get("samples") or []
         outputs = record.get("outputs") or []
         logs = record.get("logs") or []
         for k, output in enumerate(outputs):
-            if not isinstance(output, str):
-                continue
             sample = samples[k] if k < len(samples) else {}
             image = _inside(self.out_dir, output)
-            present = image is not None and image.is_file()
-            log = _inside(self.out_dir, logs[k]) if k < len(logs) and isinstance(logs[k], str) else None
+            present = image is not None and is_plain_file(image)  # never through a link in OUT
+            log = _inside(self.out_dir, logs[k]) if k < len(logs) else None
             row["samples"].append({
                 "image": _url(output) if present else None,
                 "down": self._downscaled(image, crop) if present else None,
                 "best_l2": _number(sample.get("best_l2", row["worst_sample_l2"] if len(outputs) == 1 else None)),
                 "status": _text(sample.get("status")),
                 "face_score": _number(sample.get("face_score")),
-                "curve": read_curves(log) if log is not None else None,
+                "curve": self._curves(log) if log is not None else None,
             })
         row.update(self._invented(record))
         return row
@@ -308,7 +403,8 @@ class _RowBuilder:
         described = record.get("disagreement")
         if isinstance(described, dict) and isinstance(described.get("map"), str):
             path = _inside(self.out_dir, described["map"])
-            shown["disagreement"] = {"image": _url(described["map"]) if path is not None and path.is_file() else None,
+            present = path is not None and is_plain_file(path)  # never through a link in OUT
+            shown["disagreement"] = {"image": _url(described["map"]) if present else None,
                                      "mean": _number(described.get("mean"))}
         identity = record.get("identity")
         if isinstance(identity, dict):

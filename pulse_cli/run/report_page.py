@@ -220,6 +220,7 @@ PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="pulse-records" content="%(records)s">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file: data:; \
 style-src '%(style_hash)s'; script-src '%(script_hash)s'">
 <meta name="viewport" content="width=device-width, initial-scale=1">

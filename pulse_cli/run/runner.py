@@ -16,8 +16,8 @@ from PIL import Image
 
 from ..engine import Engine
 from ..errors import describe_os_error
-from ..files.atomic import append_jsonl, remove_stale_temp_files, sha256_file
-from ..files.claims import Claim, claim_path, try_claim
+from ..files.atomic import append_jsonl, confine, is_plain_file, locked, remove_stale_temp_files, sha256_file
+from ..files.claims import Claim, claim_path, live_runs, run_claim_path, try_claim
 from ..files.discovery import disagreement_path, result_stem, sheet_path
 from ..files.images import ImageError, load_rgb
 from ..files.metadata import disagreement_metadata
@@ -34,9 +34,12 @@ from .records import (
     SKIPPED,
     STATUSES,
     CheckedSampleRecord,
+    RecordError,
     ResultRecord,
     RunHeader,
     SampleRecord,
+    as_used,
+    check_values,
     has_no_face,
     sample_l2_range,
     search_options,
@@ -52,6 +55,10 @@ from .sheets import (
     write_input_sheet,
     write_run_sheets,
 )
+
+
+class OutInUse(Exception):
+    """Another run searching in OUT uses another model or other options (one line)."""
 
 
 @dataclass
@@ -111,6 +118,7 @@ class Runner:
         assert engine is None or engine.config == self.config, "the engine searches with other options"
         self.search = search_options(self.config)
         self.out_dir = Path(out_dir)
+        confine(self.out_dir)  # no link below OUT is followed by any write or read of this process
         self.options = options
         self.reporter = reporter or Reporter()
         self.summary = RunSummary()
@@ -129,17 +137,18 @@ class Runner:
         an input another process holds is taken up later, once it is free, unless it got finished.
         `index`: the one `plan_jobs` read (results.jsonl is then read once; see `begin`)."""
         started = time.monotonic()
-        todo = self.begin(jobs, index)
         steps = self.config.steps
-        self.reporter.start(len(todo), self.options.samples, steps)
         self._claims: list[Claim] = []
         try:
+            todo = self.begin(jobs, index)
+            self.reporter.start(len(todo), self.options.samples, steps)
             if todo:
                 assert self.engine is not None, "jobs to do need an engine"
                 self._search_all(todo, steps)
         finally:
             for claim in self._claims:  # still held: stopped early (Ctrl-C, an error), let others have them
                 claim.release()
+            self.leave()
             self.reporter.close()
         return self.end(jobs, started)
 
@@ -151,13 +160,42 @@ class Runner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.out_dir)  # left by runs of this host that were killed
         self.index = index if index is not None else FinishedIndex(self.out_dir / RESULTS_FILE)
-        todo = []
+        todo = [job for job in jobs if not job.done]
+        if todo:
+            self._join()
         for job in jobs:
             if job.done:
                 self.record(self._skipped(job))
-            else:
-                todo.append(job)
         return todo
+
+    def _join(self) -> None:
+        """Join the runs searching in OUT: refused (OutInUse) when a live one searches with another model or
+        other options, so that no OUT mixes them unnoticed; else announced for the next ones by a claim held
+        until this run ends (`.claims/run.<host>.<pid>.claim`, with what `_differences` compares). Under
+        results.jsonl's lock, so that two runs starting together see each other."""
+        sha256 = self.checkpoint_sha256  # hashed before the lock: appends wait for none of it
+        with locked(self.out_dir / RESULTS_FILE):
+            for other in live_runs(self.out_dir):
+                try:
+                    check_values(other)  # read as records are: whatever another process wrote there
+                except RecordError:
+                    other = {}  # unreadable: it cannot be said to search with the same options
+                names = self._differences(other, other.get("samples"))
+                if names:
+                    raise OutInUse(f"{self.out_dir} is in use by another run with other options "
+                                   f"({', '.join(names)}): pid {other.get('pid')} on {other.get('host')}; "
+                                   "wait until it ends, or write to another OUT")
+            self._run_claim = try_claim(run_claim_path(self.out_dir), details={
+                "run": True, "checkpoint": self.checkpoint, "checkpoint_sha256": sha256,
+                "search": self.search, "seed": self.options.seed, "samples": self.options.samples})
+
+    def leave(self) -> None:
+        """The end of this run's search in OUT (see `_join`); a run ended by SIGKILL leaves its claim file to
+        the next run, which finds it unheld and removes it."""
+        claim = getattr(self, "_run_claim", None)
+        if claim is not None:
+            claim.release(finished=True)
+            self._run_claim = None
 
     def end(self, jobs: Sequence[Job], started: float) -> RunSummary:
         """The end of a run: the run sheets (with --sheet) and the summary."""
@@ -296,7 +334,7 @@ class Runner:
     def _skipped(self, job: Job) -> ResultRecord:
         """A done input's record repeats what the earlier run found, and says how that run ended."""
         earlier = job.earlier or {}
-        for name in self._differences(earlier):
+        for name in self._differences(earlier, len(earlier.get("outputs") or ())):
             self.summary.other_options[name] = self.summary.other_options.get(name, 0) + 1
         best, worst = sample_l2_range(earlier)
         return ResultRecord(status=SKIPPED, earlier_status=earlier.get("status"), worst_sample_l2=worst,
@@ -304,18 +342,23 @@ class Runner:
                             samples=list(earlier.get("samples") or []), diversity=earlier.get("diversity"),
                             disagreement=earlier.get("disagreement"), identity=earlier.get("identity"),
                             search=earlier.get("search"), checkpoint=earlier.get("checkpoint", self.checkpoint),
-                            checkpoint_sha256=earlier.get("checkpoint_sha256"), **self._identity(job))
+                            checkpoint_sha256=earlier.get("checkpoint_sha256"),
+                            # its files: those the earlier run made (another --samples may have named them)
+                            **{**self._identity(job), "outputs": earlier["outputs"], "logs": earlier.get("logs", [])})
 
-    def _differences(self, earlier: dict[str, Any]) -> list[str]:
-        """Options of this run that differ from those the earlier outputs were made with."""
+    def _differences(self, earlier: dict[str, Any], samples: Any) -> list[str]:
+        """Options of this run that differ from those the earlier outputs (or another live run) were made with;
+        `samples`: their number of samples."""
         names = []
         recorded = earlier.get("search")
         if isinstance(recorded, dict):
             # an option added after the earlier run had its default value then
-            recorded = {**search_options(SearchConfig()), **recorded}
+            recorded = as_used({**search_options(SearchConfig()), **recorded})
             names += [k for k in sorted(set(recorded) | set(self.search)) if recorded.get(k) != self.search.get(k)]
         if earlier.get("seed") != self.options.seed:
             names.append("seed")
+        if samples != self.options.samples:
+            names.append("samples")
         if self._other_checkpoint(earlier.get("checkpoint"), earlier.get("checkpoint_sha256")):
             names.append("checkpoint")
         return names
@@ -413,11 +456,12 @@ class Runner:
         rows = []
         for job in jobs:
             record = by_input.get(job.rel)
-            if record is None or record.status == FAILED or not all(o.image.is_file() for o in job.outputs):
+            results = [self.out_dir / name for name in record.outputs] if record is not None else []
+            if record is None or record.status == FAILED or not all(is_plain_file(p) for p in results):
                 continue
             l2 = [s.best_l2 if isinstance(s, SampleRecord) else s.get("best_l2") for s in record.samples]
             status = [s.status if isinstance(s, SampleRecord) else s.get("status") for s in record.samples]
-            rows.append(SheetRow(job.input.path, job.input.rel.name, [o.image for o in job.outputs],
+            rows.append(SheetRow(job.input.path, job.input.rel.name, results,
                                  l2 if l2 and None not in l2 else None, bool(record.met_eps),
                                  [has_no_face(s) for s in record.samples],
                                  [None if st not in DONE else st == OK for st in status],

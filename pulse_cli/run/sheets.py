@@ -11,6 +11,7 @@ import torch
 
 from ..align.identity import identity_sentence
 from ..errors import printable
+from ..files.atomic import is_plain_file
 from ..files.images import load_rgb, png_info, save_image_atomic, to_pil
 from ..files.metadata import sheet_metadata
 from ..files.sheets import SHEET_NOTICE, Tile, grid_sheet
@@ -98,7 +99,7 @@ def sheet_extras(map_path: Path, disagreement: Any, identity: Any) -> dict[str, 
     """A record's disagreement map (at `map_path`, the input's own, when the record has one and it is there) and
     identity sentence, as SheetRow fields (what an earlier run recorded may lack them, or hold anything)."""
     extras: dict[str, Any] = {}
-    if isinstance(disagreement, dict) and map_path.is_file():
+    if isinstance(disagreement, dict) and is_plain_file(map_path):  # never through a link in OUT
         mean = disagreement.get("mean")
         extras.update(disagreement=map_path, disagreement_mean=mean if isinstance(mean, (int, float)) else None)
     if isinstance(identity, dict):

@@ -95,6 +95,17 @@ class RobustOptions:
         if self.max_noise_ratio is not None and self.max_noise_ratio < 1:
             raise ValueError(f"max noise ratio must be at least 1 (or None: every layer), got {self.max_noise_ratio}")
 
+    def overrides(self) -> dict[str, object]:
+        """The SearchConfig fields this search does not use, each with what records say instead: its own
+        learning-rate schedule; and, training every noise layer up to `max_noise_ratio` times the target's
+        size, no `trainable_noise_layers` (null). The command line refuses them (see `pulse upsample`)."""
+        used: dict[str, object] = {}
+        if self.lr_schedule != "pulse":
+            used["lr_schedule"] = self.lr_schedule
+        if self.train_all_noise:
+            used["trainable_noise_layers"] = None
+        return used
+
     def learning_rate(self, config: SearchConfig, step: int) -> float:
         """Robust's learning rate at optimiser step `step` (0-based) of `config.steps`."""
         if self.lr_schedule == "pulse":

