@@ -1,5 +1,6 @@
-"""The README's snippets stay true: its Python runs as written, its quick start's commands run, and every
-`pulse ...` line anywhere in it names commands and options that exist.
+"""The README's and the docs pages' snippets stay true: their Python runs as written, the quick start's
+commands run, every `pulse ...` line anywhere in them names commands and options that exist, and every link
+between them leads to a file and heading that exist.
 
 Cheap by design: the folder the snippets run in is laid out as `make demo-untrained` leaves a clone (the demo
 generator in weights/demo, with a small gaussian fit beside it instead of the cached one, examples/crops,
@@ -21,11 +22,13 @@ from pulse_cli.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+README_MAX_LINES = 300  # what a newcomer reads; the reference is in docs/
 
 
-def blocks() -> list[tuple[str, str, str]]:
-    """(section heading, language, code) of every fenced block, in order."""
-    found, section, lines, language, code = [], "", README.read_text("utf-8").splitlines(), None, []
+def blocks(page: Path = README) -> list[tuple[str, str, str]]:
+    """(section heading, language, code) of every fenced block of a page, in order."""
+    found, section, lines, language, code = [], "", page.read_text("utf-8").splitlines(), None, []
     for line in lines:
         if language is None and line.startswith("#"):
             section = line.lstrip("#").strip()
@@ -65,16 +68,17 @@ def after_make_demo(tmp_path, demo_checkpoint, monkeypatch):
     return tmp_path
 
 
-def test_readme_has_the_snippets_this_test_runs():
-    languages = [language for _, language, _ in blocks()]
+def test_the_pages_have_the_snippets_this_test_runs():
+    assert len(README.read_text("utf-8").splitlines()) < README_MAX_LINES
+    languages = [language for page in PAGES for _, language, _ in blocks(page)]
     assert languages.count("python") >= 1
     assert any(section.startswith("From a folder of face crops") for section, _, _ in blocks())
 
 
 def test_python_snippets_run_as_written_after_make_demo(after_make_demo, capsys):
-    snippets = [code for _, language, code in blocks() if language == "python"]
-    for code in snippets:
-        exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    snippets = [(page, code) for page in PAGES for _, language, code in blocks(page) if language == "python"]
+    for page, code in snippets:
+        exec(compile(code, str(page), "exec"), {"__name__": "__readme__"})
     assert (after_make_demo / "demo-out" / "astronaut.api.png").is_file()
     first = capsys.readouterr().out.splitlines()[0]
     assert first == "128 fast 1"  # what the snippet's comment says it prints
@@ -117,7 +121,7 @@ def _resolve(argv: list[str]):
 
 def test_every_pulse_line_names_real_commands_and_options():
     checked = 0
-    for section, language, code in blocks():
+    for section, language, code in (block for page in PAGES for block in blocks(page)):
         if language not in ("", "sh", "bash"):
             continue
         for argv in pulse_lines(code):
@@ -130,3 +134,37 @@ def test_every_pulse_line_names_real_commands_and_options():
                     assert option in known, (section, argv, option)
             checked += 1
     assert checked >= 15
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text("utf-8"), flags=re.MULTILINE | re.DOTALL)
+    return {_slug(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+
+
+def test_every_link_between_the_pages_leads_somewhere():
+    """Relative links of README.md, docs/*.md and bench/README.md: the file exists and so does the heading."""
+    checked = 0
+    for page in [*PAGES, REPO / "bench" / "README.md"]:
+        text = re.sub(r"^```.*?^```", "", page.read_text("utf-8"), flags=re.MULTILINE | re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), (page.name, target)
+            if anchor:
+                assert anchor in _anchors(linked), (page.name, target, sorted(_anchors(linked)))
+            checked += 1
+    assert checked >= 30
+
+
+def test_docs_pages_named_by_the_help_exist():
+    named = {m for path in (REPO / "pulse_cli").rglob("*.py")
+             for m in re.findall(r"docs/[\w-]+\.md", path.read_text("utf-8"))}
+    assert {"docs/usage.md", "docs/output-contract.md"} <= named
+    assert all((REPO / page).is_file() for page in named), named

@@ -25,7 +25,8 @@ app = typer.Typer(
     name="pulse",
     help="Batch PULSE face depixelizer: invents a high-resolution face that downscales to each small input.\n\n"
          "The result is a plausible face invented by a face generator (such as a StyleGAN trained on FFHQ), "
-         "never a recovery of the real person.",
+         "never a recovery of the real person.\n\n"
+         "Documentation: README.md and docs/ in the repository; 'pulse COMMAND --help' for each command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -57,6 +57,9 @@ Exit codes: 0 every input has its outputs; 1 an input failed (or, with --strict,
 2 usage error (bad IN/OUT, checkpoint or option value); 130 / 143 stopped by Ctrl-C / SIGTERM, 141 stdout or
 stderr closed (| head): finished outputs are kept.
 
+Every option in full: docs/usage.md; the files, records and exit codes: docs/output-contract.md (in the
+repository).
+
 [bold]Examples[/]
 
   pulse upsample crops/ out/ --checkpoint weights/demo
