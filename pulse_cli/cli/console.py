@@ -108,7 +108,7 @@ def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """While inside, SIGTERM raises `Terminated` in the main thread, so a run stops as it does on Ctrl-C.
-    (`pulse` itself does this from its first line on: see `signals.main`.)"""
+    (`pulse` itself does this from its first line on: see `signals.run_command`.)"""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave SIGTERM alone

@@ -1,10 +1,11 @@
 """How `pulse` stops when it is told to, or when no one reads it any more.
 
-SIGTERM raises `Terminated` and Ctrl-C Python's KeyboardInterrupt, from the process's first line on (`main`
-installs this before it imports anything else); a write to a closed stdout or stderr pipe (`pulse ... | head`)
-raises `PipeClosed`. All three are KeyboardInterrupts, so every command unwinds as on Ctrl-C: claims let go,
-temporary files removed, finished outputs kept. Exit codes: 130, 143, and 141 (128 + SIGPIPE, with nothing
-printed: a well-behaved Unix tool dies quietly of SIGPIPE). Nothing here imports more than the standard library.
+SIGTERM raises `Terminated` and Ctrl-C Python's KeyboardInterrupt, from the process's first line on
+(`run_command` installs this before it imports anything else); a write to a closed stdout or stderr pipe
+(`pulse ... | head`) raises `PipeClosed`. All three are KeyboardInterrupts, so every command unwinds as on
+Ctrl-C: claims let go, temporary files removed, finished outputs kept. Exit codes: 130, 143, and 141
+(128 + SIGPIPE, with nothing printed: a well-behaved Unix tool dies quietly of SIGPIPE). Nothing here imports
+more than the standard library.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 PIPE_CLOSED = 141  # stdout or stderr closed under us (128 + SIGPIPE)
@@ -109,22 +111,21 @@ def _stop(exc: KeyboardInterrupt) -> None:
     sys.exit(code)
 
 
-def main() -> None:
-    """The `pulse` command. Signals are handled before anything else is imported, so that a SIGTERM or
-    Ctrl-C at any moment (loading the modules, parsing the arguments) ends with its line and exit code."""
+def run_command(load: Callable[[], Callable[[], object]]) -> None:
+    """Run the command `load()` returns (the Typer app), with signals handled before `load` imports anything,
+    so that a SIGTERM or Ctrl-C at any moment (loading the modules, parsing the arguments) ends with its line
+    and exit code."""
     try:
-        _main()
+        _run(load)
     except KeyboardInterrupt as exc:  # one that came while the end of the command was being handled
         _stop(exc)
 
 
-def _main() -> None:
+def _run(load: Callable[[], Callable[[], object]]) -> None:
     try:
         signal.signal(signal.SIGTERM, raise_terminated)
         sys.stdout, sys.stderr = _Guarded(sys.stdout), _Guarded(sys.stderr)
-        from . import app  # the Typer app (see __init__)
-
-        app()
+        load()()
     except KeyboardInterrupt as exc:
         _stop(exc)
     except SystemExit as exc:
