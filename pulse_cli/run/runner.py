@@ -73,7 +73,8 @@ class _Input:
     input_sha256: str
     claim: Claim
     failed: bool = False
-    finished: dict[int, tuple[int, SearchResult, float]] = field(default_factory=dict)  # sample -> seed, ...
+    # sample -> seed, result, seconds, threads
+    finished: dict[int, tuple[int, SearchResult, float, int | None]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -224,7 +225,8 @@ class Runner:
                 search.animation.append(animation_frame(image))
 
         for done in self.engine.searches(items(), stop_at_eps=self.options.stop_at_eps,
-                                         save_every=self._frame_interval(), on_step=on_step, on_frame=on_frame):
+                                         save_every=self._frame_interval(), on_step=on_step, on_frame=on_frame,
+                                         total=len(todo) * self.options.samples):
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
@@ -239,10 +241,10 @@ class Runner:
                 self._fail(item, search.frame_error)
                 continue
             try:
-                write_sample(item.job.outputs[search.sample], self._header(search), done.result, self.options,
-                             search.animation)
+                write_sample(item.job.outputs[search.sample], self._header(search, done.threads), done.result,
+                             self.options, search.animation)
                 search.animation = []
-                item.finished[search.sample] = (search.seed, done.result, done.seconds)
+                item.finished[search.sample] = (search.seed, done.result, done.seconds, done.threads)
                 if len(item.finished) == self.options.samples:
                     self._finish(item)
             except OSError as exc:  # this input's files: it fails, the run goes on (results.jsonl: see record)
@@ -326,7 +328,7 @@ class Runner:
         else:
             self.reporter.file_done(record)
 
-    def _header(self, search: _Search) -> RunHeader:
+    def _header(self, search: _Search, threads: int | None) -> RunHeader:
         engine = self.engine
         G = engine.generator
         return RunHeader(
@@ -335,16 +337,16 @@ class Runner:
             checkpoint_sha256=self.checkpoint_sha256,
             generator={"family": G.family, "resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
                        "synthesis_path": engine.synthesis_path},
-            search=self.search, batch_size=engine.batch_size, samples=self.options.samples)
+            search=self.search, batch_size=engine.batch_size, samples=self.options.samples, threads=threads)
 
     def _finish(self, item: _Input) -> None:
         """All samples of an input are written: its record, diversity and sheet."""
         samples: list[SampleRecord] = []
         for k in range(self.options.samples):
-            seed, result, seconds = item.finished[k]
+            seed, result, seconds, threads = item.finished[k]
             fields = dict(output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
                           best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
-                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed)
+                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed, threads=threads)
             if self.options.check_face:
                 from ..align.detect import face_score
 
