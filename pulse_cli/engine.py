@@ -323,12 +323,15 @@ class Engine:
         again (same seeds, so the same results) in batches of half the size, and `batch_size` stays
         reduced; only a search that does not fit alone fails, with a one-line reason. Another device
         error fails that batch's searches and the rest go on. `on_step` sees the searches that just took a
-        step (after every step of every searching process); with `save_every=K`, `on_frame(key, step, image)`
-        gets every K-th iterate's image as it is made (nothing is kept).
+        step, after every step of every searching process (this process's as `ImageSearch` objects, a
+        worker's as objects with their `step` and `history`); with `save_every=K`, `on_frame(key, step,
+        image)` gets every K-th iterate's image as it is made (nothing is kept). Each `Finished` says the
+        torch threads its search ran with.
 
-        With several processes (see `Engine`), worker processes search some items side by side with this one;
-        `total` (how many items there are, when known) lets `auto` start them only when the work pays for
-        their start-up. A worker that dies has its searches started again here (same seeds, same results).
+        With several processes (see `Engine`), worker processes search some items side by side with this one
+        (`pulse_cli.workers`); `total` (how many items there are, when known) lets `auto` start them only when
+        the work pays for their start-up. A worker that dies has its searches started again here (same seeds,
+        same results).
         """
         local = _LocalSearches(self, stop_at_eps=stop_at_eps, save_every=save_every, on_step=on_step,
                                on_frame=on_frame)

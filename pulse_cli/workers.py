@@ -73,6 +73,7 @@ class WorkerProcess:
         threads = engine.threads_plan.threads
         self.ready = False
         self.dead = False
+        self.fatal: str | None = None  # what the worker said before it gave up
         self.in_flight: dict[int, _Slot] = {}
         self.progress: dict[int, _Remote] = {}
         self.stderr = tempfile.TemporaryFile()
@@ -163,7 +164,9 @@ class WorkerProcess:
         return self.exit_status
 
     def last_words(self) -> str:
-        """The worker's last line on stderr, or how it ended."""
+        """What the worker said as it gave up, its last line on stderr, or how it ended."""
+        if self.fatal:
+            return self.fatal
         try:
             self.stderr.seek(0, os.SEEK_END)
             self.stderr.seek(max(0, self.stderr.tell() - 4096))
@@ -280,13 +283,18 @@ def side_by_side(engine: Engine, local: _LocalSearches, source: _Items, *, total
         by_conn = {worker.conn: worker for worker in workers}
         for conn in wait(list(by_conn), timeout):
             worker = by_conn[conn]
-            try:
-                while not worker.dead:
-                    yield from _handle(worker, _receive(conn), on_step, on_frame)
-                    if not conn.poll():
-                        break
-            except (EOFError, OSError, pickle.UnpicklingError):
-                yield from died(worker)
+            while True:  # every message there is now
+                try:
+                    message = _receive(conn)
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    message = ("fatal", None)
+                if message[0] == "fatal":
+                    worker.fatal = message[1]
+                    yield from died(worker)
+                    break
+                yield from _handle(worker, message, on_step, on_frame)
+                if not conn.poll():
+                    break
 
     try:
         while True:
@@ -355,8 +363,6 @@ def _handle(worker: WorkerProcess, message: tuple, on_step: StepCallback | None,
         slot = worker.in_flight.pop(search_id)
         worker.progress.pop(search_id, None)
         yield _finished(slot, result, error, seconds, threads)
-    elif kind == "fatal":
-        raise OSError(message[1])
 
 
 # -- the worker's side -------------------------------------------------------------------------------------------

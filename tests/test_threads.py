@@ -269,7 +269,8 @@ def test_a_run_side_by_side_records_each_input_once_with_a_plain_runs_results_an
         runner, monkeypatch, tmp_path, demo_checkpoint):
     src = write_crops(tmp_path / "in", 5)
     names = sorted(p.name for p in src.iterdir())
-    args = ["--checkpoint", str(demo_checkpoint), "--steps", "4", "--samples", "2", "--save-latents", *FAST]
+    args = ["--checkpoint", str(demo_checkpoint), "--steps", "4", "--samples", "2", "--save-latents",
+            "--save-every", "2", "--animate", *FAST]
     plain = runner.invoke(app, ["upsample", str(src), str(tmp_path / "plain"), "--threads", "1", *args])
     assert plain.exit_code == 0, plain.stderr
     _side_by_side_forced(monkeypatch)
@@ -295,6 +296,11 @@ def test_a_run_side_by_side_records_each_input_once_with_a_plain_runs_results_an
             assert same_images(out, tmp_path / "plain", [name])
             ours, theirs = (load_file(folder / f"{name}.latents.safetensors") for folder in (out, tmp_path / "plain"))
             assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours)
+            # the frames and animations of a worker's searches are written here, as it makes them
+            frames = sorted(p.name for p in (out / "frames" / name).iterdir())
+            assert frames == ["step-0000.png", "step-0002.png"]
+            assert same_images(out / "frames" / name, tmp_path / "plain" / "frames" / name, ["step-0002"])
+            assert (out / f"{name}.search.gif").is_file()
     assert not list(out.rglob("*.tmp")) and not list((out / ".claims").iterdir())
     again = runner.invoke(app, ["upsample", str(src), str(out), *args])
     assert again.exit_code == 0, again.stderr

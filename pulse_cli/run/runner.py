@@ -6,7 +6,7 @@ The runner knows nothing of the terminal: progress and per-input outcomes go to 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ class Runner:
         self.options = options
         self.reporter = reporter or Reporter()
         self.summary = RunSummary()
+        self._searches: Generator[Any, None, None] | None = None  # the engine's searches of this run
 
     @property
     def checkpoint_sha256(self) -> str | None:
@@ -126,6 +127,8 @@ class Runner:
                 assert self.engine is not None, "jobs to do need an engine"
                 self._search_all(todo, steps)
         finally:
+            if self._searches is not None:  # its workers stop before the claims go
+                self._searches.close()
             for claim in self._claims:  # still held: stopped early (Ctrl-C, an error), let others have them
                 claim.release()
             self.reporter.close()
@@ -224,9 +227,10 @@ class Runner:
             if self.options.animate:
                 search.animation.append(animation_frame(image))
 
-        for done in self.engine.searches(items(), stop_at_eps=self.options.stop_at_eps,
-                                         save_every=self._frame_interval(), on_step=on_step, on_frame=on_frame,
-                                         total=len(todo) * self.options.samples):
+        self._searches = self.engine.searches(items(), stop_at_eps=self.options.stop_at_eps,
+                                              save_every=self._frame_interval(), on_step=on_step,
+                                              on_frame=on_frame, total=len(todo) * self.options.samples)
+        for done in self._searches:  # closed by `run` however it ends: the engine's worker processes stop
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
