@@ -197,7 +197,7 @@ def upsample(
                        "(pulse-depixelizer is not on PyPI)")
     elif workers is not None or gpus_per_worker is not None or threads_per_worker != 1:
         raise fail("--workers, --gpus-per-worker and --threads-per-worker go with --ray")
-    if ray_address is not None and "threads" in options_given(ctx):
+    if ray_address is not None and threads.strip().lower() != "auto":
         raise fail("--threads is for a run on this machine; Ray workers take --threads-per-worker")
     try:
         _check_values_before_torch(loss=loss, eps=eps, steps=steps, lr=lr, search=search, device=device)
