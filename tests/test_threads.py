@@ -351,19 +351,27 @@ def _children(pid: int) -> list[int]:
 
 
 def _wait_for_worker(process: subprocess.Popen, deadline: float = 120) -> int:
-    """The run's worker: a child that is a fork of it (other children come and go: ldconfig, for one)."""
-    end = time.monotonic() + deadline
+    """The run's worker, once the run says it started one (stderr: a pipe, not --quiet): its child that is a fork of
+    it and stays one (other children come and go: find_library's ldconfig, forked before it runs)."""
+    for line in iter(process.stderr.readline, b""):
+        if b"searching side by side" in line:
+            break
+    else:
+        raise AssertionError("the run ended without starting a worker")
     command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    end = time.monotonic() + deadline
+    seen: set[int] = set()
     while True:
-        assert process.poll() is None, "the run ended before its worker started"
         for child in _children(process.pid):
             try:
                 if Path(f"/proc/{child}/cmdline").read_bytes() == command:
-                    return child
+                    if child in seen:
+                        return child
+                    seen.add(child)
             except OSError:
                 pass
-        assert time.monotonic() < end, "no worker started"
-        time.sleep(0.05)
+        assert time.monotonic() < end, "no worker found"
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
@@ -385,13 +393,13 @@ def test_killed_with_its_worker_running_nothing_is_left_and_a_rerun_finishes(tmp
     images."""
     src = write_crops(tmp_path / "in", 6)
     names = sorted(p.name for p in src.iterdir())
-    args = ("--steps", "40", "--quiet")
+    args = ("--steps", "40")
     reference = tmp_path / "reference"
     subprocess.run(_forced_command(src, reference, demo_checkpoint, "--threads", "1", *args), env=_env(tmp_path),
                    check=True, capture_output=True, timeout=600)
     out = tmp_path / "out"
     process = subprocess.Popen(_forced_command(src, out, demo_checkpoint, *args), env=_env(tmp_path),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # not --quiet: its notes
     worker = _wait_for_worker(process)
     time.sleep(0.5)
     process.kill()
