@@ -26,7 +26,7 @@ stops. `foreign` is the CPU (in cores, averaged over the measurement) used by pr
 measured one and the two competitors: above ~0.2 the idle numbers are not idle. A configuration that takes
 `--cap` times longer than `1` is stopped and shown as `>` its time so far: that is the cliff.
 
-Results: a table on stdout and `bench/results_threads.json`; the README's "How long it takes" quotes them.
+Results: a table on stdout and `bench/threads_results.json`; the README's "How long it takes" quotes them.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def main() -> int:
     parser.add_argument("--loads", default="idle,loaded")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="names, comma-separated")
     parser.add_argument("--crops", type=int, default=8)
-    parser.add_argument("--dcgan-steps", type=int, default=50)
+    parser.add_argument("--dcgan-steps", type=int, default=100)
     parser.add_argument("--demo-steps", type=int, default=30)
     parser.add_argument("--full-steps", type=int, default=3)
     parser.add_argument("--cap", type=float, default=3.0, help="stop a configuration after this many times the "
@@ -277,7 +277,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every configuration, interleaved; the "
                         "fastest counts (on a machine others use)")
     parser.add_argument("--quick", action="store_true", help="20 DCGAN steps, 10 demo steps, 2 full steps")
-    parser.add_argument("--out", type=Path, default=HERE / "results_threads.json")
+    parser.add_argument("--out", type=Path, default=HERE / "threads_results.json")
     parser.add_argument("--child-full", metavar="THREADS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_full:

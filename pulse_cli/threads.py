@@ -12,13 +12,13 @@ What `auto` does, and why (measured with bench/threads.py; the table is in the R
   processes unless the user chose a wait policy. Even so, two threads on a busy machine are slower than one:
   they wait for each other's turn on the cores.
 - So `auto` uses only the cores other processes leave free, measured (`free_cores`) as a search starts:
-- small generators (at most `SMALL_RESOLUTION` px): one thread per search, as fast as two on an idle machine
-  and never stalled on a busy one; a folder's inputs are searched side by side, in this process and up to
-  (cores - 1) worker processes (`pulse_cli.workers`), each started once the work left pays for it and a core is
-  free for it;
+- small generators (at most `SMALL_RESOLUTION` px): one thread per search (a second thread gains little on
+  such small operations, and stalls on a busy machine); a folder's inputs are searched side by side, in this
+  process and up to (cores - 1) worker processes (`pulse_cli.workers`), each started once the work left pays
+  for it and a core is free for it;
 - full-size generators: one search at a time, with as many threads as cores are free as it starts (all of them
-  on an idle machine, where they make a step ~1.8x faster; one on a busy one). A search keeps its count to
-  the end, and every result records it (another count can round differently).
+  on an idle machine, where two make a step ~1.7x faster than one; one on a busy one, where one is as fast).
+  A search keeps its count to the end, and every result records it (another count can round differently).
 """
 
 from __future__ import annotations
