@@ -212,8 +212,8 @@ class Engine:
         chooses them from the generator's size and the machine, and on a CPU may search small generators'
         inputs side by side in worker processes (see `pulse_cli.threads`). `processes`: that many searching
         processes on a CPU (this one and `processes - 1` workers, each with `threads` threads), started once
-        this one has taken a step and there is work for them. A search's result is the same in any of them: that of a plain engine
-        with the same threads and batch size.
+        this one has taken a step and there is work for them. A search's result is the same in any of them:
+        that of a plain engine with the same threads and batch size.
 
         ValueError with a one-line reason for options this generator cannot use (e.g. noise layers).
         """

@@ -156,7 +156,8 @@ def test_good_values_of_every_upsample_option_are_read_without_pydantic(tmp_path
             "--trainable-noise-layers", "5", "--bad-noise-layers", "17", "--tile-latent", "--samples", "2",
             "--seed", "3", "--stop-at-eps", "--recursive", "--overwrite", "--strict", "--quiet", "--json",
             "--no-metadata", "--sheet", "--save-latents", "--save-every", "5", "--shard", "1/2",
-            "--device", "gpu", "--batch-size", "auto", "--threads", "auto", "--synthesis", "fast", "--ray", "127.0.0.1:1", "--workers", "2",
+            "--device", "gpu", "--batch-size", "auto", "--threads", "auto", "--synthesis", "fast",
+            "--ray", "127.0.0.1:1", "--workers", "2",
             "--gpus-per-worker", "0.5", "--threads-per-worker", "1"]
     outcome, stderr = pulse_in_a_fresh_process(args, tmp_path)
     assert outcome == {"code": 2, "torch": False, "pydantic": False}, stderr
