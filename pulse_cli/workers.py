@@ -161,6 +161,8 @@ class WorkerProcess:
                 return -1
             if pid:
                 self.exit_status = os.waitstatus_to_exitcode(status)
+                if hasattr(self, "process"):  # reaped here: its Popen must not wait for it again
+                    self.process.returncode = self.exit_status
         return self.exit_status
 
     def last_words(self) -> str:
