@@ -336,7 +336,7 @@ class Engine:
         local = _LocalSearches(self, stop_at_eps=stop_at_eps, save_every=save_every, on_step=on_step,
                                on_frame=on_frame)
         source = _Items(items)
-        with self._searching_threads():
+        with self._restoring_threads():
             plan = self.threads_plan
             if plan is not None and plan.processes > 1 and self.device.type == "cpu":
                 from .workers import side_by_side
@@ -355,9 +355,9 @@ class Engine:
                 yield from local.step()
 
     @contextmanager
-    def _searching_threads(self) -> Iterator[None]:
-        """While searching, each search sets its threads as it starts (`_threads_for_a_search`); the process's
-        own setting comes back afterwards."""
+    def _restoring_threads(self) -> Iterator[None]:
+        """The process's own torch threads back afterwards (while searching, each search sets its threads as it
+        starts: `_threads_for_a_search`; a render, those of the search it repeats)."""
         previous = torch.get_num_threads()
         try:
             yield
@@ -388,9 +388,12 @@ class Engine:
 
     # -- rendering ------------------------------------------------------------------------------
 
-    def render(self, ws: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
+    def render(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, threads: int | None = None) -> torch.Tensor:
         """The image [3, R, R] in [0, 1] for one result's W+ latents [num_ws, w_dim] and noise ([1, r, r]
-        per layer), rendered alone as the search renders its results: bit for bit on the same device."""
+        per layer), rendered alone as the search renders its results: bit for bit on the same device, with the
+        torch threads its search ran with (a thread count may round differently). `threads`: that count (its
+        `Finished.threads`, or `threads` in its record); default: the engine's (`threads=N`, or what `auto` gives
+        every search of a small generator), else the process's own."""
         G = self.generator
         shapes = G.noise_shapes(1)
         if tuple(ws.shape) != (G.num_ws, G.w_dim):
@@ -398,5 +401,10 @@ class Engine:
         if len(noise) != len(shapes) or any(tuple(n.shape) != s[1:] for n, s in zip(noise, shapes, strict=False)):
             raise ValueError(f"noise does not fit this generator ({len(shapes)} layers, "
                              f"{'/'.join(str(s[-1]) for s in shapes)} px)")
-        image = render(G, ws[None].to(self.device), [n[None].to(self.device) for n in noise])
+        if threads is None and self.threads_plan is not None and not self.threads_plan.adaptive:
+            threads = self.threads_plan.threads
+        with self._restoring_threads():
+            if threads is not None:
+                torch.set_num_threads(threads)
+            image = render(G, ws[None].to(self.device), [n[None].to(self.device) for n in noise])
         return image[0]

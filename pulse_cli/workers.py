@@ -452,7 +452,7 @@ def _serve(conn: Any, generator: Any, *, config: Any, batch_size: int, threads: 
     requests = _Requests(conn, idle=lambda: not lane.busy)
     _send(conn, ("ready", os.getpid()))
     try:
-        with engine._searching_threads():
+        with engine._restoring_threads():
             while True:
                 for done in lane.fill(requests):  # type: ignore[arg-type]
                     _send(conn, ("done", done.key, done.result, done.error, done.seconds, done.threads))

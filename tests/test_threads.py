@@ -151,6 +151,35 @@ def test_the_thread_count_reaches_torch_while_searching_and_is_given_back(demo_c
     assert torch.get_num_threads() == before
 
 
+def test_a_render_uses_the_threads_its_search_ran_with_whatever_the_process_is_set_to(demo_checkpoint,
+                                                                                       tmp_path, monkeypatch):
+    from pulse_cli.files.latents import save_latents
+    from pulse_cli.run import render as render_module
+
+    rendered: list[torch.Tensor] = []
+    monkeypatch.setattr(render_module, "save_png", lambda image, out, text=None: rendered.append(image))
+
+    G = Engine.load(demo_checkpoint, "cpu").generator
+    engine = Engine(G, device="cpu", config=SearchConfig(steps=3))
+    before = torch.get_num_threads()
+    try:
+        for count, other in ((1, 2), (2, 1)):
+            (result,), (done,) = _search_all(Engine(G, device="cpu", config=SearchConfig(steps=3), threads=count),
+                                             _targets(1, 16))
+            assert done.threads == count
+            torch.set_num_threads(other)
+            assert torch.equal(engine.render(result.ws, result.noise, threads=done.threads), result.image)
+            assert torch.get_num_threads() == other  # given back
+            # pulse render reads the count from the latents file (written with it by the run)
+            latents = tmp_path / f"{count}.latents.safetensors"
+            save_latents(latents, result.ws, result.noise, {"checkpoint": str(demo_checkpoint),
+                                                            "synthesis_path": G.synthesis_path, "threads": count})
+            render_module.render_latents_file(latents, tmp_path / f"{count}.png", metadata=False)
+            assert torch.equal(rendered[-1], result.image)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_engine_values_are_checked(demo_checkpoint, dcgan):
     with pytest.raises(ValueError, match="threads 0: use a whole number"):
         Engine.load(demo_checkpoint, "cpu", threads=0)
