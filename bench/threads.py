@@ -298,10 +298,14 @@ def main() -> int:
         print(f"skipping full: no fixtures at {FIXTURES} (set PULSE_FIXTURES)", file=sys.stderr)
         models.remove("full")
 
-    from pulse_cli.threads import usable_cores
+    from pulse_cli.threads import foreign_load, usable_cores
 
+    busy = foreign_load(window=1.0)
+    if busy is not None and busy >= 0.2:
+        print(f"warning: other processes use {busy:.1f} cores now: the idle numbers will not be idle (see the "
+              f"(f X) marks); run it on a quiet machine", file=sys.stderr)
     cpu, torch_version, openmp = _machine()
-    results = {"cpu": cpu, "cores": usable_cores(), "torch": torch_version, "openmp": openmp,
+    results = {"cpu": cpu, "cores": usable_cores(), "torch": torch_version, "openmp": openmp, "busy_at_start": busy,
                "platform": platform.platform(), "crops": args.crops,
                "steps": {"dcgan": args.dcgan_steps, "demo": args.demo_steps, "full": args.full_steps}, "rows": {}}
     started = time.perf_counter()
