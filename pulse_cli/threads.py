@@ -184,8 +184,8 @@ def plan_threads(threads: Threads, *, device_type: str, resolution: int, cores: 
     cores = usable_cores() if cores is None else cores
     if device_type != "cpu":  # the GPU computes; the CPU threads only feed it
         return ThreadPlan(cores, 1, auto=True)
-    if resolution <= SMALL_RESOLUTION:
-        return ThreadPlan(1, cores, auto=True)
+    if resolution <= SMALL_RESOLUTION:  # side by side where worker processes can be started (POSIX)
+        return ThreadPlan(1, cores if os.name == "posix" else 1, auto=True)
     return ThreadPlan(cores, 1, auto=True, adaptive=cores > 1)
 
 

@@ -315,11 +315,17 @@ def side_by_side(engine: Engine, local: _LocalSearches, source: _Items, *, total
                     except OSError:
                         yield from died(worker)
             if worth_a_worker():
-                workers.append(WorkerProcess(engine, stop_at_eps=stop_at_eps, save_every=save_every,
-                                             others=workers, setup=setup))
-                if engine.notify is not None:
-                    engine.notify(f"searching side by side: {len(workers) + 1} processes, "
-                                  f"{plan.threads} thread(s) each")
+                try:
+                    workers.append(WorkerProcess(engine, stop_at_eps=stop_at_eps, save_every=save_every,
+                                                 others=workers, setup=setup))
+                except (OSError, ValueError) as exc:  # no process can be started here: this one goes on alone
+                    gave_up = True
+                    if engine.notify is not None:
+                        engine.notify(f"cannot start a search process ({exc}); searching in this one")
+                else:
+                    if engine.notify is not None:
+                        engine.notify(f"searching side by side: {len(workers) + 1} processes, "
+                                      f"{plan.threads} thread(s) each")
             if len(local.pool):
                 yield from local.step()
                 yield from receive(0)

@@ -238,6 +238,21 @@ def test_a_worker_started_as_a_fresh_interpreter_gives_the_same_results(monkeypa
     assert all(_same(a, b) for a, b in zip(plain, side, strict=True))
 
 
+def test_where_no_worker_can_start_the_searches_go_on_here(monkeypatch, dcgan):
+    def cannot(*args, **kwargs):
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(workers, "WorkerProcess", cannot)
+    config = SearchConfig(steps=4).for_latent(dcgan.latent_kind)
+    targets = _targets(4)
+    notes: list[str] = []
+    alone, _ = _search_all(Engine(dcgan, device="cpu", config=config, threads=1, processes=2, notify=notes.append),
+                           targets)
+    plain, _ = _search_all(Engine(dcgan, device="cpu", config=config, threads=1), targets)
+    assert notes == ["cannot start a search process (Resource temporarily unavailable); searching in this one"]
+    assert all(_same(a, b) for a, b in zip(plain, alone, strict=True))
+
+
 def test_auto_starts_a_worker_only_when_a_core_is_free_and_the_work_pays(monkeypatch, dcgan):
     monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
     config = SearchConfig(steps=6).for_latent(dcgan.latent_kind)
