@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test test-kernels test-quick demo demo-untrained lint bench bench-quick bench-search bench-quality bench-scale check-gpu clean
+.PHONY: install test test-kernels test-quick demo demo-untrained lint bench bench-quick bench-search bench-quality bench-scale bench-threads check-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,15 +41,12 @@ lint: install
 
 # Faces: the small trained DCGAN (downloaded once through pip, see README) on 8x8 crops of its own faces.
 DEMO_MODEL := weights/dcgan-digiface-64.safetensors
-# One torch thread with all 18 searches in batches of 6: ~20 s of search on the shared 2-core VM it was measured
-# on (two threads there: ~90 s, as the cores are busy with other work); DEMO_THREADS=2 on an idle machine.
-DEMO_THREADS ?= 1
 $(DEMO_MODEL): | install
 	$(BIN)/pulse weights download dcgan-digiface-64 --dest weights
 
 demo: install $(DEMO_MODEL)
 	$(BIN)/python examples/face_crops.py $(DEMO_MODEL) $(DEMO_OUT) --seeds 1-6 --size 8
-	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/pulse upsample $(DEMO_OUT)/crops $(DEMO_OUT)/faces --checkpoint $(DEMO_MODEL) \
+	$(BIN)/pulse upsample $(DEMO_OUT)/crops $(DEMO_OUT)/faces --checkpoint $(DEMO_MODEL) \
 		--samples 3 --sheet --batch-size 6 --report --check-face
 	@echo "contact sheet: $(DEMO_OUT)/faces/sheet.png, all results: $(DEMO_OUT)/faces/report.html (the faces the crops came from: $(DEMO_OUT)/true-faces/)"
 	@echo "on both: where the three samples of a crop disagree (the map: invented detail) and whether dlib's face-recognition measure takes them for different people (docs/invented.md)"
@@ -78,6 +75,11 @@ bench-search: install
 bench-quality: install $(DEMO_MODEL)
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/invented.py
+
+# --threads 1 and 2 (OpenMP spinning, short spin, passive) against auto, on the DCGAN, the demo StyleGAN and one
+# full-size step, idle and with two CPU-bound processes competing (~10 min on 2 cores; run it on a quiet machine).
+bench-threads: install $(DEMO_MODEL)
+	$(BIN)/python bench/threads.py
 
 # Images per hour with 1 and 2 processes (--shard, a shared OUT) and --ray local --workers 2 (~3 min on 2 cores).
 bench-scale: install

@@ -46,8 +46,10 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _command(src: Path, out: Path, checkpoint: Path, steps: int, *extra: str) -> list[str]:
+    # one process means one: not auto's searches side by side (Ray workers take --threads-per-worker)
+    threads = [] if "--ray" in extra else ["--threads", "1"]
     return [sys.executable, "-m", "pulse_cli", "upsample", str(src), str(out), "--checkpoint", str(checkpoint),
-            "--device", "cpu", "--batch-size", "1", "--steps", str(steps), "--quiet", *extra]
+            "--device", "cpu", "--batch-size", "1", "--steps", str(steps), "--quiet", *threads, *extra]
 
 
 def _timed(commands: list[list[str]], env: dict[str, str]) -> float:

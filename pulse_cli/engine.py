@@ -15,17 +15,20 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from . import threads as _threads
 from .checkpoints.loading import load_generator as _load_generator
 from .device import auto_batch_size, configure_cpu_allocator, resolve_device
 from .errors import first_line
 from .networks.generator import Generator
 from .search.pulse import ImageSearch, SearchConfig, SearchPool, SearchResult, render
+from .threads import ThreadPlan, Threads, parse_threads, plan_threads
 from .weights.local import family_from_name
 from .weights.locations import cache_dir as default_cache_dir
 
@@ -58,6 +61,7 @@ class Finished:
     result: SearchResult | None
     error: str | None
     seconds: float  # this search's share of the pool's step times
+    threads: int | None = None  # the torch threads it ran with (its float rounding may depend on them)
 
 
 @dataclass(eq=False)
@@ -66,6 +70,8 @@ class _Slot:
     target: torch.Tensor
     seed: int
     seconds: float = 0.0
+    retried: bool = False  # started again once already (its worker process died)
+    threads: int | None = None  # set as it starts
 
 
 StepCallback = Callable[[Sequence[ImageSearch]], None]
@@ -84,15 +90,130 @@ def _release_cached_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
+class _Items:
+    """The items of `Engine.searches`, drawn one at a time: `draw()` gives a slot, or None when nothing is
+    ready now (`waiting`) or nothing is left (`exhausted`)."""
+
+    def __init__(self, items: Iterable[tuple[object, torch.Tensor, int] | None]):
+        self._pending = iter(items)
+        self.exhausted = False
+        self.waiting = False
+        self.drawn = 0
+
+    def draw(self) -> _Slot | None:
+        self.waiting = False
+        if self.exhausted:
+            return None
+        try:
+            item = next(self._pending)
+        except StopIteration:
+            self.exhausted = True
+            return None
+        if item is None:
+            self.waiting = True
+            return None
+        self.drawn += 1
+        return _Slot(*item)
+
+
+class _LocalSearches:
+    """The searches of this process: one pool, filled up to the engine's batch size, stepped one step at a time.
+    Searches of a batch that ran out of device memory start again (`retry`) before new items are drawn."""
+
+    def __init__(self, engine: Engine, *, stop_at_eps: bool, save_every: int | None,
+                 on_step: StepCallback | None, on_frame: FrameCallback | None):
+        self.engine = engine
+        self.on_step = on_step
+        self.pool = SearchPool(engine.generator, config=engine.config, device=engine.device, stop_at_eps=stop_at_eps,
+                               save_every=save_every,
+                               on_frame=(lambda slot, step, image: on_frame(slot.key, step, image)) if on_frame
+                               else None)
+        self.retry: deque[_Slot] = deque()  # searches to start again (out of memory, or their worker died)
+        self.threads: int | None = None  # of the searches in the pool: chosen when one starts in an empty pool
+        self.step_seconds: deque[float] = deque(maxlen=8)  # the latest steps' wall time, per search in them
+        self.warmed_up = False  # a step was taken (the first, which warms up, is not counted)
+
+    @property
+    def busy(self) -> bool:
+        return bool(len(self.pool) or self.retry)
+
+    @property
+    def room(self) -> bool:
+        return len(self.pool) < self.engine.batch_size
+
+    def fill(self, source: _Items) -> Iterator[Finished]:
+        """Take searches up to the batch size (those to retry first); yields those that cannot start."""
+        while self.room:
+            slot = self.retry.popleft() if self.retry else source.draw()
+            if slot is None:
+                return
+            yield from self.add(slot)
+
+    def add(self, slot: _Slot) -> Iterator[Finished]:
+        if not len(self.pool):  # a search's thread count never changes while it runs
+            self.threads = self.engine._threads_for_a_search()
+        slot.threads = self.threads
+        try:
+            self.pool.add(slot, slot.target, slot.seed)
+        except ValueError as exc:
+            yield Finished(slot.key, None, first_line(exc), 0.0, slot.threads)
+
+    def step(self) -> Iterator[Finished]:
+        """One step of the pool; yields the searches that finished or failed with it."""
+        engine, pool = self.engine, self.pool
+        if not len(pool):
+            return
+        started = time.monotonic()
+        try:
+            pool.step()
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                yield from engine._fail(pool, f"search failed on {engine.device}: {first_line(exc)}")
+                return
+            size = len(pool)
+            slots = pool.clear()
+            _release_cached_memory(engine.device)
+            if size == 1:
+                yield Finished(slots[0].key, None, f"out of memory on {engine.device} even for one image; "
+                                                   f"try --device cpu", slots[0].seconds, slots[0].threads)
+                return
+            engine.batch_size = max(1, size // 2)
+            if engine.notify is not None:
+                engine.notify(f"out of memory on {engine.device} with a batch of {size}: continuing with "
+                              f"batches of {engine.batch_size}")
+            self.retry.extendleft(reversed(slots))
+            return
+        share = (time.monotonic() - started) / len(pool)
+        if self.warmed_up:
+            self.step_seconds.append(share)
+        self.warmed_up = True
+        for slot, _ in pool.active:
+            slot.seconds += share
+        if self.on_step is not None:
+            self.on_step([search for _, search in pool.active])
+        for slot, result in pool.pop_finished():
+            yield Finished(slot.key, result, None, slot.seconds, slot.threads)
+        for slot, reason in pool.pop_failed():  # non-finite values: that search alone fails
+            yield Finished(slot.key, None, reason, slot.seconds, slot.threads)
+
+
 class Engine:
     """A generator on a device, with the search options and batch size every search uses."""
 
     def __init__(self, generator: Generator, *, device: str | torch.device | None = None,
                  config: SearchConfig | None = None, batch_size: int = 1, batch_size_auto: bool = False,
-                 notify: Callable[[str], None] | None = None):
+                 notify: Callable[[str], None] | None = None, threads: Threads | None = None,
+                 processes: int | None = None):
         """Wrap a loaded generator (see `Engine.load` to read a checkpoint). Searching needs its latent
         statistics (`generator.latent_stats`); rendering does not. No `config`: PULSE's defaults as they
         apply to this generator (`SearchConfig.for_latent`: a DCGAN's loss has no GEOCROSS).
+
+        `threads`: torch threads while this engine searches (None: the process's setting, as it is); `auto`
+        chooses them from the generator's size and the machine, and on a CPU may search small generators'
+        inputs side by side in worker processes (see `pulse_cli.threads`). `processes`: that many searching
+        processes on a CPU (this one and `processes - 1` workers, each with `threads` threads), started once
+        this one has taken a step and there is work for them. A search's result is the same in any of them:
+        that of a plain engine with the same threads and batch size.
 
         ValueError with a one-line reason for options this generator cannot use (e.g. noise layers).
         """
@@ -107,18 +228,46 @@ class Engine:
         self.config = config
         self.batch_size = batch_size
         self.batch_size_auto = batch_size_auto
-        self.notify = notify  # told when the batch size has to shrink
+        self.notify = notify  # told when the batch size has to shrink, and when worker processes start
+        self.threads_plan = self._plan(threads, processes)
+
+    def _plan(self, threads: Threads | None, processes: int | None) -> ThreadPlan | None:
+        if processes is not None and (not isinstance(processes, int) or isinstance(processes, bool)
+                                      or processes < 1):
+            raise ValueError(f"processes must be a whole number of at least 1, got {processes!r}")
+        if processes not in (None, 1) and self.device.type != "cpu":
+            raise ValueError(f"searches side by side in processes run on the CPU, not on {self.device}")
+        if threads is None:
+            if processes not in (None, 1):
+                raise ValueError("processes side by side need a thread count (threads=N or 'auto')")
+            return None
+        plan = plan_threads(threads, device_type=self.device.type, resolution=self.generator.resolution)
+        if processes is not None:
+            plan = ThreadPlan(plan.threads, processes)
+        return plan
+
+    def _threads_for_a_search(self) -> int:
+        """The torch threads of the next search (set here; each result records its own): the plan's, as many as
+        cores are free for an adaptive plan, or the process's own setting without a plan."""
+        plan = self.threads_plan
+        if plan is None:
+            return torch.get_num_threads()
+        torch.set_num_threads(_threads.free_cores(plan.threads) if plan.adaptive else plan.threads)
+        return torch.get_num_threads()
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "auto", *,
              config: SearchConfig | None = None, synthesis: Synthesis = "auto",
              batch_size: int | Literal["auto"] = "auto", gaussian_fit: str | Path | None = None,
-             cache_dir: str | Path | None = None, notify: Callable[[str], None] | None = None) -> Engine:
+             cache_dir: str | Path | None = None, notify: Callable[[str], None] | None = None,
+             threads: Threads | None = "auto", processes: int | None = None) -> Engine:
         """Load a checkpoint once. Every option is checked before the weights are read; ValueError
         (CheckpointError for the file itself) with a one-line reason otherwise. No `config`: the defaults as
-        they apply to the generator (see `Engine`)."""
+        they apply to the generator; `threads` and `processes`: see `Engine`."""
         if config is not None:
             config.validate()
+        if threads is not None:
+            parse_threads(threads)
         if synthesis not in _FAST:
             raise ValueError(f"unknown synthesis path {synthesis!r}; use auto, fast or reference")
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
@@ -132,7 +281,7 @@ class Engine:
         size = auto_batch_size(torch_device, family=generator.family, resolution=generator.resolution) \
             if auto else batch_size
         return cls(generator, device=torch_device, config=config, batch_size=size, batch_size_auto=auto,
-                   notify=notify)
+                   notify=notify, threads=threads, processes=processes)
 
     # -- what it is -----------------------------------------------------------------------------
 
@@ -163,7 +312,7 @@ class Engine:
 
     def searches(self, items: Iterable[tuple[object, torch.Tensor, int] | None], *, stop_at_eps: bool = False,
                  save_every: int | None = None, on_step: StepCallback | None = None,
-                 on_frame: FrameCallback | None = None) -> Iterator[Finished]:
+                 on_frame: FrameCallback | None = None, total: int | None = None) -> Iterator[Finished]:
         """Search every `(key, target [3, h, w] in [0, 1], seed)`, at most `batch_size` at a time, and yield
         each as it finishes.
 
@@ -173,73 +322,52 @@ class Engine:
         use fails alone. When a step runs out of device memory, the batch is split: its searches start
         again (same seeds, so the same results) in batches of half the size, and `batch_size` stays
         reduced; only a search that does not fit alone fails, with a one-line reason. Another device
-        error fails that batch's searches and the rest go on. `on_step` sees the active searches after
-        every step; with `save_every=K`, `on_frame(key, step, image)` gets every K-th iterate's image as
-        it is made (nothing is kept).
+        error fails that batch's searches and the rest go on. `on_step` sees the searches that just took a
+        step, after every step of every searching process (this process's as `ImageSearch` objects, a
+        worker's as objects with their `step` and `history`); with `save_every=K`, `on_frame(key, step,
+        image)` gets every K-th iterate's image as it is made (nothing is kept). Each `Finished` says the
+        torch threads its search ran with.
+
+        With several processes (see `Engine`), worker processes search some items side by side with this one
+        (`pulse_cli.workers`); `total` (how many items there are, when known) lets `auto` start them only when
+        the work pays for their start-up. A worker that dies has its searches started again here (same seeds,
+        same results).
         """
-        pool = SearchPool(self.generator, config=self.config, device=self.device, stop_at_eps=stop_at_eps,
-                          save_every=save_every,
-                          on_frame=(lambda slot, step, image: on_frame(slot.key, step, image)) if on_frame else None)
-        pending = iter(items)
-        retry: deque[_Slot] = deque()  # searches to start again after a batch ran out of memory
-        exhausted = False
-        while True:
-            while len(pool) < self.batch_size and (retry or not exhausted):
-                if retry:
-                    slot = retry.popleft()
-                else:
-                    try:
-                        item = next(pending)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    if item is None:
-                        if not len(pool):
-                            time.sleep(WAIT_FOR_ITEMS)
-                        break
-                    slot = _Slot(*item)
-                try:
-                    pool.add(slot, slot.target, slot.seed)
-                except ValueError as exc:
-                    yield Finished(slot.key, None, first_line(exc), 0.0)
-            if not len(pool):
-                if exhausted and not retry:
-                    return
-                continue
-            started = time.monotonic()
-            try:
-                pool.step()
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not _out_of_memory(exc):
-                    yield from self._fail(pool, f"search failed on {self.device}: {first_line(exc)}")
+        local = _LocalSearches(self, stop_at_eps=stop_at_eps, save_every=save_every, on_step=on_step,
+                               on_frame=on_frame)
+        source = _Items(items)
+        with self._restoring_threads():
+            plan = self.threads_plan
+            if plan is not None and plan.processes > 1 and self.device.type == "cpu":
+                from .workers import side_by_side
+
+                yield from side_by_side(self, local, source, total=total, stop_at_eps=stop_at_eps,
+                                        save_every=save_every, on_step=on_step, on_frame=on_frame)
+                return
+            while True:
+                yield from local.fill(source)
+                if not local.busy:
+                    if source.exhausted:
+                        return
+                    if source.waiting:
+                        time.sleep(WAIT_FOR_ITEMS)
                     continue
-                size = len(pool)
-                slots = pool.clear()
-                _release_cached_memory(self.device)
-                if size == 1:
-                    yield Finished(slots[0].key, None, f"out of memory on {self.device} even for one image; "
-                                                       f"try --device cpu", slots[0].seconds)
-                    continue
-                self.batch_size = max(1, size // 2)
-                if self.notify is not None:
-                    self.notify(f"out of memory on {self.device} with a batch of {size}: continuing with "
-                                f"batches of {self.batch_size}")
-                retry.extendleft(reversed(slots))
-                continue
-            share = (time.monotonic() - started) / len(pool)
-            for slot, _ in pool.active:
-                slot.seconds += share
-            if on_step is not None:
-                on_step([search for _, search in pool.active])
-            for slot, result in pool.pop_finished():
-                yield Finished(slot.key, result, None, slot.seconds)
-            for slot, reason in pool.pop_failed():  # non-finite values: that search alone fails
-                yield Finished(slot.key, None, reason, slot.seconds)
+                yield from local.step()
+
+    @contextmanager
+    def _restoring_threads(self) -> Iterator[None]:
+        """The process's own torch threads back afterwards (while searching, each search sets its threads as it
+        starts: `_threads_for_a_search`; a render, those of the search it repeats)."""
+        previous = torch.get_num_threads()
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
     @staticmethod
     def _fail(pool: SearchPool, reason: str) -> Iterator[Finished]:
         for slot in pool.clear():
-            yield Finished(slot.key, None, reason, slot.seconds)
+            yield Finished(slot.key, None, reason, slot.seconds, slot.threads)
 
     def search(self, targets: torch.Tensor, seeds: Sequence[int], *, stop_at_eps: bool = False) -> list[SearchResult]:
         """PULSE on targets [B, 3, h, w] in [0, 1], `seeds[b]` fixing target b's start; results in order.
@@ -251,7 +379,8 @@ class Engine:
         assert targets.ndim == 4 and targets.shape[1] == 3, targets.shape
         assert len(seeds) == targets.shape[0], (len(seeds), targets.shape)
         results: dict[object, SearchResult] = {}
-        for done in self.searches(zip(range(len(seeds)), targets, seeds, strict=True), stop_at_eps=stop_at_eps):
+        for done in self.searches(zip(range(len(seeds)), targets, seeds, strict=True), stop_at_eps=stop_at_eps,
+                                  total=len(seeds)):
             if done.result is None:
                 raise RuntimeError(f"target {done.key}: {done.error}")
             results[done.key] = done.result
@@ -259,9 +388,12 @@ class Engine:
 
     # -- rendering ------------------------------------------------------------------------------
 
-    def render(self, ws: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
+    def render(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, threads: int | None = None) -> torch.Tensor:
         """The image [3, R, R] in [0, 1] for one result's W+ latents [num_ws, w_dim] and noise ([1, r, r]
-        per layer), rendered alone as the search renders its results: bit for bit on the same device."""
+        per layer), rendered alone as the search renders its results: bit for bit on the same device, with the
+        torch threads its search ran with (a thread count may round differently). `threads`: that count (its
+        `Finished.threads`, or `threads` in its record); default: the engine's (`threads=N`, or what `auto` gives
+        every search of a small generator), else the process's own."""
         G = self.generator
         shapes = G.noise_shapes(1)
         if tuple(ws.shape) != (G.num_ws, G.w_dim):
@@ -269,5 +401,10 @@ class Engine:
         if len(noise) != len(shapes) or any(tuple(n.shape) != s[1:] for n, s in zip(noise, shapes, strict=False)):
             raise ValueError(f"noise does not fit this generator ({len(shapes)} layers, "
                              f"{'/'.join(str(s[-1]) for s in shapes)} px)")
-        image = render(G, ws[None].to(self.device), [n[None].to(self.device) for n in noise])
+        if threads is None and self.threads_plan is not None and not self.threads_plan.adaptive:
+            threads = self.threads_plan.threads
+        with self._restoring_threads():
+            if threads is not None:
+                torch.set_num_threads(threads)
+            image = render(G, ws[None].to(self.device), [n[None].to(self.device) for n in noise])
         return image[0]

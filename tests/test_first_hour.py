@@ -316,6 +316,8 @@ ARGUMENT_ERRORS = [
     ["upsample", "{crops}", "out", "--search", "fancy"],
     ["upsample", "{crops}", "out", "--bad-noise-layers", "x"],
     ["upsample", "{crops}", "out", "--batch-size", "0"],
+    ["upsample", "{crops}", "out", "--threads", "0"],
+    ["upsample", "{crops}", "out", "--threads", "2", "--ray", "local"],
     ["upsample", "{crops}", "out", "--shard", "3/2"],
     ["upsample", "{crops}", "out", "--checkpoint", "nowhere.pt"],
 ]

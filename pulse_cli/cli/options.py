@@ -171,6 +171,16 @@ def parse_batch_size(text: str) -> int | str:
     return value
 
 
+def parse_threads_option(text: str) -> int | str:
+    """`--threads`: a whole number of threads, or 'auto' (decided once the model is loaded)."""
+    from ..threads import MAX_THREADS, parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError:
+        raise UsageError(f"--threads {text!r}: use a whole number from 1 to {MAX_THREADS}, or 'auto'") from None
+
+
 def check_input(path: Path) -> None:
     """IN is a readable folder or one readable image file."""
     if not path.exists():

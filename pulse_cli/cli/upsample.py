@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
+from ..threads import prefer_passive_waiting
 from ..weights import DEFAULT_ORDER
 from .console import (
     FAILED,
@@ -45,6 +46,7 @@ from .options import (
     parse_batch_size,
     parse_noise_layers,
     parse_shard,
+    parse_threads_option,
 )
 
 HELP = """Upsample every face crop in IN into OUT.
@@ -164,6 +166,12 @@ def upsample(
     batch_size: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
                                             help="Images optimised together; auto: 1 on a CPU, as many as fit "
                                                  "on a GPU.")] = "auto",
+    threads: Annotated[str, typer.Option(metavar="N|auto", rich_help_panel=PERFORMANCE,
+                                         help="Torch threads per search. auto: the cores other processes leave "
+                                              "free; small models (up to 256 px) one thread per search, a folder's "
+                                              "inputs side by side, full-size ones one search with those threads. "
+                                              "Waiting threads sleep (OMP_WAIT_POLICY=passive) unless you set a "
+                                              "policy.")] = "auto",
     synthesis: Annotated[SynthesisPath, typer.Option(metavar="NAME", rich_help_panel=PERFORMANCE,
                                                      help="fast (the same function, 2-3x faster on a CPU), "
                                                           "reference (the original's operations) or auto (fast "
@@ -208,10 +216,13 @@ def upsample(
                        "(pulse-depixelizer is not on PyPI)")
     elif workers is not None or gpus_per_worker is not None or threads_per_worker != 1:
         raise fail("--workers, --gpus-per-worker and --threads-per-worker go with --ray")
+    if ray_address is not None and threads.strip().lower() != "auto":
+        raise fail("--threads is for a run on this machine; Ray workers take --threads-per-worker")
     try:
         _check_values_before_torch(loss=loss, eps=eps, steps=steps, lr=lr, search=search, device=device)
         bad_layers = parse_noise_layers(bad_noise_layers)
         batch = parse_batch_size(batch_size)
+        search_threads = parse_threads_option(threads)
         shard_spec = parse_shard(shard)
         check_input(in_dir)
         check_in_and_out(in_dir, out_dir)
@@ -232,6 +243,7 @@ def upsample(
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
+        prefer_passive_waiting()  # before torch loads OpenMP, which reads it once
         from ..device import check_device_spec, resolve_device
         from ..run.plan import FinishedIndex, RunOptions, plan_jobs
         from ..run.records import RESULTS_FILE
@@ -290,7 +302,7 @@ def upsample(
                       + ("" if recursive else " (use --recursive for sub-folders)"), indent=4, markup=True)
 
     engine_options = {"device": torch_device, "config": config, "synthesis": synthesis.value, "batch_size": batch,
-                      "gaussian_fit": gaussian_fit}
+                      "gaussian_fit": gaussian_fit, "threads": search_threads}
     ray = None if ray_address is None else {
         "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
         "threads": threads_per_worker, "rows_per_call": batch if isinstance(batch, int) else None}
@@ -389,6 +401,8 @@ def _run(jobs, index, out_dir: Path, checkpoint: Path, options, *, quiet: bool, 
                 raise fail(str(exc)) from None
             if engine.batch_size_auto:
                 reporter.note(f"batch size {engine.batch_size} (auto)")
+            if engine.threads_plan is not None and engine.threads_plan.auto:
+                reporter.note(f"threads: {engine.threads_plan.describe()} (auto)")
         return Runner(engine, out_dir, options=options, checkpoint=checkpoint, config=engine_options["config"],
                       reporter=reporter).run(jobs, index)
     except OutInUse as exc:  # another model or other options are being searched in OUT right now

@@ -34,6 +34,7 @@ def write_sample(paths: OutputPaths, header: RunHeader, result: SearchResult, op
             "image_seed": header.image_seed, "best_step": result.best_step, "steps": result.steps_run,
             "l2": result.best_l2, "status": status, "device": header.device,
             "synthesis_path": header.generator["synthesis_path"],
+            **({"threads": header.threads} if header.threads is not None else {}),
         })
     if options.animate:
         write_animation(paths, frames, result)

@@ -138,7 +138,7 @@ class Searcher:
         from ..engine import Engine
 
         torch.set_num_threads(threads)
-        engine = Engine.load(checkpoint, **engine_options)
+        engine = Engine.load(checkpoint, **{**engine_options, "threads": threads})
         self.runner = _WorkerRunner(engine, Path(out_dir), options=options, checkpoint=checkpoint,
                                     config=engine_options["config"])
         self.die_once = die_once

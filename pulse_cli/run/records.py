@@ -98,6 +98,7 @@ class RunHeader:
     search: dict[str, Any]
     batch_size: int
     samples: int
+    threads: int | None = None  # torch threads the search ran with (another count may round differently)
     type: str = "run"
     tool: str = "pulse-cli"
     version: str = __version__
@@ -123,6 +124,7 @@ class SampleRecord:
     steps_run: int
     seconds: float
     image_seed: int
+    threads: int | None = None  # torch threads the search ran with (as in its log's header)
 
 
 class RecordError(ValueError):
@@ -180,6 +182,7 @@ _SAMPLE_FIELDS: dict[str, tuple[Any, str]] = {
     "steps_run": (_optional(_is_int), "a whole number"),
     "seconds": (_optional(_is_number), "a number"),
     "image_seed": (_optional(_is_int), "a whole number"),
+    "threads": (_optional(_is_int), "a whole number"),
 }
 
 

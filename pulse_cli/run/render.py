@@ -57,7 +57,8 @@ def render_latents_file(latents: Path, out: Path, *, checkpoint: Path | None = N
     # Rendering needs no latent statistics, but the search's own evaluation path.
     generator = load_networks(path).generator.use_fast_path(info.get("synthesis_path", "reference") == "fast")
     try:
-        image = Engine(generator, device=device).render(ws, noise)
+        threads = int(info["threads"]) if info.get("threads", "").isdigit() else None  # as the search ran
+        image = Engine(generator, device=device).render(ws, noise, threads=threads)
     except ValueError as exc:
         raise RenderError(f"{latents} does not fit this generator ({exc})") from None
     if not bool(torch.isfinite(image).all()):

@@ -6,7 +6,7 @@ The runner knows nothing of the terminal: progress and per-input outcomes go to 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,8 @@ class _Input:
     input_sha256: str
     claim: Claim
     failed: bool = False
-    finished: dict[int, tuple[int, SearchResult, float]] = field(default_factory=dict)  # sample -> seed, ...
+    # sample -> seed, result, seconds, threads
+    finished: dict[int, tuple[int, SearchResult, float, int | None]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -122,6 +123,7 @@ class Runner:
         self.options = options
         self.reporter = reporter or Reporter()
         self.summary = RunSummary()
+        self._searches: Generator[Any, None, None] | None = None  # the engine's searches of this run
 
     @property
     def checkpoint_sha256(self) -> str | None:
@@ -146,6 +148,8 @@ class Runner:
                 assert self.engine is not None, "jobs to do need an engine"
                 self._search_all(todo, steps)
         finally:
+            if self._searches is not None:  # its workers stop before the claims go
+                self._searches.close()
             for claim in self._claims:  # still held: stopped early (Ctrl-C, an error), let others have them
                 claim.release()
             self.leave()
@@ -274,8 +278,10 @@ class Runner:
             if self.options.animate:
                 search.animation.append(animation_frame(image))
 
-        for done in self.engine.searches(items(), stop_at_eps=self.options.stop_at_eps,
-                                         save_every=self._frame_interval(), on_step=on_step, on_frame=on_frame):
+        self._searches = self.engine.searches(items(), stop_at_eps=self.options.stop_at_eps,
+                                              save_every=self._frame_interval(), on_step=on_step,
+                                              on_frame=on_frame, total=len(todo) * self.options.samples)
+        for done in self._searches:  # closed by `run` however it ends: the engine's worker processes stop
             search: _Search = done.key  # type: ignore[assignment]
             item = search.input
             if done.result is None:
@@ -290,10 +296,10 @@ class Runner:
                 self._fail(item, search.frame_error)
                 continue
             try:
-                write_sample(item.job.outputs[search.sample], self._header(search), done.result, self.options,
-                             search.animation)
+                write_sample(item.job.outputs[search.sample], self._header(search, done.threads), done.result,
+                             self.options, search.animation)
                 search.animation = []
-                item.finished[search.sample] = (search.seed, done.result, done.seconds)
+                item.finished[search.sample] = (search.seed, done.result, done.seconds, done.threads)
                 if len(item.finished) == self.options.samples:
                     self._finish(item)
             except OSError as exc:  # this input's files: it fails, the run goes on (results.jsonl: see record)
@@ -384,7 +390,7 @@ class Runner:
         else:
             self.reporter.file_done(record)
 
-    def _header(self, search: _Search) -> RunHeader:
+    def _header(self, search: _Search, threads: int | None) -> RunHeader:
         engine = self.engine
         G = engine.generator
         return RunHeader(
@@ -393,17 +399,17 @@ class Runner:
             checkpoint_sha256=self.checkpoint_sha256,
             generator={"family": G.family, "resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
                        "synthesis_path": engine.synthesis_path},
-            search=self.search, batch_size=engine.batch_size, samples=self.options.samples)
+            search=self.search, batch_size=engine.batch_size, samples=self.options.samples, threads=threads)
 
     def _finish(self, item: _Input) -> None:
         """All samples of an input are written: its record, diversity, disagreement map, identities and sheet."""
         samples: list[SampleRecord] = []
         descriptors = []
         for k in range(self.options.samples):
-            seed, result, seconds = item.finished[k]
+            seed, result, seconds, threads = item.finished[k]
             fields = dict(output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
                           best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
-                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed)
+                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed, threads=threads)
             if self.options.check_face:
                 from ..align.identity import read_face
 
