@@ -312,7 +312,7 @@ def test_samples_1_runs_are_unchanged(runner, tmp_path, setup):
     for record in read_records(out):
         assert set(record) == PLAIN_FIELDS
         assert set(record["samples"][0]) == {"output", "status", "best_l2", "best_step", "best_total", "steps_run",
-                                             "seconds", "image_seed", "face_score"}
+                                             "seconds", "image_seed", "face_score", "threads"}
     assert "identities" not in json.loads(result.stdout)
     assert "identity" not in result.stderr and "disagree" not in result.stderr
     with Image.open(out / "sheets" / "0.png.sheet.png") as sheet:  # input, bicubic, the result; one title line

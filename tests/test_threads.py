@@ -370,7 +370,7 @@ def test_bad_thread_options_are_one_line(runner, tmp_path, demo_checkpoint):
 # `pulse upsample` in a fresh process, with side by side forced as in _side_by_side_forced
 _FORCED = ("import sys; from pulse_cli import threads, workers; threads.usable_cores = lambda: 2; "
            "threads.free_cores = lambda cores, ours=(): cores; workers.WORKER_WORTH_SECONDS = 0.0; "
-           "from pulse_cli.cli.app import main; sys.argv[0] = 'pulse'; main()")
+           "from pulse_cli.cli import main; sys.argv[0] = 'pulse'; main()")
 
 
 def _forced_command(src: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
