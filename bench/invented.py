@@ -83,9 +83,9 @@ def face_boxes(truths: torch.Tensor) -> tuple[list[tuple[int, int, int, int]], l
     return [b if b is not None else mean for b in found], [b is not None for b in found]
 
 
-def search_all(G, targets: dict[int, torch.Tensor], steps: int) -> dict[tuple[int, int], dict]:
+def search_all(G, targets: dict[int, torch.Tensor], steps: int, mode: str = "pulse") -> dict[tuple[int, int], dict]:
     """Every target searched SAMPLES times (seeds 0..SAMPLES-1), at most BATCH at a time."""
-    config = SearchConfig(steps=steps).for_latent(G.latent_kind)
+    config = SearchConfig(steps=steps, mode=mode).for_latent(G.latent_kind)
     pool = SearchPool(G, config=config)
     waiting = [((i, k), target, k) for i, target in targets.items() for k in range(SAMPLES)]
     results = {}
@@ -106,6 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faces", type=int, default=len(SEEDS), help="how many of the 48 faces (default all)")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--search", choices=("pulse", "robust"), default="pulse",
+                        help="the search mode (default pulse; its results are bench/invented_results.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the VM is shared)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "invented_results.json")
     args = parser.parse_args()
@@ -122,7 +124,7 @@ def main() -> None:
     for size in SIZES:
         crops = crops_of(truths, size)
         started = time.perf_counter()
-        found = search_all(G, dict(enumerate(crops)), args.steps)
+        found = search_all(G, dict(enumerate(crops)), args.steps, args.search)
         seconds = time.perf_counter() - started
         down = BicubicDownsample(truths.shape[-1] // size)
         for i, seed in enumerate(seeds):
@@ -163,7 +165,7 @@ def main() -> None:
         print(f"{size}x{size}: {row}", file=sys.stderr)
     summary = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
-        "faces": len(seeds), "samples": SAMPLES, "steps": args.steps, "eps": SearchConfig().eps,
+        "faces": len(seeds), "samples": SAMPLES, "steps": args.steps, "search": args.search, "eps": SearchConfig().eps,
         "threshold": SAME_PERSON, "true_faces_detected": sum(detected),
         "true_faces_described": sum(d is not None for d in truth_desc),
         "true_faces_pairwise_median": median([d for _, _, d in truth_pairs]),

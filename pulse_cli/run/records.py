@@ -125,6 +125,7 @@ class SampleRecord:
     seconds: float
     image_seed: int
     threads: int | None = None  # torch threads the search ran with (as in its log's header)
+    restarts: list[int] | None = None  # --search robust: the steps at which it began again from a new start
 
 
 class RecordError(ValueError):
@@ -183,6 +184,7 @@ _SAMPLE_FIELDS: dict[str, tuple[Any, str]] = {
     "seconds": (_optional(_is_number), "a number"),
     "image_seed": (_optional(_is_int), "a whole number"),
     "threads": (_optional(_is_int), "a whole number"),
+    "restarts": (_optional(lambda v: isinstance(v, list) and all(_is_int(x) for x in v)), "a list of step numbers"),
 }
 
 
@@ -314,7 +316,7 @@ def sample_l2_range(record: dict[str, Any]) -> tuple[float | None, float | None]
 
 
 # Fields written only when they carry something, so records keep the shape readers know.
-_OMIT_WHEN_NONE = {"diversity", "earlier_status", "no_face", "disagreement", "identity"}
+_OMIT_WHEN_NONE = {"diversity", "earlier_status", "no_face", "disagreement", "identity", "restarts"}
 # Log lines start with their type (and a header with the tool), as they always have.
 _FIRST = ("type", "tool", "version", "torch", "python")
 
@@ -322,9 +324,11 @@ _FIRST = ("type", "tool", "version", "torch", "python")
 def to_json(record: Any) -> dict[str, Any]:
     """The JSON object of a record, fields in their declared order (`type` first)."""
     data = dataclasses.asdict(record)
-    for name in _OMIT_WHEN_NONE:
-        if name in data and data[name] is None:
-            del data[name]
+    samples = data.get("samples")  # a results line's sample records (a header's "samples" is their count)
+    for fields in [data, *(samples if isinstance(samples, list) else [])]:
+        for name in _OMIT_WHEN_NONE:
+            if name in fields and fields[name] is None:
+                del fields[name]
     ordered = {k: data.pop(k) for k in _FIRST if k in data}
     ordered.update(data)
     return ordered

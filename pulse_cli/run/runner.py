@@ -409,7 +409,8 @@ class Runner:
             seed, result, seconds, threads = item.finished[k]
             fields = dict(output=self._rel(item.job.outputs[k].image), status=search_status(result.converged),
                           best_l2=result.best_l2, best_step=result.best_step, best_total=result.best_total,
-                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed, threads=threads)
+                          steps_run=result.steps_run, seconds=round(seconds, 3), image_seed=seed, threads=threads,
+                          restarts=list(result.restarts) if self.config.mode == "robust" else None)
             if self.options.check_face:
                 from ..align.identity import read_face
 

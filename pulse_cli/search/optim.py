@@ -27,19 +27,25 @@ class SphericalOptimizer:
     """
 
     def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float, foreach: bool = False,
-                 lr_scales: Sequence[float] | None = None):
+                 lr_scales: Sequence[float] | None = None, betas: tuple[float, float] | None = None,
+                 free: Sequence[tuple[torch.Tensor, float]] = ()):
         """`foreach=True` updates all parameters with one multi-tensor op per step (fewer small ops; the
         same update up to rounding). PULSE mode leaves it off, so its numerics stay as they were.
-        `lr_scales` (one per parameter) makes each parameter's rate that multiple of `set_lr`'s."""
+        `lr_scales` (one per parameter) makes each parameter's rate that multiple of `set_lr`'s. `betas`:
+        Adam's (and Adamax's) moment decays instead of torch's (0.9, 0.999). `free`: (parameter, rate
+        multiple) pairs the optimiser steps but does not put back on a sphere."""
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
         self.params = list(params)
         kwargs = {"lr": lr} | ({"foreach": True} if foreach else {})
-        if lr_scales is None:
+        if betas is not None and name in ("adam", "adamax"):
+            kwargs["betas"] = betas
+        if lr_scales is None and not free:
             self.opt = OPTIMIZERS[name](self.params, **kwargs)
         else:
             by_scale: dict[float, list[torch.Tensor]] = {}  # one group per rate: multi-tensor ops stay whole
-            for param, scale in zip(self.params, lr_scales, strict=True):
+            scales = [1.0] * len(self.params) if lr_scales is None else lr_scales
+            for param, scale in [*zip(self.params, scales, strict=True), *free]:
                 by_scale.setdefault(scale, []).append(param)
             self.opt = OPTIMIZERS[name]([{"params": ps, "lr_scale": s} for s, ps in by_scale.items()], **kwargs)
         with torch.no_grad():

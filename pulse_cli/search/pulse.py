@@ -21,7 +21,7 @@ from .config import SearchConfig
 from .downsample import BicubicDownsample
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import SphericalOptimizer, lr_multiplier
-from .robust import RobustOptions, noise_regularisation
+from .robust import RobustOptions, noise_regularisation, principal_axes, radius_bounds, start_bank
 
 NON_FINITE = "the generator produced non-finite values (NaN or infinity)"
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
@@ -50,6 +50,7 @@ class SearchResult:
     best_total: float
     steps_run: int
     history: list[StepRecord] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)  # steps at which the search began again from a new start
 
 
 @dataclass
@@ -59,7 +60,7 @@ class _Iterate:
     step: int
     l2: float
     total: float
-    latent: torch.Tensor
+    latent: torch.Tensor  # in the search space (robust's Gaussian latent: z itself, its axes and radius applied)
     noise: list[torch.Tensor]
 
 
@@ -89,21 +90,57 @@ class ImageSearch:
     def __init__(self, G: Generator, target: torch.Tensor, seed: int, config: SearchConfig,
                  device: torch.device, save_every: int | None = None,
                  on_frame: Callable[[int, torch.Tensor], None] | None = None,
-                 robust: RobustOptions | None = None):
+                 robust: RobustOptions | None = None, axes: torch.Tensor | None = None,
+                 bank: tuple[torch.Tensor, torch.Tensor] | None = None):
         """With `save_every=K`, `on_frame(step, image [3, R, R] on the CPU)` gets every K-th iterate as it
         is made: frames are handed on, never held for the whole search. In `robust` mode, `robust`
-        overrides the default `RobustOptions` (the benchmark's ablations); in `pulse` mode it is ignored."""
+        overrides the default `RobustOptions.for_latent` (the benchmark's ablations); for a Gaussian latent,
+        `axes` [dim, dim] are the principal axes robust steps it along (`principal_axes`) and `bank` the
+        (z, crop) pairs its starts are chosen among (`start_bank`), both one per target size, from the pool.
+        In `pulse` mode all three are ignored."""
         assert target.ndim == 3 and target.shape[0] == 3, target.shape
         self.config = config
-        self.robust = (robust or RobustOptions()) if config.mode == "robust" else None
+        self.robust = (robust or RobustOptions.for_latent(G.latent_kind)) if config.mode == "robust" else None
+        self.axes = axes if self.robust is not None else None
         self.target = target.to(device)
+        self.G, self.device = G, device
         # Start drawn on the CPU from the image's own seed, so it is the same on every device.
-        rng = torch.Generator().manual_seed(seed)
+        self._rng = torch.Generator().manual_seed(seed)
+        self._bank_starts: list[torch.Tensor] = []
+        if bank is not None and self.robust is not None:  # the nearest crops' z, in an order the seed draws
+            z, crops = bank
+            distance = (crops - target.cpu()[None]).pow(2).flatten(1).mean(1)
+            nearest = distance.argsort()[:self.robust.start_choices]
+            self._bank_starts = [z[nearest[i]] for i in torch.randperm(len(nearest), generator=self._rng)]
+        self.cycle_start = 0
+        self.restarts: list[int] = []
+        self._ended = False  # met eps by the end of a cycle: another start would make another face
+        self._begin()
+        self.step = 0
+        self.save_every = save_every if on_frame is not None else None
+        self.on_frame = on_frame
+        self.history: list[StepRecord] = []
+        self._best_converged: _Iterate | None = None  # lowest total among iterates meeting eps
+        self._best_l2: _Iterate | None = None  # lowest L2 overall
+        self.error: str | None = None  # why the search failed (it is then done, with no result)
+
+    def _begin(self) -> None:
+        """A start (the first, or a restart's) drawn from the image's own random stream: latents, noise,
+        optimiser."""
+        G, config, device, rng = self.G, self.config, self.device, self._rng
         latent_rows = 1 if config.tile_latent else G.num_ws
         start = torch.randn((1, latent_rows, G.w_dim), generator=rng)
+        if self._bank_starts:  # near a crop like the target's, moved by the seed's own draw
+            start = self._bank_starts.pop(0).reshape(1, latent_rows, G.w_dim) + self.robust.start_jitter * start
         if G.latent_kind == "gaussian":  # PULSE for a Gaussian latent: z on the sphere of radius sqrt(dim)
             start = start * (G.w_dim ** 0.5 / start.norm(dim=-1, keepdim=True))
-        self.latent = start.to(device).requires_grad_(True)
+        start = start.to(device)
+        if self.axes is not None:  # the same start, in the coordinates of the axes Adam steps along
+            start = start @ self.axes
+        self.latent = start.requires_grad_(True)
+        self.log_radius: torch.Tensor | None = None
+        if self.robust is not None and self.robust.radius_spread is not None:
+            self.log_radius = torch.zeros(1, 1, 1, device=device, requires_grad=True)
         shapes = G.noise_shapes(1)
         zeroed = config.zeroed_noise_layers(len(shapes)) if shapes else set()
         if self.robust is not None:
@@ -123,13 +160,6 @@ class ImageSearch:
                         self.trainable_layers.append(i)
                 self._noise.append(tensor)
             self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
-        self.step = 0
-        self.save_every = save_every if on_frame is not None else None
-        self.on_frame = on_frame
-        self.history: list[StepRecord] = []
-        self._best_converged: _Iterate | None = None  # lowest total among iterates meeting eps
-        self._best_l2: _Iterate | None = None  # lowest L2 overall
-        self.error: str | None = None  # why the search failed (it is then done, with no result)
 
     def _init_robust_noise(self, shapes: list[tuple[int, ...]], zeroed: set[int], rng: torch.Generator,
                            device: torch.device) -> None:
@@ -160,9 +190,11 @@ class ImageSearch:
             if robust.renormalise_noise:
                 group = _centred(group, _map_norm(group))
             self._noise_groups.append((group.requires_grad_(True), layers))
+        free = [] if self.log_radius is None else [(self.log_radius, robust.radius_lr_factor)]
         self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *(g for g, _ in self._noise_groups)],
                                             lr=config.lr, foreach=True,
-                                            lr_scales=[1.0] + [robust.noise_lr_factor] * len(self._noise_groups))
+                                            lr_scales=[1.0] + [robust.noise_lr_factor] * len(self._noise_groups),
+                                            betas=robust.adam_betas, free=free)
 
     @property
     def noise(self) -> list[torch.Tensor]:
@@ -175,22 +207,39 @@ class ImageSearch:
                 noise[i] = view
         return noise
 
+    def search_latent(self) -> torch.Tensor:
+        """The latent [1, rows, dim] in PULSE's search space that this step evaluates: `latent` itself, or
+        for robust's Gaussian latent, its coordinates along the axes turned back into z and scaled by its
+        radius (the sphere's, until trained)."""
+        latent = self.latent
+        if self.axes is not None:
+            latent = latent @ self.axes.T
+        if self.log_radius is not None:
+            latent = latent * self.log_radius.exp()
+        return latent
+
     @property
     def done(self) -> bool:
-        return self.step >= self.config.steps or self.error is not None
+        return self.step >= self.config.steps or self.error is not None or self._ended
 
     @property
     def converged(self) -> bool:
         """Some iterate so far met eps."""
         return self._best_converged is not None
 
+    def _cycle_end(self) -> int:
+        """The step at which the current start's schedule ends (the budget's end without restarts)."""
+        later = [c for c in self.robust.cycles(self.config.steps) if c > self.cycle_start] if self.robust else []
+        return later[0] if later else self.config.steps
+
     def current_lr(self) -> float:
         if self.robust is not None:
-            return self.robust.learning_rate(self.config, self.step)
+            return self.robust.learning_rate(self.config, self.step - self.cycle_start,
+                                             self._cycle_end() - self.cycle_start)
         return self.config.lr * lr_multiplier(self.config.lr_schedule, self.step, self.config.steps)
 
     def _snapshot(self, l2: float, total: float) -> _Iterate:
-        return _Iterate(self.step, l2, total, self.latent.detach().clone(),
+        return _Iterate(self.step, l2, total, self.search_latent().detach().clone(),
                         [n.detach().clone() if n.requires_grad else n for n in self.noise])
 
     def record(self, image: torch.Tensor, l2: float, total: float, losses: dict[str, float]) -> None:
@@ -216,7 +265,17 @@ class ImageSearch:
             with torch.no_grad():
                 for param, radius in zip(self.optimizer.params[1:], self.optimizer.radii[1:], strict=True):
                     param.copy_(_centred(param, radius))
+        if self.log_radius is not None:
+            with torch.no_grad():
+                self.log_radius.clamp_(*radius_bounds(self.robust.radius_spread, self.latent.shape[-1]))
         self.step += 1
+        if self.robust is not None and self.step == self._cycle_end() < self.config.steps:
+            if self.converged:
+                self._ended = True
+            else:  # the next cycle: a new start, a new optimiser, the schedule from its beginning
+                self.cycle_start = self.step
+                self.restarts.append(self.step)
+                self._begin()
 
     def result(self, G: Generator, stats: LatentStats) -> SearchResult:
         """The best iterate, rendered. ValueError (NON_FINITE) if the search failed or its image is not
@@ -231,7 +290,8 @@ class ImageSearch:
             raise ValueError(NON_FINITE)
         return SearchResult(image=image[0].cpu(), ws=ws[0].cpu(), noise=[n[0].cpu() for n in best.noise],
                             converged=self.converged, best_step=best.step, best_l2=best.l2,
-                            best_total=best.total, steps_run=self.step, history=self.history)
+                            best_total=best.total, steps_run=self.step, history=self.history,
+                            restarts=list(self.restarts))
 
 
 def _map_norm(noise: torch.Tensor) -> torch.Tensor:
@@ -262,7 +322,7 @@ def run_step(G: Generator, searches: Sequence[ImageSearch], *, stats: LatentStat
     Searches may be at different steps of their own schedules, and their targets may differ in size
     (each size gets its own downsampler); they share only the generator's forward and backward pass.
     """
-    latent = torch.cat([s.latent for s in searches])  # one config per pool: tiled or not for all
+    latent = torch.cat([s.search_latent() for s in searches])  # one config per pool: tiled or not for all
     ws = map_latents(latent, stats, G.num_ws, G.latent_kind)
     per_search = [s.noise for s in searches]
     noise = [torch.cat([n[i] for n in per_search]) for i in range(len(per_search[0]))]
@@ -327,6 +387,8 @@ class SearchPool:
             config.check_generator(0, G.latent_kind)
         if robust is not None:
             robust.validate()
+        if config.mode == "robust":
+            (robust or RobustOptions.for_latent(G.latent_kind)).check_latent(G.latent_kind)
         self.robust = robust
         if G.latent_stats is None:
             raise ValueError("the generator has no latent statistics (gaussian fit)")
@@ -339,6 +401,7 @@ class SearchPool:
         self.stats = G.latent_stats.to(self.device)
         self.terms = parse_loss(config.loss)
         self.downsamplers: dict[int, BicubicDownsample] = {}
+        self.prepared: dict[int, tuple] = {}  # robust's axes and start bank per target size (`_prepared`)
         self.active: list[tuple[object, ImageSearch]] = []
         self._failed: list[tuple[object, str]] = []  # finished without a result, until `pop_failed`
 
@@ -353,9 +416,23 @@ class SearchPool:
         if size not in self.downsamplers:
             self.downsamplers[size] = BicubicDownsample(self.G.resolution // size).to(self.device)
         frame = (lambda step, image: self.on_frame(key, step, image)) if self.on_frame is not None else None
+        axes, bank = self._prepared(size)
         search = ImageSearch(self.G, target, seed, self.config, self.device, self.save_every, frame,
-                             robust=self.robust)
+                             robust=self.robust, axes=axes, bank=bank)
         self.active.append((key, search))
+
+    def _prepared(self, size: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Robust's principal axes and start bank for targets of this size (a Gaussian latent; None where
+        unused), made once per pool: they depend on the generator and the size alone, not on the batch."""
+        if self.config.mode != "robust":
+            return None, None
+        options = self.robust or RobustOptions.for_latent(self.G.latent_kind)
+        if size not in self.prepared:
+            down = self.downsamplers[size]
+            axes = principal_axes(self.G, down, size, options.principal_axes) if options.principal_axes else None
+            bank = start_bank(self.G, down, options.start_bank) if options.start_bank else None
+            self.prepared[size] = (None if axes is None else axes.to(self.device), bank)
+        return self.prepared[size]
 
     def step(self) -> None:
         run_step(self.G, [s for _, s in self.active], stats=self.stats, downsamplers=self.downsamplers,

@@ -17,6 +17,30 @@ PULSE optimises the W+ latents on their sphere and only the 5 coarsest noise map
 
 Each of these is a field of `RobustOptions`, so the benchmark can switch them one by one. The trained
 maps of one size are one tensor and Adam runs multi-tensor (`foreach`): fewer small ops per step.
+
+For a generator with one Gaussian latent (the DCGAN: no W+ rows, no noise) `RobustOptions.for_latent`
+adds five more, measured on the DCGAN's own faces (bench/quality.py, docs/search-robust.md; issue 27):
+
+- **a start near the crop**: 1024 random z on the sphere are rendered and downscaled once per crop size
+  (`start_bank`, seeded: the same bank for every search); a search starts from one of the 8 whose crops are
+  nearest its target (which one, and in which order on restarts, drawn from the image's seed), plus 0.6 times
+  the seed's own N(0, I) draw, so that two seeds (two `--samples`) never start alike. The start decides the
+  basin: from random starts the same searches miss eps 2-3 times as often, and meet it later;
+- **Adam steps along the principal axes** of the crop's sensitivity to z: the eigenvectors of E[JᵀJ], J
+  the Jacobian of the downscaled image with respect to z, estimated once per crop size from random probes
+  (`principal_axes`). Adam scales each coordinate by its own gradient history; in z's own coordinates every
+  one mixes stiff and soft directions (the singular values of J span three orders of magnitude), along
+  these axes each coordinate is one of them. A rotation of coordinates: the sphere and the start are unchanged;
+- **a shorter memory** (Adam's betas 0.8 and 0.8 instead of 0.9 and 0.999): as the search nears its answer
+  the gradients shrink tenfold and more, and with beta2 0.999 the early, large ones keep the steps far
+  smaller than the learning rate asks;
+- **the latent's norm may move** within the range where that of N(0, I) samples lies (±3.09 standard
+  deviations of it, 99.8% of them), by a per-image scale trained at a fortieth of the latents' rate: some
+  faces' latents lie far from the sphere, where the nearest answer on it is marginal;
+- **a search that has not met eps after 100 steps starts again** from its next start when its budget allows
+  (300 steps: up to two restarts), with the schedule restarted: the searches that miss at 100 steps are in
+  the wrong basin more often than slow (more steps of the same search reach eps less often than a new
+  start). One that has met eps ends there: another start would make another face, not a better one.
 """
 
 from __future__ import annotations
@@ -28,7 +52,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..networks.generator import LatentStats
+from ..networks.generator import Generator, LatentStats
 from .config import SearchConfig
 from .optim import lr_multiplier
 
@@ -79,6 +103,22 @@ class RobustOptions:
     lr_factor: float = 2.0  # robust's learning rate is SearchConfig.lr times this
     lr_schedule: str = "warmup10-cosine"  # one of ROBUST_SCHEDULES, or "pulse": SearchConfig.lr_schedule
     noise_lr_factor: float = 3.0  # trained noise maps step at this many times the latents' rate
+    # Gaussian latents only (see `for_latent`):
+    principal_axes: int = 0  # probes estimating the axes Adam steps along (0: the latent's own coordinates)
+    adam_betas: tuple[float, float] | None = None  # Adam's moment decays (None: torch's (0.9, 0.999))
+    radius_spread: float | None = None  # the latent's norm may move this many of its standard deviations
+    radius_lr_factor: float = 0.025  # ... at this multiple of the latents' rate
+    cycle_steps: int | None = None  # a search not within eps after this many steps starts again (None: never)
+    start_bank: int = 0  # random z whose crops a start is chosen among, nearest the target first (0: random starts)
+    start_choices: int = 8  # ... among this many of the nearest, in an order drawn from the image's seed
+    start_jitter: float = 0.0  # ... plus this times the seed's own N(0, I) draw: no two seeds start alike
+
+    @classmethod
+    def for_latent(cls, latent_kind: str) -> RobustOptions:
+        """What `--search robust` means for a generator whose latent is `latent_kind` ("w+" or "gaussian")."""
+        if latent_kind == "gaussian":
+            return cls(**GAUSSIAN_LATENT)
+        return cls()
 
     def validate(self) -> None:
         if not 0 < self.hinge <= 1:
@@ -94,6 +134,21 @@ class RobustOptions:
                              f"{', '.join(ROBUST_SCHEDULES)}")
         if self.max_noise_ratio is not None and self.max_noise_ratio < 1:
             raise ValueError(f"max noise ratio must be at least 1 (or None: every layer), got {self.max_noise_ratio}")
+        if self.principal_axes < 0:
+            raise ValueError(f"principal axes probes must be >= 0, got {self.principal_axes}")
+        if self.adam_betas is not None and not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"Adam's betas must be from 0 to below 1, got {self.adam_betas}")
+        if self.radius_spread is not None and not 0 < self.radius_spread < float("inf"):
+            raise ValueError(f"radius spread must be above 0, got {self.radius_spread}")
+        if not 0 < self.radius_lr_factor < float("inf"):
+            raise ValueError(f"radius lr factor must be above 0, got {self.radius_lr_factor}")
+        if self.cycle_steps is not None and self.cycle_steps < 1:
+            raise ValueError(f"cycle steps must be at least 1 (or None: no restarts), got {self.cycle_steps}")
+        if self.start_bank < 0 or self.start_choices < 1 or 0 < self.start_bank < self.start_choices:
+            raise ValueError(f"start bank must be >= 0 and start choices from 1 to the bank's size, got "
+                             f"{self.start_bank} and {self.start_choices}")
+        if not 0 <= self.start_jitter < float("inf"):
+            raise ValueError(f"start jitter must be at least 0, got {self.start_jitter}")
 
     def overrides(self) -> dict[str, object]:
         """The SearchConfig fields this search does not use, each with what records say instead: its own
@@ -106,13 +161,89 @@ class RobustOptions:
             used["trainable_noise_layers"] = None
         return used
 
-    def learning_rate(self, config: SearchConfig, step: int) -> float:
-        """Robust's learning rate at optimiser step `step` (0-based) of `config.steps`."""
+    def check_latent(self, latent_kind: str) -> None:
+        """The options that only a Gaussian latent can use (one z: its Jacobian is small enough to probe,
+        its norm has a known spread); ValueError otherwise."""
+        if latent_kind != "gaussian" and (self.principal_axes or self.radius_spread is not None or self.start_bank):
+            raise ValueError("principal axes, a free radius and a start bank are for a generator with one Gaussian "
+                             "latent")
+
+    def cycles(self, steps: int) -> list[int]:
+        """The steps at which each start may begin, for a budget of `steps`: every `cycle_steps`, except
+        that a last cycle shorter than half of one joins the one before it."""
+        if self.cycle_steps is None:
+            return [0]
+        starts = list(range(0, steps, self.cycle_steps))
+        if len(starts) > 1 and steps - starts[-1] < self.cycle_steps / 2:
+            starts.pop()
+        return starts
+
+    def learning_rate(self, config: SearchConfig, step: int, steps: int | None = None) -> float:
+        """Robust's learning rate at optimiser step `step` (0-based) of a schedule of `steps` (default
+        `config.steps`; a cycle's own length when the search restarts)."""
+        steps = config.steps if steps is None else steps
         if self.lr_schedule == "pulse":
-            multiplier = lr_multiplier(config.lr_schedule, step, config.steps)
+            multiplier = lr_multiplier(config.lr_schedule, step, steps)
         else:
-            multiplier = ROBUST_SCHEDULES[self.lr_schedule](step, config.steps)
+            multiplier = ROBUST_SCHEDULES[self.lr_schedule](step, steps)
         return config.lr * self.lr_factor * multiplier
+
+
+# What robust adds for a Gaussian latent (the module docstring says why; docs/search-robust.md measures it).
+GAUSSIAN_LATENT = {"principal_axes": 256, "adam_betas": (0.8, 0.8), "radius_spread": 3.09, "cycle_steps": 100,
+                   "start_bank": 1024, "start_choices": 8, "start_jitter": 0.6}
+
+
+def radius_bounds(spread: float, dim: int) -> tuple[float, float]:
+    """Bounds on log(|z| / sqrt(dim)) within `spread` standard deviations of the norm of z ~ N(0, I_dim)
+    (the norm is about sqrt(dim) with standard deviation about 1/sqrt(2))."""
+    half = spread / math.sqrt(2 * dim)
+    return math.log(max(1 - half, 1e-3)), math.log(1 + half)
+
+
+def principal_axes(G: Generator, downsample: Callable[[torch.Tensor], torch.Tensor], size: int, probes: int, *,
+                   seed: int = 0, batch: int = 32) -> torch.Tensor:
+    """The axes [dim, dim] (columns, by decreasing eigenvalue) of E[JᵀJ], J the Jacobian of the
+    `downsample`d image (size x size, as the search sees it) with respect to a Gaussian latent z on its sphere.
+
+    Estimated from `probes` random pairs (z, v), v ~ N(0, I) over the downscaled image: the gradient g of
+    <v, downsample(G(z))> is Jᵀv, and E[ggᵀ] = E[JᵀJ]. The draws are seeded on the CPU and the sum and its
+    eigendecomposition are in float64 on the CPU, in fixed batches: the same axes for every search.
+    """
+    dim = G.w_dim
+    device = G.device
+    rng = torch.Generator().manual_seed(seed)
+    total = torch.zeros(dim, dim, dtype=torch.float64)
+    for first in range(0, probes, batch):
+        n = min(batch, probes - first)
+        z = torch.randn(n, 1, dim, generator=rng)
+        z = z * (dim ** 0.5 / z.norm(dim=-1, keepdim=True))
+        v = torch.randn(n, 3, size, size, generator=rng)
+        z = z.to(device).requires_grad_(True)
+        noise = [torch.zeros(shape, device=device) for shape in G.noise_shapes(n)]
+        image = (G.synthesize(z, noise) + 1) / 2
+        (downsample(image) * v.to(device)).sum().backward()
+        g = z.grad.reshape(n, dim).double().cpu()
+        total += g.T @ g
+    _, vectors = torch.linalg.eigh(total / max(probes, 1))
+    return vectors.flip(1).to(torch.get_default_dtype())  # the dtype the starts are drawn in
+
+
+def start_bank(G: Generator, downsample: Callable[[torch.Tensor], torch.Tensor], count: int, *, seed: int = 1,
+               batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` Gaussian latents z [count, 1, dim] on their sphere, drawn on the CPU from `seed`, and their images
+    `downsample`d [count, 3, h, w] in [0, 1] (CPU): the starts a search chooses among by their crop's distance."""
+    dim = G.w_dim
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(count, 1, dim, generator=rng)
+    z = z * (dim ** 0.5 / z.norm(dim=-1, keepdim=True))
+    crops = []
+    with torch.no_grad():
+        for first in range(0, count, batch):
+            part = z[first:first + batch].to(G.device)
+            noise = [torch.zeros(shape, device=G.device) for shape in G.noise_shapes(len(part))]
+            crops.append(downsample(((G.synthesize(part, noise) + 1) / 2).clamp(0, 1)).cpu())
+    return z, torch.cat(crops)
 
 
 def noise_regularisation(noise: Sequence[torch.Tensor]) -> torch.Tensor:
