@@ -102,9 +102,8 @@ def upsample(
                                            "DCGAN: its default is 100*L2).")]
     = "100*L2+0.05*GEOCROSS",
     search: Annotated[str, typer.Option("--search", metavar="NAME", rich_help_panel=SEARCH,
-                                        help="pulse: PULSE as published. robust: reaches eps more often, in "
-                                             "fewer steps; on a DCGAN it starts near the crop and starts again "
-                                             "after 100 steps that miss eps (docs/search-robust.md).")] = "pulse",
+                                        help="pulse: PULSE as published. robust: reaches eps far more often, "
+                                             "sooner (docs/search-robust.md).")] = "pulse",
     lr: Annotated[float, typer.Option(metavar="RATE", rich_help_panel=SEARCH,
                                       help=f"Base learning rate (above 0, at most {MAX_LR:g}; "
                                            "--search robust runs at twice it).")] = 0.4,
