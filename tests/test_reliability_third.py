@@ -293,18 +293,25 @@ def test_a_report_made_from_fewer_records_never_replaces_a_newer_one(tmp_path, d
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"),
                                                    (signal.SIGINT, 130, "interrupted")])
 def test_a_signal_while_pulse_is_still_starting_gets_its_line_and_code(tmp_path, sig, code, word):
-    """Sent while the command's modules still load (Python reports each import as it ends: the signal goes
-    the moment Rich is in, before Typer and the commands)."""
-    process = subprocess.Popen([sys.executable, "-m", "pulse_cli", "weights", "list"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=_env(tmp_path, PYTHONPROFILEIMPORTTIME="1"))
-    for line in process.stderr:
-        if b"rich.console" in line:
-            process.send_signal(sig)
-            break
+    """Sent while the command's modules load: `pulse`'s own entry (`run_command`, as `python -m pulse_cli`
+    runs it) with a loader that says when it has begun and then waits, so the signal lands inside the loading
+    on any machine (waiting for an import line raced on a busy one: the whole command could end first)."""
+    child = ("import sys, time\n"
+             "from pulse_cli.cli import _load_app\n"
+             "from pulse_cli.cli.signals import run_command\n"
+             "def load():\n"
+             "    print('loading', file=sys.stderr, flush=True)\n"
+             "    time.sleep(60)\n"
+             "    return _load_app()\n"
+             "sys.argv = ['pulse', 'weights', 'list']\n"
+             "run_command(load)\n")
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=_env(tmp_path))
+    assert process.stderr.readline() == b"loading\n"
+    process.send_signal(sig)
     _, rest = process.communicate(timeout=60)
-    stderr = [line for line in rest.decode().splitlines() if not line.startswith("import time:")]
-    assert process.returncode == code, stderr
-    assert stderr == [f"{word}: finished outputs are kept; rerun the same command to resume"]
+    assert process.returncode == code, rest
+    assert rest.decode().splitlines() == [f"{word}: finished outputs are kept; rerun the same command to resume"]
 
 
 def _big_out(out: Path, inputs: int = 2000) -> None:
