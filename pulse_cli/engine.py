@@ -13,10 +13,8 @@ searches through one pool: as a search finishes, the next input takes its place.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,15 +23,14 @@ import torch
 from . import threads as _threads
 from .checkpoints.loading import load_generator as _load_generator
 from .device import auto_batch_size, configure_cpu_allocator, resolve_device
-from .errors import first_line
+from .lanes import WAIT_FOR_ITEMS, Finished, FrameCallback, StepCallback, _Items, _LocalSearches
 from .networks.generator import Generator
-from .search.pulse import ImageSearch, SearchConfig, SearchPool, SearchResult, render
+from .search.pulse import SearchConfig, SearchResult, render
 from .threads import ThreadPlan, Threads, parse_threads, plan_threads
 from .weights.local import family_from_name
 from .weights.locations import cache_dir as default_cache_dir
 
 Synthesis = Literal["auto", "fast", "reference"]
-WAIT_FOR_ITEMS = 0.5  # seconds between asks when the items have nothing ready and no search is active
 # "auto": the fast evaluation where it has been verified, which is only the CPU (no GPU was available to
 # verify CUDA or MPS against the reference path).
 _FAST = {"auto": None, "fast": True, "reference": False}
@@ -51,150 +48,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
     return _load_generator(path, device, gaussian_fit=gaussian_fit,
                            cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
                            notify=notify, fast=fast, name_family=family_from_name)
-
-
-@dataclass
-class Finished:
-    """One search out of `Engine.searches`: its result, or the one-line reason it failed."""
-
-    key: object
-    result: SearchResult | None
-    error: str | None
-    seconds: float  # this search's share of the pool's step times
-    threads: int | None = None  # the torch threads it ran with (its float rounding may depend on them)
-
-
-@dataclass(eq=False)
-class _Slot:
-    key: object
-    target: torch.Tensor
-    seed: int
-    seconds: float = 0.0
-    retried: bool = False  # started again once already (its worker process died)
-    threads: int | None = None  # set as it starts
-
-
-StepCallback = Callable[[Sequence[ImageSearch]], None]
-FrameCallback = Callable[[object, int, torch.Tensor], None]
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    # CUDA raises torch.OutOfMemoryError; MPS and some allocators a RuntimeError that says so.
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def _release_cached_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
-
-
-class _Items:
-    """The items of `Engine.searches`, drawn one at a time: `draw()` gives a slot, or None when nothing is
-    ready now (`waiting`) or nothing is left (`exhausted`)."""
-
-    def __init__(self, items: Iterable[tuple[object, torch.Tensor, int] | None]):
-        self._pending = iter(items)
-        self.exhausted = False
-        self.waiting = False
-        self.drawn = 0
-
-    def draw(self) -> _Slot | None:
-        self.waiting = False
-        if self.exhausted:
-            return None
-        try:
-            item = next(self._pending)
-        except StopIteration:
-            self.exhausted = True
-            return None
-        if item is None:
-            self.waiting = True
-            return None
-        self.drawn += 1
-        return _Slot(*item)
-
-
-class _LocalSearches:
-    """The searches of this process: one pool, filled up to the engine's batch size, stepped one step at a time.
-    Searches of a batch that ran out of device memory start again (`retry`) before new items are drawn."""
-
-    def __init__(self, engine: Engine, *, stop_at_eps: bool, save_every: int | None,
-                 on_step: StepCallback | None, on_frame: FrameCallback | None):
-        self.engine = engine
-        self.on_step = on_step
-        self.pool = SearchPool(engine.generator, config=engine.config, device=engine.device, stop_at_eps=stop_at_eps,
-                               save_every=save_every,
-                               on_frame=(lambda slot, step, image: on_frame(slot.key, step, image)) if on_frame
-                               else None)
-        self.retry: deque[_Slot] = deque()  # searches to start again (out of memory, or their worker died)
-        self.threads: int | None = None  # of the searches in the pool: chosen when one starts in an empty pool
-        self.step_seconds: deque[float] = deque(maxlen=8)  # the latest steps' wall time, per search in them
-        self.warmed_up = False  # a step was taken (the first, which warms up, is not counted)
-
-    @property
-    def busy(self) -> bool:
-        return bool(len(self.pool) or self.retry)
-
-    @property
-    def room(self) -> bool:
-        return len(self.pool) < self.engine.batch_size
-
-    def fill(self, source: _Items) -> Iterator[Finished]:
-        """Take searches up to the batch size (those to retry first); yields those that cannot start."""
-        while self.room:
-            slot = self.retry.popleft() if self.retry else source.draw()
-            if slot is None:
-                return
-            yield from self.add(slot)
-
-    def add(self, slot: _Slot) -> Iterator[Finished]:
-        if not len(self.pool):  # a search's thread count never changes while it runs
-            self.threads = self.engine._threads_for_a_search()
-        slot.threads = self.threads
-        try:
-            self.pool.add(slot, slot.target, slot.seed)
-        except ValueError as exc:
-            yield Finished(slot.key, None, first_line(exc), 0.0, slot.threads)
-
-    def step(self) -> Iterator[Finished]:
-        """One step of the pool; yields the searches that finished or failed with it."""
-        engine, pool = self.engine, self.pool
-        if not len(pool):
-            return
-        started = time.monotonic()
-        try:
-            pool.step()
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not _out_of_memory(exc):
-                yield from engine._fail(pool, f"search failed on {engine.device}: {first_line(exc)}")
-                return
-            size = len(pool)
-            slots = pool.clear()
-            _release_cached_memory(engine.device)
-            if size == 1:
-                yield Finished(slots[0].key, None, f"out of memory on {engine.device} even for one image; "
-                                                   f"try --device cpu", slots[0].seconds, slots[0].threads)
-                return
-            engine.batch_size = max(1, size // 2)
-            if engine.notify is not None:
-                engine.notify(f"out of memory on {engine.device} with a batch of {size}: continuing with "
-                              f"batches of {engine.batch_size}")
-            self.retry.extendleft(reversed(slots))
-            return
-        share = (time.monotonic() - started) / len(pool)
-        if self.warmed_up:
-            self.step_seconds.append(share)
-        self.warmed_up = True
-        for slot, _ in pool.active:
-            slot.seconds += share
-        if self.on_step is not None:
-            self.on_step([search for _, search in pool.active])
-        for slot, result in pool.pop_finished():
-            yield Finished(slot.key, result, None, slot.seconds, slot.threads)
-        for slot, reason in pool.pop_failed():  # non-finite values: that search alone fails
-            yield Finished(slot.key, None, reason, slot.seconds, slot.threads)
 
 
 class Engine:
@@ -363,11 +216,6 @@ class Engine:
             yield
         finally:
             torch.set_num_threads(previous)
-
-    @staticmethod
-    def _fail(pool: SearchPool, reason: str) -> Iterator[Finished]:
-        for slot in pool.clear():
-            yield Finished(slot.key, None, reason, slot.seconds, slot.threads)
 
     def search(self, targets: torch.Tensor, seeds: Sequence[int], *, stop_at_eps: bool = False) -> list[SearchResult]:
         """PULSE on targets [B, 3, h, w] in [0, 1], `seeds[b]` fixing target b's start; results in order.

@@ -8,7 +8,7 @@ process searches as always, and each worker searches the items it is handed.
 How a worker starts: on Linux, with one thread per search, it is a fork of this process (in milliseconds,
 sharing the loaded generator; as PyTorch's DataLoader workers, it runs one thread, which is what keeps OpenMP
 usable after a fork); elsewhere, or with more threads, it is a fresh interpreter (`python -m
-pulse_cli.workers`, a second or more to load torch) that reads its thread count and OpenMP's wait policy from
+pulse_cli.worker_main`, a second or more to load torch) that reads its thread count and OpenMP's wait policy from
 its environment and receives the generator, search options and batch size once. Either way it searches with
 the same engine code as this process, so a search's result is bit for bit what this process gives with the
 same threads and batch size, and sends back each step's progress, the frames asked for and each result. It
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .engine import Engine, Finished, FrameCallback, StepCallback, _Items, _LocalSearches, _Slot
+    from .lanes import Finished, FrameCallback, StepCallback, _Items, _LocalSearches, _Slot
 
 # `auto`: a worker starts once the searches not yet started would keep this process busy at least this long
 # (measured with bench/threads.py: a forked worker starts in milliseconds, a fresh interpreter in ~2 s).
@@ -64,7 +64,7 @@ class _Remote:
 class WorkerProcess:
     """One worker: its process, its connection and the searches it holds (`in_flight`: id -> slot)."""
 
-    def __init__(self, engine: Engine, *, stop_at_eps: bool, save_every: int | None,
+    def __init__(self, engine: Any, *, stop_at_eps: bool, save_every: int | None,
                  others: list[WorkerProcess], setup: Callable[[], bytes]):
         import socket
         import tempfile
@@ -100,7 +100,7 @@ class WorkerProcess:
 
             threading.Thread(target=self._send_setup, args=(setup(),), daemon=True).start()
 
-    def _fork(self, ours: Any, theirs: Any, engine: Engine, stop_at_eps: bool, save_every: int | None,
+    def _fork(self, ours: Any, theirs: Any, engine: Any, stop_at_eps: bool, save_every: int | None,
               others: list[WorkerProcess]) -> int:
         parent = os.getpid()
         pid = os.fork()
@@ -117,8 +117,8 @@ class WorkerProcess:
                 os.close(other.conn.fileno())
             from multiprocessing.connection import Connection
 
-            code = _serve(Connection(theirs.detach()), engine.generator, config=engine.config,
-                          batch_size=engine.batch_size, threads=1, stop_at_eps=stop_at_eps, save_every=save_every)
+            code = serve(Connection(theirs.detach()), type(engine), engine.generator, config=engine.config,
+                         batch_size=engine.batch_size, threads=1, stop_at_eps=stop_at_eps, save_every=save_every)
         except BaseException as exc:  # noqa: BLE001 - said on the worker's stderr, which the parent reads
             _say(exc)
         finally:
@@ -133,7 +133,7 @@ class WorkerProcess:
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pulse_cli.workers", str(theirs.fileno()), str(os.getpid())],
+            [sys.executable, "-m", "pulse_cli.worker_main", str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self.stderr)
         return self.process.pid
@@ -210,13 +210,13 @@ class WorkerProcess:
             self.stderr.close()
 
 
-def side_by_side(engine: Engine, local: _LocalSearches, source: _Items, *, total: int | None, stop_at_eps: bool,
+def side_by_side(engine: Any, local: _LocalSearches, source: _Items, *, total: int | None, stop_at_eps: bool,
                  save_every: int | None, on_step: StepCallback | None, on_frame: FrameCallback | None
                  ) -> Iterator[Finished]:
     """`Engine.searches` with worker processes: see the module's docstring."""
     from multiprocessing.connection import wait
 
-    from .engine import WAIT_FOR_ITEMS
+    from .lanes import WAIT_FOR_ITEMS
     from .threads import free_cores
 
     plan = engine.threads_plan
@@ -343,7 +343,7 @@ def side_by_side(engine: Engine, local: _LocalSearches, source: _Items, *, total
 
 
 def _finished(slot: _Slot, result: Any, error: str | None, seconds: float, threads: int | None) -> Finished:
-    from .engine import Finished
+    from .lanes import Finished
 
     return Finished(slot.key, result, error, seconds, threads)
 
@@ -414,7 +414,7 @@ class _Requests:
         self.drawn = 0
 
     def draw(self) -> _Slot | None:
-        from .engine import _Slot
+        from .lanes import _Slot
 
         if self.exhausted or (not self.idle() and not self.conn.poll()):
             return None
@@ -430,13 +430,15 @@ class _Requests:
         return _Slot(search_id, target, seed)
 
 
-def _serve(conn: Any, generator: Any, *, config: Any, batch_size: int, threads: int, stop_at_eps: bool,
-           save_every: int | None) -> int:
-    """A worker's searches: the items it is handed, with an engine of its own; 0 when told to stop."""
+def serve(conn: Any, engine_class: type, generator: Any, *, config: Any, batch_size: int, threads: int,
+          stop_at_eps: bool, save_every: int | None) -> int:
+    """A worker's searches: the items it is handed, with an engine of its own (an `engine_class`, that is
+    `pulse_cli.engine.Engine`, passed in so that this module does not import the engine that imports it);
+    0 when told to stop."""
     import torch
 
     from .device import configure_cpu_allocator
-    from .engine import Engine, _LocalSearches
+    from .lanes import _LocalSearches
 
     torch.set_num_threads(threads)
     try:
@@ -444,7 +446,7 @@ def _serve(conn: Any, generator: Any, *, config: Any, batch_size: int, threads: 
     except RuntimeError:  # a fork of a process that used them: it does not use them here either
         pass
     configure_cpu_allocator()
-    engine = Engine(generator, device="cpu", config=config, batch_size=batch_size, threads=threads)
+    engine = engine_class(generator, device="cpu", config=config, batch_size=batch_size, threads=threads)
 
     def on_step(searches: list) -> None:
         keys = {id(search): slot.key for slot, search in lane.pool.active}
@@ -470,26 +472,3 @@ def _serve(conn: Any, generator: Any, *, config: Any, batch_size: int, threads: 
                     _send(conn, ("done", done.key, done.result, done.error, done.seconds, done.threads))
     except (BrokenPipeError, ConnectionResetError):  # the parent stopped listening: nothing is owed to anyone
         return 0
-
-
-def main(argv: list[str]) -> int:
-    """A fresh interpreter's worker: `python -m pulse_cli.workers FD PARENT_PID`."""
-    fd, parent = int(argv[0]), int(argv[1])
-    _become_worker(parent)
-    from multiprocessing.connection import Connection
-
-    conn = Connection(fd)
-    try:
-        setup = _receive(conn)  # loads torch, with the thread settings of this process's environment
-    except (EOFError, OSError):
-        return 0
-    try:
-        return _serve(conn, setup["generator"], config=setup["config"], batch_size=setup["batch_size"],
-                      threads=setup["threads"], stop_at_eps=setup["stop_at_eps"], save_every=setup["save_every"])
-    except Exception as exc:  # noqa: BLE001 - one line on stderr, which the parent reads
-        _say(exc)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

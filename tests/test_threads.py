@@ -226,7 +226,7 @@ def test_side_by_side_results_are_a_plain_runs_bit_for_bit(monkeypatch, demo_che
 @pytest.mark.slow
 def test_a_worker_started_as_a_fresh_interpreter_gives_the_same_results(monkeypatch, demo_checkpoint):
     """Where a fork is not used (not Linux, or several threads per search), the worker is `python -m
-    pulse_cli.workers`, which gets the generator over its connection: the same results."""
+    pulse_cli.worker_main`, which gets the generator over its connection: the same results."""
     monkeypatch.setattr(workers, "START", "spawn")
     G = Engine.load(demo_checkpoint, "cpu").generator
     config = SearchConfig(steps=40)
