@@ -488,7 +488,9 @@ def _print_summary(summary, out_dir: Path, *, sheet: bool, config, samples: int,
     from .progress import l2_text, samples_met
 
     table = Table(title="pulse upsample", show_edge=False)
-    columns = ["ok", "not converged", "failed", "skipped", "total", "search s"] + (["no face"] if check_face else [])
+    # inputs in the other columns; this one counts samples (a crop with 3 samples may show no face in 1 of them)
+    columns = ["ok", "not converged", "failed", "skipped", "total", "search s"]
+    columns += ["no face (samples)"] if check_face else []
     for column in columns:
         table.add_column(column, justify="right")
     c = summary.counts
