@@ -305,8 +305,10 @@ def test_a_signal_while_pulse_is_still_starting_gets_its_line_and_code(tmp_path,
              "    return _load_app()\n"
              "sys.argv = ['pulse', 'weights', 'list']\n"
              "run_command(load)\n")
+    # as from a terminal: a process started with SIGINT ignored (a background job of a shell, nohup) keeps
+    # ignoring it, as Python and every well-behaved tool do, and would never see this Ctrl-C
     process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=_env(tmp_path))
+                               env=_env(tmp_path), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stderr.readline() == b"loading\n"
     process.send_signal(sig)
     _, rest = process.communicate(timeout=60)
