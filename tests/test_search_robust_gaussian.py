@@ -228,3 +228,26 @@ def test_records_say_when_a_robust_search_started_again(tmp_path, checkpoint, G,
             assert "restarts" not in sample
         log = [json.loads(line) for line in (out / record["logs"][0]).read_text().splitlines()]
         assert len(log) == 1 + steps  # a header, then every step of the budget, no more
+
+
+def test_starts_and_axes_are_made_once_per_process_for_a_generator_size_and_thread_count(checkpoint, targets,
+                                                                                        monkeypatch) -> None:
+    import pulse_cli.search.pulse as pulse_module
+
+    made = []
+    real_bank = pulse_module.start_bank
+    monkeypatch.setattr(pulse_module, "start_bank", lambda *a, **k: made.append(a[-1]) or real_bank(*a, **k))
+    G = load_generator(checkpoint)  # a generator of its own: nothing made for it yet
+    first = pulse_search(G, targets[:1], seeds=[0], config=ROBUST)
+    again = pulse_search(G, targets[:1], seeds=[0], config=ROBUST)  # another pool, as a notebook's next call
+    assert len(made) == 1
+    assert [h.l2 for h in again[0].history] == [h.l2 for h in first[0].history]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if previous > 1 else 2)  # other rounding: made again
+        pulse_search(G, targets[:1], seeds=[0], config=ROBUST)
+    finally:
+        torch.set_num_threads(previous)
+    assert len(made) == 2
+    pulse_search(load_generator(checkpoint), targets[:1], seeds=[0], config=ROBUST)  # another generator
+    assert len(made) == 3

@@ -10,6 +10,7 @@ size; the batch size itself changes float rounding, README "Reproducibility").
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -365,6 +366,11 @@ def _by_target_size(searches: Sequence[ImageSearch]) -> dict[int, list[int]]:
     return groups
 
 
+# Robust's axes and start banks per generator, made once per process: a pool made later (another run in a
+# notebook, a forked worker, which inherits them) starts at once.
+_PREPARED: weakref.WeakKeyDictionary[Generator, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
+
+
 class SearchPool:
     """Searches sharing the generator's passes; a finished one leaves and a new one can take its place.
 
@@ -423,15 +429,20 @@ class SearchPool:
 
     def _prepared(self, size: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
         """Robust's principal axes and start bank for targets of this size (a Gaussian latent; None where
-        unused), made once per pool: they depend on the generator and the size alone, not on the batch."""
+        unused): they depend on the generator, the size, the options and the thread count (rounding) alone,
+        not on the batch, so they are made once per process (`_PREPARED`)."""
         if self.config.mode != "robust":
             return None, None
         options = self.robust or RobustOptions.for_latent(self.G.latent_kind)
         if size not in self.prepared:
-            down = self.downsamplers[size]
-            axes = principal_axes(self.G, down, size, options.principal_axes) if options.principal_axes else None
-            bank = start_bank(self.G, down, options.start_bank) if options.start_bank else None
-            self.prepared[size] = (None if axes is None else axes.to(self.device), bank)
+            made = _PREPARED.setdefault(self.G, {})
+            key = (size, options.principal_axes, options.start_bank, str(self.device), torch.get_num_threads())
+            if key not in made:
+                down = self.downsamplers[size]
+                axes = principal_axes(self.G, down, size, options.principal_axes) if options.principal_axes else None
+                bank = start_bank(self.G, down, options.start_bank) if options.start_bank else None
+                made[key] = (None if axes is None else axes.to(self.device), bank)
+            self.prepared[size] = made[key]
         return self.prepared[size]
 
     def step(self) -> None:
