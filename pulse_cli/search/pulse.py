@@ -393,9 +393,10 @@ class SearchPool:
             config.check_generator(0, G.latent_kind)
         if robust is not None:
             robust.validate()
-        if config.mode == "robust":
-            (robust or RobustOptions.for_latent(G.latent_kind)).check_latent(G.latent_kind)
-        self.robust = robust
+        # robust's options, resolved once for every search of the pool (None in pulse mode)
+        self.robust = (robust or RobustOptions.for_latent(G.latent_kind)) if config.mode == "robust" else None
+        if self.robust is not None:
+            self.robust.check_latent(G.latent_kind)
         if G.latent_stats is None:
             raise ValueError("the generator has no latent statistics (gaussian fit)")
         self.G = G
@@ -407,7 +408,6 @@ class SearchPool:
         self.stats = G.latent_stats.to(self.device)
         self.terms = parse_loss(config.loss)
         self.downsamplers: dict[int, BicubicDownsample] = {}
-        self.prepared: dict[int, tuple] = {}  # robust's axes and start bank per target size (`_prepared`)
         self.active: list[tuple[object, ImageSearch]] = []
         self._failed: list[tuple[object, str]] = []  # finished without a result, until `pop_failed`
 
@@ -431,19 +431,17 @@ class SearchPool:
         """Robust's principal axes and start bank for targets of this size (a Gaussian latent; None where
         unused): they depend on the generator, the size, the options and the thread count (rounding) alone,
         not on the batch, so they are made once per process (`_PREPARED`)."""
-        if self.config.mode != "robust":
+        options = self.robust
+        if options is None or not (options.principal_axes or options.start_bank):
             return None, None
-        options = self.robust or RobustOptions.for_latent(self.G.latent_kind)
-        if size not in self.prepared:
-            made = _PREPARED.setdefault(self.G, {})
-            key = (size, options.principal_axes, options.start_bank, str(self.device), torch.get_num_threads())
-            if key not in made:
-                down = self.downsamplers[size]
-                axes = principal_axes(self.G, down, size, options.principal_axes) if options.principal_axes else None
-                bank = start_bank(self.G, down, options.start_bank) if options.start_bank else None
-                made[key] = (None if axes is None else axes.to(self.device), bank)
-            self.prepared[size] = made[key]
-        return self.prepared[size]
+        made = _PREPARED.setdefault(self.G, {})
+        key = (size, options.principal_axes, options.start_bank, str(self.device), torch.get_num_threads())
+        if key not in made:
+            down = self.downsamplers[size]
+            axes = principal_axes(self.G, down, size, options.principal_axes) if options.principal_axes else None
+            bank = start_bank(self.G, down, options.start_bank) if options.start_bank else None
+            made[key] = (None if axes is None else axes.to(self.device), bank)
+        return made[key]
 
     def step(self) -> None:
         run_step(self.G, [s for _, s in self.active], stats=self.stats, downsamplers=self.downsamplers,
