@@ -201,11 +201,14 @@ def test_restarting_searches_give_in_a_batch_what_they_give_alone(G, targets, fl
 
 
 def test_stop_at_eps_ends_a_robust_dcgan_search_at_its_first_iterate_meeting_eps(G, targets) -> None:
-    config = dataclasses.replace(ROBUST, steps=40, eps=0.02)
-    (full,) = pulse_search(G, targets[:1], seeds=[0], config=config)
+    # a random start (no bank, which starts this tiny model's targets within eps already) and an eps met only
+    # after some steps: the search must stop there, not at its first step nor at its budget's end
+    options = dataclasses.replace(RobustOptions.for_latent("gaussian"), start_bank=0)
+    config = dataclasses.replace(ROBUST, steps=40, eps=2e-4)
+    (full,) = pulse_search(G, targets[:1], seeds=[0], config=config, robust=options)
     first = next(h.step for h in full.history if h.l2 <= config.eps)
-    (early,) = pulse_search(G, targets[:1], seeds=[0], config=config, stop_at_eps=True)
-    assert early.converged and early.steps_run == first + 1 < config.steps
+    (early,) = pulse_search(G, targets[:1], seeds=[0], config=config, stop_at_eps=True, robust=options)
+    assert early.converged and 0 < first and early.steps_run == first + 1 < config.steps
 
 
 def test_records_say_when_a_robust_search_started_again(tmp_path, checkpoint, G, targets) -> None:
@@ -251,3 +254,14 @@ def test_starts_and_axes_are_made_once_per_process_for_a_generator_size_and_thre
     assert len(made) == 2
     pulse_search(load_generator(checkpoint), targets[:1], seeds=[0], config=ROBUST)  # another generator
     assert len(made) == 3
+
+
+@pytest.mark.parametrize("bad", ["100", [100, "200"], [1.5], {"at": 100}])
+def test_a_results_line_with_restarts_that_are_not_step_numbers_is_refused(bad) -> None:
+    from pulse_cli.run.records import RecordError, ResultRecord
+
+    sample = {"output": "a.png.png", "status": "ok", "best_l2": 0.001, "restarts": [100, 200]}
+    record = ResultRecord.from_json({"input": "a.png", "status": "ok", "samples": [sample]})
+    assert record.samples[0]["restarts"] == [100, 200]
+    with pytest.raises(RecordError, match="not a list of sample records"):
+        ResultRecord.from_json({"input": "a.png", "status": "ok", "samples": [{**sample, "restarts": bad}]})
