@@ -444,6 +444,7 @@ def test_stop_at_eps_finishes_images_early_and_refills_the_batch(runner, tmp_pat
         assert len(log) == 1
 
 
+@pytest.mark.numerics  # float results: `make test` runs it with AVX2 and SSE4.1 kernels too
 def test_synthesis_path_is_recorded_and_both_paths_agree(runner, tmp_path, checkpoint):
     src = tmp_path / "in"
     src.mkdir()
@@ -451,10 +452,13 @@ def test_synthesis_path_is_recorded_and_both_paths_agree(runner, tmp_path, check
     images = {}
     for path in ("fast", "reference"):
         out = tmp_path / path
-        result = upsample(runner, src, out, "--checkpoint", checkpoint, "--synthesis", path, *FAST)
+        result = upsample(runner, src, out, "--checkpoint", checkpoint, "--synthesis", path, "--steps", "1",
+                          "--device", "cpu")
         assert result.exit_code == 0, result.stderr
         header, _ = read_log(out / "logs" / "a.png.jsonl")
         assert header["generator"]["synthesis_path"] == path
         images[path] = np.asarray(Image.open(out / "a.png.png"), dtype=np.int16)
-    # the same function: after 4 optimisation steps the 8-bit results differ by a level or two at most
-    assert np.abs(images["fast"] - images["reference"]).max() <= 2
+    # the same function: one step, so both render the same start (the same seed) and differ by float rounding
+    # alone, a level at most in 8 bits. After optimisation steps they need not stay that close on every CPU:
+    # their gradients can fall on different sides of a LeakyReLU kink (under SSE4.1 kernels, 3 levels at 4 steps)
+    assert np.abs(images["fast"] - images["reference"]).max() <= 1
