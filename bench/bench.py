@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,9 @@ class OriginalStep:
                 trainable.append(n)
             self.noise.append(n)
         self.optimizer = SphericalOptimizer(config.optimizer, [self.latent, *trainable], lr=config.lr)
+        # SphericalOptimizer steps the torch optimiser without the method LambdaLR watches (see search/optim.py):
+        # its "scheduler stepped before the optimiser" warning is wrong here, and the rates are the same
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer.opt, lambda step: lr_multiplier(config.lr_schedule, step, config.steps))
         self.downsample = BicubicDownsample(G.resolution // targets.shape[-1])

@@ -130,3 +130,35 @@ def test_records_serialize_in_the_documented_shape():
                                batch_size=1, samples=1))
     assert list(header)[:5] == ["type", "tool", "version", "torch", "python"] and header["type"] == "run"
     assert header["torch"] == torch.__version__
+
+
+_SEARCH_AND_REPORT_DYNAMO = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from helpers import dcgan_state_dict, save_tensor_file, tiny_generator
+from pulse_cli.checkpoints.loading import load_generator
+from pulse_cli.engine import Engine
+from pulse_cli.search.pulse import SearchConfig
+dcgan = load_generator(save_tensor_file(dcgan_state_dict(), __import__("pathlib").Path(sys.argv[2]) / "g.pt"))
+for G, config in ((tiny_generator(), SearchConfig(steps=2)),
+                  (tiny_generator(), SearchConfig(steps=2, optimizer="sgdm")),
+                  (tiny_generator(), SearchConfig(steps=2, mode="robust")),
+                  (dcgan, SearchConfig(steps=2, mode="robust").for_latent("gaussian"))):
+    Engine(G, device="cpu", config=config).search(torch.rand(1, 3, 8, 8), seeds=[0])
+print(json.dumps({"dynamo": "torch._dynamo" in sys.modules}))
+"""
+
+
+def test_a_search_never_imports_torch_dynamo(tmp_path: Path):
+    # torch.optim's compile marks import torch._dynamo (1.2 s, ~800 modules) on first use, in every searching
+    # process: longer than a small model's whole search. A search (default, another optimiser, robust) in a
+    # fresh interpreter must leave it unloaded.
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    result = subprocess.run([sys.executable, "-c", _SEARCH_AND_REPORT_DYNAMO, str(tests), str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"dynamo": False}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -13,6 +15,43 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgdm": partial(torch.optim.SGD, momentum=0.9),
     "adamax": torch.optim.Adamax,
 }
+
+
+# torch.optim marks an optimiser's construction, step and zero_grad for torch.compile ("do not trace", graph
+# breaks), and the marks import torch._dynamo on first use: 1.2 s and ~800 modules in every process that searches
+# (measured on the AMD EPYC this was written on), longer than a small generator's whole search. pulse never
+# compiles, so it calls the code those marks wrap: the same code, the same update, bit for bit. Where a torch
+# wraps them differently, the marked methods are called as they are (slower to start, same result).
+
+
+@contextmanager
+def _construction_without_dynamo() -> Iterator[None]:
+    """The marks on Optimizer.__init__ and add_param_group cache their unmarked function on the function they
+    wrap (`__dynamo_disable`), importing torch._dynamo only to make it: that cache holds the function itself while
+    an optimiser is built."""
+    filled = []
+    for name in ("__init__", "add_param_group"):
+        wrapped = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if wrapped is not None and getattr(wrapped, "__dynamo_disable", None) is None:
+            wrapped.__dynamo_disable = wrapped
+            filled.append(wrapped)
+    try:
+        yield
+    finally:  # torch.compile, if a caller uses it later, finds the caches empty and fills them as torch meant
+        for wrapped in filled:
+            if getattr(wrapped, "__dynamo_disable", None) is wrapped:
+                del wrapped.__dynamo_disable
+
+
+def _unmarked_step(optimizer: torch.optim.Optimizer) -> Callable[[], object]:
+    """The optimiser's own `step`, without the profiler/hook wrapper and the grad-mode wrapper that imports
+    torch._dynamo (grad mode: the caller's no_grad, which is what that wrapper sets for a non-differentiable
+    optimiser). Its hooks are not called: this module registers none."""
+    cls = type(optimizer)
+    step = inspect.unwrap(cls.step)
+    if step.__qualname__ != f"{cls.__name__}.step" or optimizer.defaults.get("differentiable"):
+        return optimizer.step
+    return partial(step, optimizer)
 
 
 def _radius(param: torch.Tensor) -> torch.Tensor:
@@ -40,14 +79,16 @@ class SphericalOptimizer:
         kwargs = {"lr": lr} | ({"foreach": True} if foreach else {})
         if betas is not None and name in ("adam", "adamax"):
             kwargs["betas"] = betas
-        if lr_scales is None and not free:
-            self.opt = OPTIMIZERS[name](self.params, **kwargs)
-        else:
+        groups: list | list[dict] = self.params
+        if lr_scales is not None or free:
             by_scale: dict[float, list[torch.Tensor]] = {}  # one group per rate: multi-tensor ops stay whole
             scales = [1.0] * len(self.params) if lr_scales is None else lr_scales
             for param, scale in [*zip(self.params, scales, strict=True), *free]:
                 by_scale.setdefault(scale, []).append(param)
-            self.opt = OPTIMIZERS[name]([{"params": ps, "lr_scale": s} for s, ps in by_scale.items()], **kwargs)
+            groups = [{"params": ps, "lr_scale": s} for s, ps in by_scale.items()]
+        with _construction_without_dynamo():
+            self.opt = OPTIMIZERS[name](groups, **kwargs)
+        self._step = _unmarked_step(self.opt)
         with torch.no_grad():
             self.radii = [_radius(p) for p in self.params]
 
@@ -57,13 +98,16 @@ class SphericalOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        self.opt.step()
+        self._step()
         for param, radius in zip(self.params, self.radii, strict=True):
             param.div_(_radius(param))
             param.mul_(radius)
 
     def zero_grad(self) -> None:
-        self.opt.zero_grad(set_to_none=True)
+        # what Optimizer.zero_grad(set_to_none=True) does, without its mark (see above)
+        for group in self.opt.param_groups:
+            for param in group["params"]:
+                param.grad = None
 
 
 def _fixed(step: int, steps: int) -> float:
