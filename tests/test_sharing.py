@@ -59,6 +59,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 
+def _searched_once(records: list[dict], names: list[str]) -> None:
+    """Each input finished by exactly one record; any other is a `skipped` one, written after it by a process that
+    planned its run once the input was done (how soon depends on how fast the processes start)."""
+    done = [r["input"] for r in records if r["status"] in ("ok", "not_converged")]
+    assert sorted(done) == names
+    for k, record in enumerate(records):
+        assert record["status"] in ("ok", "not_converged", "skipped"), record
+        if record["status"] == "skipped":
+            assert record["input"] in [r["input"] for r in records[:k] if r["status"] != "skipped"]
+
+
 @pytest.fixture
 def single_run(tmp_path, demo_checkpoint):
     src = write_crops(tmp_path / "in", 8, name="{k:02d}.png")
@@ -85,9 +96,7 @@ def test_four_processes_share_one_out_and_search_each_input_once(tmp_path, demo_
     out = tmp_path / "out"
     processes = [subprocess.Popen(_command(src, out, demo_checkpoint), env=_env(tmp_path)) for _ in range(4)]
     assert [p.wait(timeout=300) for p in processes] == [0, 0, 0, 0]
-    records = read_records(out)
-    assert sorted(r["input"] for r in records) == names  # one record each: searched by exactly one process
-    assert all(r["status"] in ("ok", "not_converged") for r in records)
+    _searched_once(read_records(out), names)  # searched by exactly one process
     assert same_images(out, reference, names)
     assert not list(out.rglob("*.tmp")) and not list((out / ".claims").iterdir())
 
@@ -108,9 +117,8 @@ def test_a_process_killed_mid_run_leaves_its_inputs_to_the_others(tmp_path, demo
     victim.wait(timeout=60)
     assert [p.wait(timeout=600) for p in others] == [0, 0]
     records = read_records(out)
-    assert sorted(r["input"] for r in records) == names  # the victim's input too, each exactly once
-    assert all(r["status"] in ("ok", "not_converged") for r in records)
+    _searched_once(records, names)  # the victim's input too
     assert not list(out.rglob("*.tmp"))
     rerun = subprocess.run(_command(src, out, demo_checkpoint, *slow), env=_env(tmp_path), timeout=300)
     assert rerun.returncode == 0
-    assert [r["status"] for r in read_records(out)[len(names):]] == ["skipped"] * len(names)
+    assert [r["status"] for r in read_records(out)[len(records):]] == ["skipped"] * len(names)
