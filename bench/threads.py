@@ -81,9 +81,9 @@ def child_full(threads: str, steps: int) -> None:
     """One full-size search's step times, through the engine as `pulse upsample` would run it."""
     sys.path[:0] = [str(ROOT), str(HERE)]
     if threads == "auto":
-        from pulse_cli.threads import prefer_passive_waiting
+        from pulse_cli.threads import prefer_wait_policy
 
-        prefer_passive_waiting()  # as `pulse upsample` does before torch loads
+        prefer_wait_policy("auto")  # as `pulse upsample` does before torch loads
     import torch
 
     import bench as B  # bench/bench.py: the full-size generator without weights

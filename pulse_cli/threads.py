@@ -8,9 +8,8 @@ What `auto` does, and why (measured with bench/threads.py; the table is in the R
 - On a CPU, a torch thread that reaches the end of a parallel operation before the others spins (GNU OpenMP's
   default), and when another process holds a core, the thread it waits for is not running: a small generator,
   whose step is thousands of small operations, then runs up to 10x slower with two threads than with one.
-  `OMP_WAIT_POLICY=passive` (waiting threads sleep at once) removes most of that; pulse sets it for its own
-  processes unless the user chose a wait policy. Even so, two threads on a busy machine are slower than one:
-  they wait for each other's turn on the cores.
+  `OMP_WAIT_POLICY=passive` (waiting threads sleep at once) removes most of that. Even so, two threads on a busy
+  machine are slower than one: they wait for each other's turn on the cores.
 - So `auto` uses only the cores other processes leave free, measured (`free_cores`) as a search starts:
 - small generators (at most `SMALL_RESOLUTION` px): one thread per search (a second thread gains little on
   such small operations, and stalls on a busy machine); a folder's inputs are searched side by side, in this
@@ -19,6 +18,11 @@ What `auto` does, and why (measured with bench/threads.py; the table is in the R
 - full-size generators: one search at a time, with as many threads as cores are free as it starts (all of them
   on an idle machine, where two make a step ~1.7x faster than one; one on a busy one, where one is as fast).
   A search keeps its count to the end, and every result records it (another count can round differently).
+- How waiting threads wait (`prefer_wait_policy`, unless the user chose): with `auto`, a short spin and then
+  sleep, because auto runs two threads only where the cores are free, and there a full-size step with passive
+  waiting paid a wake-up at each of its ~900 barriers (2-9% slower than spinning on the 2-vCPU EPYC, by the
+  day); with a fixed count, which runs whatever the load, passive waiting at once (a short spin cost up to 1.5x
+  passive's with two threads forced on a busy machine).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ PROBE_SECONDS = 0.1  # how long the load of the machine is measured for (this pr
 # The OpenMP settings that decide how waiting threads wait (GNU OpenMP reads the first two, Intel's and LLVM's
 # the first and last): one set by the user is left as it is.
 WAIT_POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+# `auto`'s spin before a waiting thread sleeps (GNU OpenMP): ~0.1 ms by libgomp's own estimate of 100,000 spins a
+# millisecond, where its default is 300,000 and passive waiting 0.
+SHORT_SPIN = 10000
 
 
 def parse_threads(value: object) -> Threads:
@@ -189,22 +196,30 @@ def plan_threads(threads: Threads, *, device_type: str, resolution: int, cores: 
     return ThreadPlan(cores, 1, auto=True, adaptive=cores > 1)
 
 
-def prefer_passive_waiting(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Make OpenMP's waiting threads sleep instead of spinning (`OMP_WAIT_POLICY=passive`) in this process and
-    the processes it starts, unless the user set a wait policy. It takes effect only if torch (and with it
-    OpenMP) is not loaded yet: returns whether this process's searches get it."""
+def prefer_wait_policy(threads: Threads, environ: MutableMapping[str, str] | None = None) -> bool:
+    """How OpenMP's waiting threads wait, in this process and the processes it starts, unless the user set a wait
+    policy (any of WAIT_POLICY_VARIABLES): they sleep (`OMP_WAIT_POLICY=passive`), and with `auto` they first spin
+    briefly on GNU OpenMP (`GOMP_SPINCOUNT=SHORT_SPIN`, which it reads before the policy; LLVM's and Intel's
+    OpenMP read only the policy). `auto` gives a search two threads only when the cores are free as it starts,
+    where a short spin keeps a full-size step as fast as spinning; a fixed count runs whatever the load, where
+    only sleeping at once keeps a small model off the cliff (measured: the module's docstring). It takes effect
+    only if torch (and with it OpenMP) is not loaded yet: returns whether this process's searches get it."""
     import sys
 
     env = os.environ if environ is None else environ
     if not any(name in env for name in WAIT_POLICY_VARIABLES):
         env["OMP_WAIT_POLICY"] = "passive"
+        if threads == AUTO:
+            env["GOMP_SPINCOUNT"] = str(SHORT_SPIN)
     return "torch" not in sys.modules
 
 
-def worker_environment(threads: int, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a worker process with `threads` threads: OpenMP's and MKL's thread counts, and
-    passive waiting unless the user chose a wait policy, all read when the worker loads torch."""
+def worker_environment(threads: int, *, auto: bool, environ: MutableMapping[str, str] | None = None
+                       ) -> dict[str, str]:
+    """The environment of a worker process with `threads` threads: OpenMP's and MKL's thread counts, and the wait
+    policy of `auto` or of a fixed count (`prefer_wait_policy`) unless one is set, all read when the worker loads
+    torch."""
     env = dict(os.environ if environ is None else environ)
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    prefer_passive_waiting(env)
+    prefer_wait_policy(AUTO if auto else threads, env)
     return env

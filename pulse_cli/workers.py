@@ -82,7 +82,7 @@ class WorkerProcess:
             if START == "fork" and threads == 1:
                 self.pid = self._fork(ours, theirs, engine, stop_at_eps, save_every, others)
             else:
-                self.pid = self._spawn(theirs, threads, setup)
+                self.pid = self._spawn(theirs, threads, engine.threads_plan.auto, setup)
         except BaseException:
             ours.close()
             self.stderr.close()
@@ -124,12 +124,12 @@ class WorkerProcess:
         finally:
             os._exit(code)
 
-    def _spawn(self, theirs: Any, threads: int, setup: Callable[[], bytes]) -> int:
+    def _spawn(self, theirs: Any, threads: int, auto: bool, setup: Callable[[], bytes]) -> int:
         import subprocess
 
         from .threads import worker_environment
 
-        env = worker_environment(threads)
+        env = worker_environment(threads, auto=auto)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(

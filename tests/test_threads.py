@@ -365,6 +365,60 @@ def test_bad_thread_options_are_one_line(runner, tmp_path, demo_checkpoint):
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+# --- how waiting threads wait -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads, expected", [
+    ("auto", {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "10000"}),  # a short spin, then sleep
+    (2, {"OMP_WAIT_POLICY": "passive"}),  # a fixed count runs whatever the load: sleep at once
+    (1, {"OMP_WAIT_POLICY": "passive"}),
+])
+def test_the_wait_policy_follows_the_thread_choice(threads, expected):
+    env: dict[str, str] = {"PATH": "/bin"}
+    assert threads_module.prefer_wait_policy(threads, env) is False  # torch is loaded here: too late for us
+    assert env == {"PATH": "/bin", **expected}
+    worker = threads_module.worker_environment(3, auto=threads == "auto", environ={"PATH": "/bin"})
+    assert worker == {"PATH": "/bin", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", **expected}
+
+
+@pytest.mark.parametrize("users", [{"OMP_WAIT_POLICY": "active"}, {"GOMP_SPINCOUNT": "300000"},
+                                   {"KMP_BLOCKTIME": "200"}])
+def test_a_wait_policy_the_user_set_is_left_as_it_is(users):
+    for threads in ("auto", 2):
+        env = dict(users)
+        threads_module.prefer_wait_policy(threads, env)
+        assert env == users
+
+
+def _openmp_settings(tmp_path: Path, checkpoint: Path, threads: str, **extra_env: str) -> dict[str, str]:
+    """What the OpenMP runtime of a `pulse upsample --threads THREADS` process read (GNU OpenMP prints it with
+    OMP_DISPLAY_ENV as it loads); skipped where torch's OpenMP does not."""
+    src = write_crops(tmp_path / f"in-{threads}", 1)
+    env = {k: v for k, v in _env(tmp_path).items() if k not in threads_module.WAIT_POLICY_VARIABLES}
+    result = subprocess.run([sys.executable, "-m", "pulse_cli", "upsample", str(src), str(tmp_path / f"out-{threads}"),
+                             "--checkpoint", str(checkpoint), "--device", "cpu", "--steps", "1", "--quiet",
+                             "--threads", threads], env={**env, "OMP_DISPLAY_ENV": "verbose", **extra_env},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    if "OPENMP DISPLAY ENVIRONMENT" not in result.stderr:
+        pytest.skip("torch's OpenMP runtime here does not display its settings (not GNU OpenMP)")
+    settings = {}
+    for line in result.stderr.splitlines():
+        name, sep, value = line.strip().partition(" = ")
+        if sep:
+            settings[name] = value.strip("'")
+    return settings
+
+
+def test_the_openmp_runtime_of_a_run_gets_its_wait_policy(tmp_path, demo_checkpoint):
+    auto = _openmp_settings(tmp_path, demo_checkpoint, "auto")
+    assert (auto["OMP_WAIT_POLICY"], auto["GOMP_SPINCOUNT"]) == ("PASSIVE", "10000")
+    fixed = _openmp_settings(tmp_path, demo_checkpoint, "2")
+    assert (fixed["OMP_WAIT_POLICY"], fixed["GOMP_SPINCOUNT"]) == ("PASSIVE", "0")
+    users = _openmp_settings(tmp_path, demo_checkpoint, "auto", GOMP_SPINCOUNT="300000")
+    assert users["GOMP_SPINCOUNT"] == "300000"
+
+
 # --- processes that die -----------------------------------------------------------------------------------------
 
 # `pulse upsample` in a fresh process, with side by side forced as in _side_by_side_forced

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..search.limits import MAX_LR, MAX_SAMPLES, MAX_STEPS
-from ..threads import prefer_passive_waiting
+from ..threads import prefer_wait_policy
 from ..weights import DEFAULT_ORDER
 from .console import (
     FAILED,
@@ -170,8 +170,8 @@ def upsample(
                                          help="Torch threads per search. auto: the cores other processes leave "
                                               "free; small models (up to 256 px) one thread per search, a folder's "
                                               "inputs side by side, full-size ones one search with those threads. "
-                                              "Waiting threads sleep (OMP_WAIT_POLICY=passive) unless you set a "
-                                              "policy.")] = "auto",
+                                              "Waiting threads spin briefly then sleep with auto, sleep at once "
+                                              "with N, unless you set OpenMP's wait policy.")] = "auto",
     synthesis: Annotated[SynthesisPath, typer.Option(metavar="NAME", rich_help_panel=PERFORMANCE,
                                                      help="fast (the same function, 2-3x faster on a CPU), "
                                                           "reference (the original's operations) or auto (fast "
@@ -243,7 +243,7 @@ def upsample(
         checkpoint_path, how = find_checkpoint(checkpoint)
         if gaussian_fit is not None and not gaussian_fit.is_file():
             raise UsageError(f"gaussian fit {gaussian_fit} does not exist")
-        prefer_passive_waiting()  # before torch loads OpenMP, which reads it once
+        prefer_wait_policy(search_threads)  # before torch loads OpenMP, which reads it once
         from ..device import check_device_spec, resolve_device
         from ..run.plan import FinishedIndex, RunOptions, plan_jobs
         from ..run.records import RESULTS_FILE
