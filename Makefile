@@ -77,9 +77,10 @@ bench-quality: install $(DEMO_MODEL)
 	$(BIN)/python bench/invented.py
 
 # --threads 1 and 2 (OpenMP spinning, short spin, passive) against auto, on the DCGAN, the demo StyleGAN and one
-# full-size step, idle and with two CPU-bound processes competing (~10 min on 2 cores; run it on a quiet machine).
+# full-size step, idle and with two CPU-bound processes competing; the faster of 2 interleaved runs each
+# (~17 min on 2 cores; run it on a quiet machine).
 bench-threads: install $(DEMO_MODEL)
-	$(BIN)/python bench/threads.py
+	$(BIN)/python bench/threads.py --repeat 2
 
 # Images per hour with 1 and 2 processes (--shard, a shared OUT) and --ray local --workers 2 (~3 min on 2 cores).
 bench-scale: install

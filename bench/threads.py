@@ -10,8 +10,9 @@ loads it):
 - `2-spin`: `--threads 2` with GNU OpenMP's default wait (spin 300,000 times, then sleep; given as
   GOMP_SPINCOUNT=300000, its documented default, so that pulse leaves it): what a run did before `--threads`;
 - `2-short-spin`: `--threads 2`, GOMP_SPINCOUNT=10000;
-- `2-passive`: `--threads 2`, OMP_WAIT_POLICY=passive (what pulse sets unless the user chose);
-- `auto`: `--threads auto`, the default.
+- `2-passive`: `--threads 2`, OMP_WAIT_POLICY=passive (what pulse sets for `--threads N` unless the user chose);
+- `auto`: `--threads auto`, the default (with OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000, which pulse sets for
+  it unless the user chose).
 
 Models: the small trained DCGAN (`dcgan-digiface-64`, 64 px; `make bench-threads` downloads it) and the
 untrained demo StyleGAN (128 px, made here), each a whole `pulse upsample` of a folder of `--crops` random
