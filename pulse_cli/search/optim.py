@@ -79,7 +79,7 @@ class SphericalOptimizer:
         kwargs = {"lr": lr} | ({"foreach": True} if foreach else {})
         if betas is not None and name in ("adam", "adamax"):
             kwargs["betas"] = betas
-        groups: list | list[dict] = self.params
+        groups: list = self.params  # or one group per rate
         if lr_scales is not None or free:
             by_scale: dict[float, list[torch.Tensor]] = {}  # one group per rate: multi-tensor ops stay whole
             scales = [1.0] * len(self.params) if lr_scales is None else lr_scales
