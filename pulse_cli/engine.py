@@ -198,7 +198,7 @@ class Engine:
                                         save_every=save_every, on_step=on_step, on_frame=on_frame)
                 return
             while True:
-                yield from local.fill(source)
+                yield from local.fill(source.draw)
                 if not local.busy:
                     if source.exhausted:
                         return

@@ -110,10 +110,11 @@ class _LocalSearches:
     def room(self) -> bool:
         return len(self.pool) < self.engine.batch_size
 
-    def fill(self, source: _Items) -> Iterator[Finished]:
-        """Take searches up to the batch size (those to retry first); yields those that cannot start."""
+    def fill(self, draw: Callable[[], _Slot | None]) -> Iterator[Finished]:
+        """Take searches up to the batch size, those to retry first, then what `draw` gives until it gives None;
+        yields those that cannot start."""
         while self.room:
-            slot = self.retry.popleft() if self.retry else source.draw()
+            slot = self.retry.popleft() if self.retry else draw()
             if slot is None:
                 return
             yield from self.add(slot)

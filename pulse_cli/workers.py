@@ -300,11 +300,7 @@ def side_by_side(engine: Any, local: _LocalSearches, source: _Items, *, total: i
 
     try:
         while True:
-            while local.room:
-                slot = local.retry.popleft() if local.retry else next_slot()
-                if slot is None:
-                    break
-                yield from local.add(slot)
+            yield from local.fill(next_slot)
             for worker in list(workers):
                 while worker.room(engine.batch_size):
                     slot = next_slot()
@@ -462,7 +458,7 @@ def serve(conn: Any, engine_class: type, generator: Any, *, config: Any, batch_s
     try:
         with engine._restoring_threads():
             while True:
-                for done in lane.fill(requests):  # type: ignore[arg-type]
+                for done in lane.fill(requests.draw):
                     _send(conn, ("done", done.key, done.result, done.error, done.seconds, done.threads))
                 if not lane.busy:
                     if requests.exhausted:
