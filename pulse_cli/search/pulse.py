@@ -22,7 +22,7 @@ from .config import SearchConfig
 from .downsample import BicubicDownsample
 from .losses import LossTerm, loss_terms, mean_squared_error, parse_loss
 from .optim import SphericalOptimizer, lr_multiplier
-from .robust import RobustOptions, noise_regularisation, principal_axes, radius_bounds, start_bank
+from .robust import RobustOptions, noise_regularisation, onto_sphere, principal_axes, radius_bounds, start_bank
 
 NON_FINITE = "the generator produced non-finite values (NaN or infinity)"
 # Smaller targets make the downsampler's reflect padding larger than the generated image.
@@ -134,7 +134,7 @@ class ImageSearch:
         if self._bank_starts:  # near a crop like the target's, moved by the seed's own draw
             start = self._bank_starts.pop(0).reshape(1, latent_rows, G.w_dim) + self.robust.start_jitter * start
         if G.latent_kind == "gaussian":  # PULSE for a Gaussian latent: z on the sphere of radius sqrt(dim)
-            start = start * (G.w_dim ** 0.5 / start.norm(dim=-1, keepdim=True))
+            start = onto_sphere(start)
         start = start.to(device)
         if self.axes is not None:  # the same start, in the coordinates of the axes Adam steps along
             start = start @ self.axes

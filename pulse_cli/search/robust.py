@@ -194,6 +194,18 @@ GAUSSIAN_LATENT = {"principal_axes": 256, "adam_betas": (0.8, 0.8), "radius_spre
                    "start_bank": 1024, "start_choices": 8, "start_jitter": 0.6}
 
 
+def onto_sphere(z: torch.Tensor) -> torch.Tensor:
+    """Gaussian latents z [..., dim] scaled onto the sphere of radius sqrt(dim), where N(0, I_dim) draws
+    concentrate: PULSE's start for a Gaussian latent, and every draw robust makes for one."""
+    return z * (z.shape[-1] ** 0.5 / z.norm(dim=-1, keepdim=True))
+
+
+def _images(G: Generator, z: torch.Tensor) -> torch.Tensor:
+    """G's images of latents z in [0, 1] (not clamped), with its noise inputs (if any) at zero."""
+    noise = [torch.zeros(shape, device=G.device) for shape in G.noise_shapes(len(z))]
+    return (G.synthesize(z, noise) + 1) / 2
+
+
 def radius_bounds(spread: float, dim: int) -> tuple[float, float]:
     """Bounds on log(|z| / sqrt(dim)) within `spread` standard deviations of the norm of z ~ N(0, I_dim)
     (the norm is about sqrt(dim) with standard deviation about 1/sqrt(2))."""
@@ -216,13 +228,10 @@ def principal_axes(G: Generator, downsample: Callable[[torch.Tensor], torch.Tens
     total = torch.zeros(dim, dim, dtype=torch.float64)
     for first in range(0, probes, batch):
         n = min(batch, probes - first)
-        z = torch.randn(n, 1, dim, generator=rng)
-        z = z * (dim ** 0.5 / z.norm(dim=-1, keepdim=True))
+        z = onto_sphere(torch.randn(n, 1, dim, generator=rng))
         v = torch.randn(n, 3, size, size, generator=rng)
         z = z.to(device).requires_grad_(True)
-        noise = [torch.zeros(shape, device=device) for shape in G.noise_shapes(n)]
-        image = (G.synthesize(z, noise) + 1) / 2
-        (downsample(image) * v.to(device)).sum().backward()
+        (downsample(_images(G, z)) * v.to(device)).sum().backward()
         g = z.grad.reshape(n, dim).double().cpu()
         total += g.T @ g
     _, vectors = torch.linalg.eigh(total / max(probes, 1))
@@ -235,14 +244,11 @@ def start_bank(G: Generator, downsample: Callable[[torch.Tensor], torch.Tensor],
     `downsample`d [count, 3, h, w] in [0, 1] (CPU): the starts a search chooses among by their crop's distance."""
     dim = G.w_dim
     rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(count, 1, dim, generator=rng)
-    z = z * (dim ** 0.5 / z.norm(dim=-1, keepdim=True))
+    z = onto_sphere(torch.randn(count, 1, dim, generator=rng))
     crops = []
     with torch.no_grad():
         for first in range(0, count, batch):
-            part = z[first:first + batch].to(G.device)
-            noise = [torch.zeros(shape, device=G.device) for shape in G.noise_shapes(len(part))]
-            crops.append(downsample(((G.synthesize(part, noise) + 1) / 2).clamp(0, 1)).cpu())
+            crops.append(downsample(_images(G, z[first:first + batch].to(G.device)).clamp(0, 1)).cpu())
     return z, torch.cat(crops)
 
 
