@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
 from face_crops import crops_of, model_faces  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from pulse_cli.align.detect import predictor_path  # noqa: E402
 from pulse_cli.engine import load_generator  # noqa: E402
@@ -236,16 +237,6 @@ def main() -> None:
         print(f"| {r['mode']} {r['size']}x{r['size']}, {r['steps']} | {r['reach']:.1%} ({spread}) | {step} | "
               f"{r['seconds_per_crop']:.2f} | {r['face_found']:.0%} | {r['d_true_median']:.3f} | "
               f"{r['d_other_median']:.3f} | {r['nearest']:.0%} |")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

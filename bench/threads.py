@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py (the script's own folder is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DCGAN = ROOT / "weights" / "dcgan-digiface-64.safetensors"
@@ -253,15 +255,7 @@ def _machine() -> tuple[str, str, str]:
              "open('/proc/self/maps').read() else ('Intel OpenMP' if 'libiomp' in open('/proc/self/maps').read() "
              "else 'OpenMP runtime unknown'))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return cpu, out[0], out[1]
+    return cpu_name(), out[0], out[1]
 
 
 def main() -> int:
