@@ -141,9 +141,9 @@ from pulse_cli.checkpoints.loading import load_generator
 from pulse_cli.engine import Engine
 from pulse_cli.search.pulse import SearchConfig
 dcgan = load_generator(save_tensor_file(dcgan_state_dict(), __import__("pathlib").Path(sys.argv[2]) / "g.pt"))
-for G, config in ((tiny_generator(), SearchConfig(steps=2)),
-                  (tiny_generator(), SearchConfig(steps=2, optimizer="sgdm")),
-                  (tiny_generator(), SearchConfig(steps=2, mode="robust")),
+stylegan = tiny_generator()
+for G, config in ((stylegan, SearchConfig(steps=2)), (stylegan, SearchConfig(steps=2, optimizer="sgdm")),
+                  (stylegan, SearchConfig(steps=2, mode="robust")),
                   (dcgan, SearchConfig(steps=2, mode="robust").for_latent("gaussian"))):
     Engine(G, device="cpu", config=config).search(torch.rand(1, 3, 8, 8), seeds=[0])
 print(json.dumps({"dynamo": "torch._dynamo" in sys.modules}))
