@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import face_target
+from helpers import face_target, in_float64
 
 from pulse_cli import SearchConfig, pulse_search
 from pulse_cli.checkpoints.io import CheckpointError
@@ -53,11 +53,20 @@ def test_search_then_render_round_trip_is_bit_exact(engine: Engine):
     for result in results:
         assert result.image.shape == (3, 128, 128)
         assert torch.equal(engine.render(result.ws, result.noise), result.image)
-    # each result is what its target gives alone (the engine batches 2 at a time, the pool refills): equal up
-    # to float32 rounding of the batched convolutions, which Adam's first, magnitude-normalised steps amplify
-    (alone,) = pulse_search(engine.generator, targets[1:2], seeds=[2], config=CONFIG)
-    assert (alone.image - results[1].image).abs().max().item() < 1 / 255
-    assert abs(alone.best_l2 - results[1].best_l2) < 1e-4
+
+
+def test_each_result_of_an_engine_is_what_its_target_gives_alone(engine: Engine, float64_default):
+    # The engine batches 2 at a time and the pool refills; another batch size rounds the batched convolutions
+    # differently, and in float32 Adam's first, magnitude-normalised steps amplify that past any fixed bound on
+    # some kernels (0.0054 against 1/255 under SSE4.1). In float64 batching changes the iterates by ~1e-13, so
+    # batched and alone agree far inside the bounds, on any kernels.
+    G = in_float64(engine.generator)
+    targets = torch.stack([face_target(16), face_target(16, crop=(0, 0, 256, 256)),
+                           face_target(16, crop=(100, 0, 400, 300))]).double()
+    results = Engine(G, device="cpu", config=CONFIG, batch_size=2).search(targets, seeds=[1, 2, 3])
+    (alone,) = pulse_search(G, targets[1:2], seeds=[2], config=CONFIG)
+    assert (alone.image - results[1].image).abs().max().item() < 1e-9
+    assert abs(alone.best_l2 - results[1].best_l2) < 1e-9
 
 
 def test_searches_yields_failures_alone_and_goes_on(engine: Engine):
